@@ -1,0 +1,1 @@
+"""Data loading, training, evaluation and leaderboards for 3DIEBench-style datasets."""

@@ -1,0 +1,102 @@
+"""The 3DIEBench specification in one place: latent layout, sampling ranges, scene constants,
+image normalisation, file names and the ShapeNetCore v2 label order.
+
+Every other module reads these values from here; nothing else hard-codes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+# --- dataset layout -------------------------------------------------------------------------
+VIEWS_PER_OBJECT = 50
+IMAGE_SIZE = 256
+MANIFEST_NAME = "manifest.json"
+OBJECTS_CSV_NAME = "objects.csv"
+FAILURES_NAME = "failures.jsonl"
+
+
+def image_name(view: int) -> str:
+    """File name of a view's image inside its object folder."""
+    return f"image_{view}.jpg"
+
+
+def latent_name(view: int) -> str:
+    """File name of a view's latent vector inside its object folder."""
+    return f"latent_{view}.npy"
+
+
+# --- latent vector (7 float64 per view) -------------------------------------------------------
+LATENT_FIELDS = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
+LATENT_DIM = len(LATENT_FIELDS)
+ROTATION = slice(0, 3)  # extrinsic XYZ Euler angles in radians: Rotation.from_euler("xyz", latent[ROTATION])
+FLOOR_HUE = 3  # HSV hue in [0, 1]
+SPOT_THETA = 4  # polar angle of the spot light, radians
+SPOT_PHI = 5  # azimuth of the spot light, radians
+SPOT_HUE = 6  # HSV hue in [0, 1]
+
+#: Inclusive sampling range of each latent value in the published dataset.
+LATENT_LOW = np.array([-math.pi / 2] * 3 + [0.0, 0.0, 0.0, 0.0])
+LATENT_HIGH = np.array([math.pi / 2] * 3 + [1.0, math.pi / 4, 2 * math.pi, 1.0])
+
+# --- scene ------------------------------------------------------------------------------------
+FLOOR_Z = -1.0
+FLOOR_SIZE = 10_000.0
+FLOOR_SATURATION = 0.6
+FLOOR_VALUE = 0.6
+SUN_ENERGY = 1.5
+SUN_ANGLE = math.pi / 2
+SPOT_ENERGY = 500.0
+SPOT_SIZE = math.pi / 8
+SPOT_RADIUS = 4.0
+SPOT_SATURATION = 1.0
+SPOT_VALUE = 0.8
+CAMERA_DISTANCE = 2.5
+CAMERA_THETA = math.pi / 4
+CAMERA_PHI = math.pi / 2
+PUBLISHED_SAMPLES = 100
+
+# --- training-time image normalisation (per RGB channel, images scaled to [0, 1]) ---------------
+IMAGE_MEAN = (0.5016, 0.5037, 0.5060)
+IMAGE_STD = (0.1030, 0.0999, 0.0969)
+
+# --- files of this repository ------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS_DIR = REPO_ROOT / "manifests"
+SYNSETS_CSV = MANIFESTS_DIR / "shapenetcore_v2_synsets.csv"
+OFFICIAL_VAL_CSV = MANIFESTS_DIR / "3diebench_val_objects.csv"
+
+
+@dataclass(frozen=True)
+class Synset:
+    """One ShapeNetCore v2 class: its label (position in the sorted synset ids), id and name."""
+
+    label: int
+    synset: str
+    name: str
+
+
+@cache
+def shapenet_synsets() -> tuple[Synset, ...]:
+    """The 55 ShapeNetCore v2 synsets in label order (sorted by synset id)."""
+    with SYNSETS_CSV.open(newline="") as handle:
+        rows = [Synset(int(r["label"]), r["synset"], r["name"]) for r in csv.DictReader(handle)]
+    rows.sort(key=lambda s: s.synset)
+    if [s.label for s in rows] != list(range(len(rows))):
+        raise ValueError(f"{SYNSETS_CSV}: labels must be the positions of the sorted synset ids")
+    return tuple(rows)
+
+
+def spherical_to_cartesian(radius: float, theta: float, phi: float) -> tuple[float, float, float]:
+    """(r, polar angle, azimuth) -> (x, y, z), the convention of the published scene."""
+    return (
+        radius * math.sin(theta) * math.cos(phi),
+        radius * math.sin(theta) * math.sin(phi),
+        radius * math.cos(theta),
+    )

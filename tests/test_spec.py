@@ -1,0 +1,35 @@
+import math
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from render import spec
+
+
+def test_synsets_are_sorted_label_order():
+    synsets = spec.shapenet_synsets()
+    assert len(synsets) == 55
+    assert [s.synset for s in synsets] == sorted(s.synset for s in synsets)
+    assert synsets[0].name == "airplane" and synsets[0].label == 0
+
+
+def test_latent_layout_matches_ranges():
+    assert spec.LATENT_DIM == 7 == len(spec.LATENT_LOW) == len(spec.LATENT_HIGH)
+    assert np.all(spec.LATENT_LOW < spec.LATENT_HIGH)
+    assert spec.LATENT_HIGH[spec.SPOT_PHI] == 2 * math.pi
+
+
+def test_spherical_convention():
+    x, y, z = spec.spherical_to_cartesian(spec.CAMERA_DISTANCE, spec.CAMERA_THETA, spec.CAMERA_PHI)
+    assert abs(x) < 1e-12 and y > 0 and z > 0
+    assert math.isclose(math.hypot(x, y, z), spec.CAMERA_DISTANCE)
+
+
+def test_extrinsic_xyz_is_rz_ry_rx():
+    angles = np.array([0.3, -0.7, 1.1])
+    expected = (
+        Rotation.from_rotvec([0, 0, angles[2]])
+        * Rotation.from_rotvec([0, angles[1], 0])
+        * Rotation.from_rotvec([angles[0], 0, 0])
+    )
+    assert np.allclose(Rotation.from_euler("xyz", angles).as_matrix(), expected.as_matrix())
