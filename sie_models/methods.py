@@ -1,0 +1,751 @@
+"""The compared methods: thin modules that wire backbone, heads and a loss function from `losses`.
+
+Every method's defaults are in `METHOD_DEFAULTS` below (the paper's settings), the classes follow, and
+`build_method` resolves a name plus overrides into a module. A method maps
+(view1, view2, action, labels=None) -> MethodOutput(loss, stats).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sie_models import losses
+from sie_models.backbones import Stem, representation_dim, resnet18
+from sie_models.heads import (
+    OnlineProbes,
+    RotationRepresentationPredictor,
+    action_regressor,
+    build_predictor,
+    build_projector,
+    parse_projector_spec,
+    split_dims,
+    split_projector_spec,
+)
+
+Tensor = torch.Tensor
+Embeddings = dict[str, torch.Tensor]
+
+#: Action vector layouts: the relative rotation quaternion (x, y, z, w) of R1^-1 R2, then for
+#: "rotation+color" the floor-hue and spot-hue differences (view 2 minus view 1).
+ACTION_DIMS = {"rotation": 4, "rotation+color": 6}
+
+# --- defaults: one visible place ------------------------------------------------------------------
+
+#: Settings every method shares: backbone, image size, probes and the action layout.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "image_size": 256,
+    "width": 64,
+    "stem": "auto",
+    "num_classes": None,
+    "action": "rotation",
+}
+PAPER_PROJECTOR = "2048-2048-2048"
+VICREG_COEFFICIENTS = {"sim_coeff": 10.0, "std_coeff": 10.0, "cov_coeff": 1.0}
+SIMCLR_TEMPERATURE = 0.1
+PREDICTOR_DEFAULTS: dict[str, Any] = {
+    "predictor": "hypernetwork",
+    "hypernetwork": "linear",
+    "hypernetwork_bias": False,
+    "predictor_bias": False,
+    "predictor_layers": 2,
+}
+SIE_DEFAULTS: dict[str, Any] = {
+    "projector": PAPER_PROJECTOR,
+    "equivariant_fraction": 0.5,
+    **VICREG_COEFFICIENTS,
+    "equi_factor": 0.45,
+    "predictor_variance": True,
+    **PREDICTOR_DEFAULTS,
+}
+
+#: Method-specific defaults; each method also takes COMMON_DEFAULTS.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vicreg": {"projector": PAPER_PROJECTOR, **VICREG_COEFFICIENTS},
+    "simclr": {"projector": PAPER_PROJECTOR, "temperature": SIMCLR_TEMPERATURE},
+    "sie": SIE_DEFAULTS,
+    "sie-no-predvar": {**SIE_DEFAULTS, "predictor_variance": False},
+    "sie-equi-only": {**SIE_DEFAULTS, "equivariant_fraction": 1.0, "equi_factor": 1.0},
+    "sie-rotcolor": {**SIE_DEFAULTS, "action": "rotation+color"},
+    "sie-mlp": {**SIE_DEFAULTS, "predictor": "mlp"},
+    "vicreg-partial": {"projector": PAPER_PROJECTOR, "equivariant_fraction": 0.5, **VICREG_COEFFICIENTS},
+    "simclr-augself": {
+        "projector": PAPER_PROJECTOR,
+        "temperature": SIMCLR_TEMPERATURE,
+        "augself_weight": 1.0,
+    },
+    "simclr-augself-rotcolor": {
+        "projector": PAPER_PROJECTOR,
+        "temperature": SIMCLR_TEMPERATURE,
+        "augself_weight": 1.0,
+        "action": "rotation+color",
+    },
+    "equimod-simclr": {
+        "projector": PAPER_PROJECTOR,
+        "temperature": SIMCLR_TEMPERATURE,
+        "equi_weight": 1.0,
+        **PREDICTOR_DEFAULTS,
+    },
+    "equimod-vicreg": {
+        "projector": PAPER_PROJECTOR,
+        **VICREG_COEFFICIENTS,
+        "equi_weight": 1.0,
+        **PREDICTOR_DEFAULTS,
+    },
+    "simclr-equi-only": {
+        "projector": PAPER_PROJECTOR,
+        "temperature": SIMCLR_TEMPERATURE,
+        **PREDICTOR_DEFAULTS,
+    },
+    "sen": {"projector": PAPER_PROJECTOR, "hinge": 1.0, "sigma": 0.5},
+}
+
+#: Keys shown as "loss coefficients" by `describe_method`.
+LOSS_COEFFICIENT_KEYS = (
+    "sim_coeff",
+    "std_coeff",
+    "cov_coeff",
+    "equi_factor",
+    "equi_weight",
+    "temperature",
+    "augself_weight",
+    "hinge",
+    "sigma",
+)
+
+
+class UnknownMethodError(ValueError):
+    """A method name that is not registered; the message lists the valid names."""
+
+
+@dataclass
+class MethodOutput:
+    """loss: scalar to back-propagate (probes included when labels were given); stats: detached scalars."""
+
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """The settings shared by every method (see COMMON_DEFAULTS)."""
+
+    image_size: int
+    width: int
+    stem: Stem
+    num_classes: int | None
+    action: str
+
+    @property
+    def representation_dim(self) -> int:
+        return representation_dim(self.width)
+
+    @property
+    def action_dim(self) -> int:
+        if self.action not in ACTION_DIMS:
+            raise ValueError(f"unknown action {self.action!r}; use one of {sorted(ACTION_DIMS)}")
+        return ACTION_DIMS[self.action]
+
+
+# --- registry entry points ------------------------------------------------------------------------
+
+
+def list_methods() -> list[str]:
+    """Every registered method name, in the order of METHOD_DEFAULTS."""
+    return list(METHOD_DEFAULTS)
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The fully resolved default keyword arguments of a method (common ones included)."""
+    _check_name(name)
+    return {**COMMON_DEFAULTS, **copy.deepcopy(METHOD_DEFAULTS[name])}
+
+
+def build_method(name: str, **overrides: Any) -> Method:
+    """Build a registered method from its defaults updated with `overrides`.
+
+    The returned module has `name` and `config` (the resolved keyword arguments, JSON-serialisable).
+    """
+    config = method_defaults(name)
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(
+            f"method {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(config)}"
+        )
+    config.update(overrides)
+    common = CommonOptions(**{key: config[key] for key in COMMON_DEFAULTS})
+    specific = {key: value for key, value in config.items() if key not in COMMON_DEFAULTS}
+    method = METHOD_CLASSES[name](common, **specific)
+    method.name = name
+    method.config = config
+    return method
+
+
+def describe_method(name: str) -> dict[str, Any]:
+    """What `3die methods` shows: action, representation split, projectors, loss coefficients, defaults."""
+    config = method_defaults(name)
+    cls = METHOD_CLASSES[name]
+    common = CommonOptions(**{key: config[key] for key in COMMON_DEFAULTS})
+    return {
+        "name": name,
+        "class": cls.__name__,
+        "summary": (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "),
+        "action": f"{config['action']} ({common.action_dim})",
+        "has_predictor": cls.has_predictor,
+        "representation_dim": common.representation_dim,
+        **cls.layout(config, common.representation_dim),
+        "loss_coefficients": {key: config[key] for key in LOSS_COEFFICIENT_KEYS if key in config},
+        "defaults": config,
+    }
+
+
+def _check_name(name: str) -> None:
+    if name not in METHOD_DEFAULTS:
+        raise UnknownMethodError(f"unknown method {name!r}; valid methods: {', '.join(METHOD_DEFAULTS)}")
+
+
+# --- base class -----------------------------------------------------------------------------------
+
+
+class Method(nn.Module):
+    """Backbone + online probes; a subclass adds heads (`embed`) and an objective (`criterion`)."""
+
+    has_predictor = False
+
+    def __init__(self, common: CommonOptions, *, equivariant_dims: int = 0) -> None:
+        super().__init__()
+        self.name = ""
+        self.config: dict[str, Any] = {}
+        self.action_dim = common.action_dim
+        self.backbone = resnet18(common.width, common.image_size, common.stem)
+        self.representation_dim = self.backbone.output_dim
+        self.parts = representation_parts(self.representation_dim, equivariant_dims)
+        self.probes = OnlineProbes(self.parts, common.num_classes)
+
+    def forward(
+        self,
+        view1: torch.Tensor,
+        view2: torch.Tensor,
+        action: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> MethodOutput:
+        """views: (B, 3, H, W) normalised images; action: (B, action_dim); labels: (B,) int64 or None."""
+        self._check_action(action, view1)
+        rep1, rep2 = self.encode(view1), self.encode(view2)
+        embeddings = self.embed(rep1, rep2, action)
+        # The objectives use batch statistics (variances, covariances, softmax): keep them in float32.
+        with torch.autocast(device_type=rep1.device.type, enabled=False):
+            full_precision = {key: value.float() for key, value in embeddings.items()}
+            objective, terms = self.criterion(full_precision, action.float())
+        stats = {key: value.detach() for key, value in terms.items()}
+        stats["objective"] = objective.detach()
+        loss = objective
+        if labels is not None:
+            probe_loss, probe_stats = self.probes(rep1, rep2, action, labels)
+            loss = loss + probe_loss
+            stats.update(probe_stats)
+        stats["loss"] = loss.detach()
+        return MethodOutput(loss=loss, stats=stats)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone representations (N, representation_dim) used by the evaluations."""
+        return self.backbone(images)
+
+    def embed(self, rep1: torch.Tensor, rep2: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Heads: the named embeddings and predictions the criterion needs."""
+        raise NotImplementedError(f"{type(self).__name__} must define embed()")
+
+    def criterion(self, embeddings: dict[str, torch.Tensor], action: torch.Tensor) -> losses.LossTerms:
+        """Objective over the global batch: (total, named terms)."""
+        raise NotImplementedError(f"{type(self).__name__} must define criterion()")
+
+    def embed_equivariant(self, representation: torch.Tensor) -> torch.Tensor:
+        """Equivariant embedding (N, d) of representations, the predictor's input and target space."""
+        self._require_predictor()
+        return self._equivariant_embedding(representation)
+
+    def predict(self, embedding: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Predicted equivariant embedding (N, d) of the view reached by `action`."""
+        self._require_predictor()
+        return self.predictor(embedding, action)
+
+    def _equivariant_embedding(self, representation: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no equivariant embedding")
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        """Representation split, projector specs and predictor of a config, for listings."""
+        return {"split": "-", "projectors": config["projector"], "predictor": predictor_summary(config)}
+
+    def _require_predictor(self) -> None:
+        if not self.has_predictor:
+            raise RuntimeError(
+                f"method {self.name or type(self).__name__!r} has no predictor (has_predictor is False)"
+            )
+
+    def _check_action(self, action: torch.Tensor, view: torch.Tensor) -> None:
+        expected = (view.shape[0], self.action_dim)
+        if tuple(action.shape) != expected:
+            raise ValueError(
+                f"action must have shape {expected} (batch, action_dim: quaternion x, y, z, w"
+                f"{' + floor-hue and spot-hue differences' if self.action_dim == 6 else ''}), "
+                f"got {tuple(action.shape)}"
+            )
+
+
+def predictor_summary(config: dict[str, Any]) -> str:
+    """One-line description of a config's action-conditioned predictor ("-" when there is none)."""
+    if "predictor" not in config:
+        return "-"
+    if config["predictor"] == "mlp":
+        summary = f"mlp ({config['predictor_layers']} layers)"
+    else:
+        summary = f"hypernetwork ({config['hypernetwork']})"
+    if config.get("predictor_variance"):
+        summary += " + output variance"
+    return summary
+
+
+def representation_parts(total: int, equivariant_dims: int) -> dict[str, slice]:
+    """{"full"} plus, for a split representation, the leading "inv" and trailing "equi" dims."""
+    parts = {"full": slice(0, total)}
+    if 0 < equivariant_dims < total:
+        parts["inv"] = slice(0, total - equivariant_dims)
+        parts["equi"] = slice(total - equivariant_dims, total)
+    return parts
+
+
+# --- invariant baselines --------------------------------------------------------------------------
+
+
+class VICReg(Method):
+    """VICReg (Bardes et al., 2022): one projector, invariance + variance + covariance.
+
+    Coefficients 10/10/1 as in the published SIE code's VICReg runs (the VICReg paper used 25/25/1).
+    """
+
+    def __init__(
+        self, common: CommonOptions, *, projector: str, sim_coeff: float, std_coeff: float, cov_coeff: float
+    ):
+        super().__init__(common)
+        self.projector = build_projector(self.representation_dim, projector)
+        self.coefficients = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {"z1": self.projector(rep1), "z2": self.projector(rep2)}
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.vicreg_loss(embeddings["z1"], embeddings["z2"], **self.coefficients)
+
+
+class SimCLR(Method):
+    """SimCLR (Chen et al., 2020): one projector, NT-Xent over the global batch, temperature 0.1 (SIE code)
+    default)."""
+
+    def __init__(self, common: CommonOptions, *, projector: str, temperature: float):
+        super().__init__(common)
+        self.projector = build_projector(self.representation_dim, projector)
+        self.temperature = temperature
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {"z1": self.projector(rep1), "z2": self.projector(rep2)}
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        loss = losses.info_nce_loss(embeddings["z1"], embeddings["z2"], temperature=self.temperature)
+        return loss, {"info_nce": loss}
+
+
+# --- SIE and its ablations ------------------------------------------------------------------------
+
+
+class SIE(Method):
+    """SIE (Garrido et al., 2023): split representation, two projectors, hypernetwork predictor.
+
+    The representation's first (1 - equivariant_fraction) dims are invariant, the rest equivariant
+    (256 + 256 at width 64); each part has its own projector, the projector spec split in proportion
+    (1024-1024-1024 each). The predictor maps the view-1 equivariant embedding with the action to view 2's.
+    Loss: `losses.sie_loss` (sim 10, std 10, cov 1, equi_factor 0.45; predictor-variance term on).
+    Ablations are options: predictor_variance=False (sie-no-predvar), equivariant_fraction=1.0 with
+    equi_factor 1.0 (sie-equi-only: one projector on the whole representation, equivariance weighted by
+    sim alone, as the published SIEOnlyEqui), action "rotation+color" (sie-rotcolor), predictor "mlp"
+    (sie-mlp: an MLP on [embedding, action], one hidden layer of width d by default, which the published
+    code leaves to a flag).
+    """
+
+    has_predictor = True
+
+    def __init__(
+        self,
+        common: CommonOptions,
+        *,
+        projector: str,
+        equivariant_fraction: float,
+        sim_coeff: float,
+        std_coeff: float,
+        cov_coeff: float,
+        equi_factor: float,
+        predictor_variance: bool,
+        predictor: str,
+        hypernetwork: str,
+        hypernetwork_bias: bool,
+        predictor_bias: bool,
+        predictor_layers: int,
+    ):
+        _, equivariant_dims = split_dims(common.representation_dim, equivariant_fraction)
+        super().__init__(common, equivariant_dims=equivariant_dims)
+        invariant_spec, equivariant_spec = split_projector_spec(projector, equivariant_fraction)
+        self.equivariant_part = self.parts.get("equi", self.parts["full"])
+        self.invariant_part = self.parts.get("inv")
+        self.projector_inv = (
+            None if invariant_spec is None else build_projector(self.invariant_part.stop, invariant_spec)
+        )
+        self.projector_equi = build_projector(equivariant_dims, equivariant_spec)
+        self.predictor = build_predictor(
+            predictor,
+            parse_projector_spec(equivariant_spec)[-1],
+            self.action_dim,
+            hypernetwork=hypernetwork,
+            hypernetwork_bias=hypernetwork_bias,
+            predictor_bias=predictor_bias,
+            predictor_layers=predictor_layers,
+        )
+        self.coefficients = {
+            "sim_coeff": sim_coeff,
+            "std_coeff": std_coeff,
+            "cov_coeff": cov_coeff,
+            "equi_factor": equi_factor,
+            "predictor_variance": predictor_variance,
+        }
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        equi1 = self._equivariant_embedding(rep1)
+        embeddings = {"equi1": equi1, "equi2": self._equivariant_embedding(rep2)}
+        embeddings["predicted"] = self.predictor(equi1, action)
+        if self.projector_inv is not None:
+            embeddings["inv1"] = self.projector_inv(rep1[:, self.invariant_part])
+            embeddings["inv2"] = self.projector_inv(rep2[:, self.invariant_part])
+        return embeddings
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.sie_loss(
+            embeddings.get("inv1"),
+            embeddings.get("inv2"),
+            embeddings["equi1"],
+            embeddings["equi2"],
+            embeddings["predicted"],
+            **self.coefficients,
+        )
+
+    def _equivariant_embedding(self, representation: Tensor) -> Tensor:
+        return self.projector_equi(representation[:, self.equivariant_part])
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        invariant, equivariant = split_dims(representation_dim, config["equivariant_fraction"])
+        invariant_spec, equivariant_spec = split_projector_spec(
+            config["projector"], config["equivariant_fraction"]
+        )
+        projectors = (
+            f"equi {equivariant_spec}"
+            if invariant_spec is None
+            else f"inv {invariant_spec}, equi {equivariant_spec}"
+        )
+        return {
+            "split": f"{invariant}+{equivariant}",
+            "projectors": projectors,
+            "predictor": predictor_summary(config),
+        }
+
+
+class VICRegPartial(Method):
+    """VICReg with partial invariance (SIE paper ablation): no split of the representation, no predictor.
+
+    One projector; the invariance term covers only the leading (1 - equivariant_fraction) embedding dims,
+    variance and covariance the whole embedding. The published code leaves the excluded size to a flag;
+    the default fraction 0.5 mirrors SIE's 256+256 split (1024 of 2048 embedding dims left free).
+    """
+
+    def __init__(
+        self,
+        common: CommonOptions,
+        *,
+        projector: str,
+        equivariant_fraction: float,
+        sim_coeff: float,
+        std_coeff: float,
+        cov_coeff: float,
+    ):
+        super().__init__(common)
+        self.projector = build_projector(self.representation_dim, projector)
+        self.invariant_dims, _ = split_dims(parse_projector_spec(projector)[-1], equivariant_fraction)
+        self.coefficients = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {"z1": self.projector(rep1), "z2": self.projector(rep2)}
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.partial_vicreg_loss(
+            embeddings["z1"], embeddings["z2"], invariant_dims=self.invariant_dims, **self.coefficients
+        )
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        embedding = parse_projector_spec(config["projector"])[-1]
+        invariant, equivariant = split_dims(embedding, config["equivariant_fraction"])
+        return {
+            "split": f"embedding {invariant}+{equivariant}",
+            "projectors": config["projector"],
+            "predictor": "-",
+        }
+
+
+# --- equivariant baselines ------------------------------------------------------------------------
+
+
+class SimCLRAugSelf(Method):
+    """SimCLR + AugSelf (Lee et al., 2021): InfoNCE plus an auxiliary MLP regressing the action.
+
+    The MLP reads the concatenated representations [rep1, rep2] (not detached: it shapes the backbone)
+    with two hidden layers of width 2r, as in the published SIE code (the AugSelf paper used 512), and
+    is trained with MSE to the action, weight 1.
+    """
+
+    def __init__(self, common: CommonOptions, *, projector: str, temperature: float, augself_weight: float):
+        super().__init__(common)
+        self.projector = build_projector(self.representation_dim, projector)
+        self.action_regressor = action_regressor(2 * self.representation_dim, self.action_dim)
+        self.temperature = temperature
+        self.augself_weight = augself_weight
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        return {"split": "-", "projectors": config["projector"], "predictor": "action regressor [rep1, rep2]"}
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {
+            "z1": self.projector(rep1),
+            "z2": self.projector(rep2),
+            "predicted_action": self.action_regressor(torch.cat([rep1, rep2], dim=1)),
+        }
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.augself_loss(
+            embeddings["z1"],
+            embeddings["z2"],
+            embeddings["predicted_action"],
+            action,
+            temperature=self.temperature,
+            augself_weight=self.augself_weight,
+        )
+
+
+class _PredictiveMethod(Method):
+    """Shared wiring: an equivariant projector on the whole representation and an action predictor."""
+
+    has_predictor = True
+
+    def _build_equivariant_head(self, projector_spec: str, predictor_options: dict[str, Any]) -> None:
+        self.projector_equi = build_projector(self.representation_dim, projector_spec)
+        kind = predictor_options.pop("predictor")
+        dim = parse_projector_spec(projector_spec)[-1]
+        self.predictor = build_predictor(kind, dim, self.action_dim, **predictor_options)
+
+    def _equivariant_embedding(self, representation: Tensor) -> Tensor:
+        return self.projector_equi(representation)
+
+    def _equivariant_embeddings(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        equi1 = self.projector_equi(rep1)
+        return {
+            "equi1": equi1,
+            "equi2": self.projector_equi(rep2),
+            "predicted": self.predictor(equi1, action),
+        }
+
+
+class EquiModSimCLR(_PredictiveMethod):
+    """EquiMod (Devillers & Lefort, 2023), SimCLR version, as adapted to 3DIEBench by the SIE code.
+
+    Invariant projector + InfoNCE between views; equivariant projector (same spec) whose embedding of
+    view 1 goes through the action-conditioned predictor, + InfoNCE between predictions and view-2
+    embeddings (predictions and targets both serve as negatives, as in the published SIE code). EquiMod's
+    own setting predicts each augmented view from the unaugmented image; 3DIEBench has no canonical view,
+    so view 2 is predicted from view 1. Predictor: the hypernetwork (SIE code default; predictor="mlp"
+    gives EquiMod's MLP on [embedding, action]). Weight of the equivariant term: 1, as in the EquiMod
+    paper and the published rotation+colour variant.
+    """
+
+    def __init__(
+        self,
+        common: CommonOptions,
+        *,
+        projector: str,
+        temperature: float,
+        equi_weight: float,
+        **predictor_options: Any,
+    ):
+        super().__init__(common)
+        self.projector_inv = build_projector(self.representation_dim, projector)
+        self._build_equivariant_head(projector, predictor_options)
+        self.temperature = temperature
+        self.equi_weight = equi_weight
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {
+            "inv1": self.projector_inv(rep1),
+            "inv2": self.projector_inv(rep2),
+            **self._equivariant_embeddings(rep1, rep2, action),
+        }
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.equimod_contrastive_loss(
+            embeddings["inv1"],
+            embeddings["inv2"],
+            embeddings["predicted"],
+            embeddings["equi2"],
+            temperature=self.temperature,
+            equi_weight=self.equi_weight,
+        )
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        return {
+            "split": "-",
+            "projectors": f"inv {config['projector']}, equi {config['projector']}",
+            "predictor": predictor_summary(config),
+        }
+
+
+class EquiModVICReg(_PredictiveMethod):
+    """EquiMod, VICReg version (introduced in the SIE paper): contrastive losses replaced by VICReg.
+
+    Invariant branch: VICReg between the views' invariant embeddings. Equivariant branch:
+    sim * MSE(prediction, view-2 embedding) + std/cov terms on the equivariant embeddings of both views,
+    as in the published VICRegEquiMod. The published code weights the equivariant branch by a command-line
+    factor; the default here is 1 (EquiMod's equal weighting).
+    """
+
+    def __init__(
+        self,
+        common: CommonOptions,
+        *,
+        projector: str,
+        sim_coeff: float,
+        std_coeff: float,
+        cov_coeff: float,
+        equi_weight: float,
+        **predictor_options: Any,
+    ):
+        super().__init__(common)
+        self.projector_inv = build_projector(self.representation_dim, projector)
+        self._build_equivariant_head(projector, predictor_options)
+        self.coefficients = {
+            "sim_coeff": sim_coeff,
+            "std_coeff": std_coeff,
+            "cov_coeff": cov_coeff,
+            "equi_weight": equi_weight,
+        }
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {
+            "inv1": self.projector_inv(rep1),
+            "inv2": self.projector_inv(rep2),
+            **self._equivariant_embeddings(rep1, rep2, action),
+        }
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.equimod_vicreg_loss(
+            embeddings["inv1"],
+            embeddings["inv2"],
+            embeddings["equi1"],
+            embeddings["equi2"],
+            embeddings["predicted"],
+            **self.coefficients,
+        )
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        return EquiModSimCLR.layout(config, representation_dim)
+
+
+class SimCLREquiOnly(_PredictiveMethod):
+    """SimCLR, equivariant only (published SimCLROnlyEqui): one projector, the hypernetwork predictor,
+    and InfoNCE between predicted and view-2 embeddings; no invariance term.
+    """
+
+    def __init__(
+        self, common: CommonOptions, *, projector: str, temperature: float, **predictor_options: Any
+    ):
+        super().__init__(common)
+        self._build_equivariant_head(projector, predictor_options)
+        self.temperature = temperature
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return self._equivariant_embeddings(rep1, rep2, action)
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        loss = losses.info_nce_loss(
+            embeddings["predicted"], embeddings["equi2"], temperature=self.temperature
+        )
+        return loss, {"info_nce_equivariant": loss}
+
+
+class SEN(_PredictiveMethod):
+    """SEN (Park et al., "Learning Symmetric Embeddings for Equivariant World Models", ICML 2022).
+
+    SEN learns an encoder into a space where the transformation acts in a known way. Here the known action
+    is the rotation itself: the embedding is read as 3-vectors that the relative rotation rotates
+    (`RotationRepresentationPredictor`, a right action, remaining d mod 3 dims unchanged), so nothing is
+    learned in the predictor. Loss: SEN's contrastive hinge energy (`losses.hinge_energy_loss`, from
+    C-SWM: sigma 0.5, hinge 1), with every other sample of the global batch as negative instead of one
+    random one. The SIE paper does not publish its SEN code; these choices follow the SEN paper and code.
+    Rotation actions only (colour has no known representation).
+    """
+
+    def __init__(self, common: CommonOptions, *, projector: str, hinge: float, sigma: float):
+        if common.action != "rotation":
+            raise ValueError(f"sen supports the 'rotation' action only, got {common.action!r}")
+        super().__init__(common)
+        self.projector_equi = build_projector(self.representation_dim, projector)
+        self.predictor = RotationRepresentationPredictor()
+        self.hinge = hinge
+        self.sigma = sigma
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        return {"split": "-", "projectors": config["projector"], "predictor": "fixed rotation of 3-vectors"}
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return self._equivariant_embeddings(rep1, rep2, action)
+
+    def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
+        return losses.hinge_energy_loss(
+            embeddings["predicted"],
+            embeddings["equi2"],
+            embeddings["equi1"],
+            hinge=self.hinge,
+            sigma=self.sigma,
+        )
+
+
+#: Registry: method name -> class. Defaults are in METHOD_DEFAULTS above.
+METHOD_CLASSES: dict[str, type[Method]] = {
+    "vicreg": VICReg,
+    "simclr": SimCLR,
+    "sie": SIE,
+    "sie-no-predvar": SIE,
+    "sie-equi-only": SIE,
+    "sie-rotcolor": SIE,
+    "sie-mlp": SIE,
+    "vicreg-partial": VICRegPartial,
+    "simclr-augself": SimCLRAugSelf,
+    "simclr-augself-rotcolor": SimCLRAugSelf,
+    "equimod-simclr": EquiModSimCLR,
+    "equimod-vicreg": EquiModVICReg,
+    "simclr-equi-only": SimCLREquiOnly,
+    "sen": SEN,
+}

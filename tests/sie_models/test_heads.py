@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+from torch import nn
+
+from sie_models.heads import (
+    HypernetworkPredictor,
+    MLPPredictor,
+    OnlineProbes,
+    RotationRepresentationPredictor,
+    build_predictor,
+    build_projector,
+    parse_projector_spec,
+    quaternion_to_matrix,
+    r2_score,
+    split_dims,
+    split_projector_spec,
+)
+
+torch.set_num_threads(1)
+
+
+def random_quaternions(count: int, seed: int = 0) -> torch.Tensor:
+    return torch.tensor(Rotation.random(count, random_state=seed).as_quat(), dtype=torch.float64)
+
+
+# --- projectors and splits ------------------------------------------------------------------------
+
+
+def test_projector_is_linear_bn_relu_then_plain_linear():
+    head = build_projector(32, "64-48-16")
+    kinds = [type(layer) for layer in head]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert (head[0].in_features, head[0].out_features, head[-1].out_features) == (32, 64, 16)
+    assert head[-1].bias is None
+    assert head(torch.randn(5, 32)).shape == (5, 16)
+
+
+@pytest.mark.parametrize("spec", ["", "2048-", "a-b", "0-16"])
+def test_bad_projector_spec_is_rejected(spec):
+    with pytest.raises(ValueError, match="projector spec"):
+        parse_projector_spec(spec)
+
+
+def test_sie_split_in_proportion():
+    assert split_dims(512, 0.5) == (256, 256)
+    assert split_projector_spec("2048-2048-2048", 0.5) == ("1024-1024-1024", "1024-1024-1024")
+    assert split_projector_spec("2048-2048-2048", 0.25) == ("1536-1536-1536", "512-512-512")
+    assert split_projector_spec("2048-2048-2048", 1.0) == (None, "2048-2048-2048")
+    with pytest.raises(ValueError, match="equivariant_fraction"):
+        split_dims(512, 0.0)
+
+
+# --- predictors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hypernetwork", "hypernetwork_bias", "bias"),
+    [("linear", False, False), ("linear", True, True), ("deep", False, True)],
+)
+def test_hypernetwork_equals_explicit_per_sample_matrix_product(hypernetwork, hypernetwork_bias, bias):
+    torch.manual_seed(0)
+    dim, action_dim, batch = 6, 4, 5
+    predictor = HypernetworkPredictor(
+        dim, action_dim, hypernetwork=hypernetwork, hypernetwork_bias=hypernetwork_bias, bias=bias
+    )
+    embedding, action = torch.randn(batch, dim), torch.randn(batch, action_dim)
+    expected = []
+    for sample in range(batch):
+        params = predictor.hypernetwork(action[sample : sample + 1])[0]
+        weight = params[: dim * dim].reshape(dim, dim)  # (out, in), like nn.Linear
+        output = weight @ embedding[sample]
+        if bias:
+            output = output + params[dim * dim :]
+        expected.append(output)
+    assert torch.allclose(predictor(embedding, action), torch.stack(expected), atol=1e-6)
+
+
+def test_default_hypernetwork_is_one_bias_free_linear_map_of_the_action():
+    torch.manual_seed(0)
+    predictor = build_predictor("hypernetwork", 8, 4)
+    (layer,) = predictor.hypernetwork
+    assert isinstance(layer, nn.Linear) and layer.bias is None and layer.out_features == 64
+    embedding, action = torch.randn(3, 8), torch.randn(3, 4)
+    # Bias-free and linear in the action: W(2a) = 2 W(a).
+    assert torch.allclose(predictor(embedding, 2 * action), 2 * predictor(embedding, action), atol=1e-5)
+    weights, biases = predictor.matrices(action)
+    manual = (layer.weight @ action.T).T.reshape(3, 8, 8)
+    assert biases is None and torch.allclose(weights, manual, atol=1e-6)
+
+
+def test_mlp_predictor_reads_embedding_and_action():
+    torch.manual_seed(0)
+    predictor = MLPPredictor(8, 4, layers=2)
+    assert [type(layer) for layer in predictor.net] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert predictor.net[0].in_features == 12
+    embedding, action = torch.randn(3, 8), torch.randn(3, 4)
+    assert predictor(embedding, action).shape == (3, 8)
+    assert not torch.allclose(predictor(embedding, action), predictor(embedding, action.flip(0)))
+    with pytest.raises(ValueError, match="unknown predictor"):
+        build_predictor("transformer", 8, 4)
+
+
+def test_quaternion_to_matrix_matches_scipy():
+    quaternions = random_quaternions(16)
+    expected = Rotation.from_quat(quaternions.numpy()).as_matrix()
+    assert np.allclose(quaternion_to_matrix(quaternions).numpy(), expected, atol=1e-12)
+
+
+def test_fixed_rotation_action_composes_with_relative_rotations():
+    rotation = RotationRepresentationPredictor()
+    r1, r2, r3 = (Rotation.random(4, random_state=seed) for seed in (1, 2, 3))
+    relative = lambda a, b: torch.tensor((a.inv() * b).as_quat())  # noqa: E731
+    # A latent made of the rows of R1 becomes exactly the rows of R2.
+    rows_r1 = torch.tensor(r1.as_matrix()).reshape(4, 9)
+    assert torch.allclose(rotation(rows_r1, relative(r1, r2)), torch.tensor(r2.as_matrix()).reshape(4, 9))
+    embedding = torch.randn(4, 11, dtype=torch.float64)
+    two_steps = rotation(rotation(embedding, relative(r1, r2)), relative(r2, r3))
+    assert torch.allclose(two_steps, rotation(embedding, relative(r1, r3)))
+    moved = rotation(embedding, relative(r1, r2))
+    assert torch.allclose(moved[:, 9:], embedding[:, 9:])  # 11 mod 3 = 2 trivial dims
+    assert torch.allclose(
+        moved[:, :9].reshape(4, 3, 3).norm(dim=2), embedding[:, :9].reshape(4, 3, 3).norm(dim=2)
+    )
+
+
+# --- online probes --------------------------------------------------------------------------------
+
+
+def test_r2_score_is_the_uniform_average_over_columns():
+    rng = np.random.default_rng(0)
+    target, predicted = rng.normal(size=(20, 4)), rng.normal(size=(20, 4))
+    expected = np.mean(
+        [
+            1
+            - ((target[:, j] - predicted[:, j]) ** 2).sum()
+            / ((target[:, j] - target[:, j].mean()) ** 2).sum()
+            for j in range(4)
+        ]
+    )
+    assert np.isclose(r2_score(torch.tensor(predicted), torch.tensor(target)).item(), expected)
+
+
+def test_probes_report_each_part_and_do_not_backprop_into_representations():
+    torch.manual_seed(0)
+    parts = {"full": slice(0, 8), "inv": slice(0, 4), "equi": slice(4, 8)}
+    probes = OnlineProbes(parts, num_classes=3)
+    rep1, rep2 = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
+    action, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    loss, stats = probes(rep1, rep2, action, labels)
+    loss.backward()
+    assert rep1.grad is None and rep2.grad is None
+    assert all(p.grad is not None for p in probes.parameters())
+    for suffix in ("", "_inv", "_equi"):
+        assert {f"probe_top1{suffix}", f"probe_rotation_r2{suffix}", f"probe_cross_entropy{suffix}"} <= set(
+            stats
+        )
+    logits = probes.classifiers["full"](torch.cat([rep1, rep2]).detach())
+    expected_top1 = (logits.argmax(1) == torch.cat([labels, labels])).float().mean()
+    assert torch.isclose(stats["probe_top1"], expected_top1)
+    assert probes.rotation_regressors["equi"][0].in_features == 8
+
+
+def test_probes_without_classes_refuse_labels():
+    probes = OnlineProbes({"full": slice(0, 8)}, num_classes=None)
+    with pytest.raises(ValueError, match="num_classes"):
+        probes(torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 4), torch.zeros(2, dtype=torch.long))

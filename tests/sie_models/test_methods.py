@@ -1,0 +1,253 @@
+import json
+
+import pytest
+import torch
+
+from sie_models import (
+    ACTION_DIMS,
+    UnknownMethodError,
+    build_method,
+    describe_method,
+    list_methods,
+    method_defaults,
+)
+
+torch.set_num_threads(1)
+
+ALL_METHODS = [
+    "vicreg",
+    "simclr",
+    "sie",
+    "sie-no-predvar",
+    "sie-equi-only",
+    "sie-rotcolor",
+    "sie-mlp",
+    "vicreg-partial",
+    "simclr-augself",
+    "simclr-augself-rotcolor",
+    "equimod-simclr",
+    "equimod-vicreg",
+    "simclr-equi-only",
+    "sen",
+]
+PREDICTOR_METHODS = {
+    "sie",
+    "sie-no-predvar",
+    "sie-equi-only",
+    "sie-rotcolor",
+    "sie-mlp",
+    "equimod-simclr",
+    "equimod-vicreg",
+    "simclr-equi-only",
+    "sen",
+}
+TINY = {"image_size": 32, "width": 4, "num_classes": 5, "projector": "32-32-32"}
+
+
+def tiny(name, **overrides):
+    torch.manual_seed(0)
+    return build_method(name, **{**TINY, **overrides})
+
+
+def batch(method, size=8, image_size=32, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    views = torch.randn(2, size, 3, image_size, image_size, generator=generator)
+    action = torch.randn(size, method.action_dim, generator=generator)
+    labels = torch.randint(0, 5, (size,), generator=generator)
+    return views[0], views[1], action, labels
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def test_every_method_is_registered():
+    assert list_methods() == ALL_METHODS
+
+
+def test_paper_defaults():
+    sie = method_defaults("sie")
+    assert (sie["sim_coeff"], sie["std_coeff"], sie["cov_coeff"], sie["equi_factor"]) == (
+        10.0,
+        10.0,
+        1.0,
+        0.45,
+    )
+    assert sie["projector"] == "2048-2048-2048" and sie["width"] == 64 and sie["equivariant_fraction"] == 0.5
+    assert (
+        sie["predictor"] == "hypernetwork"
+        and sie["hypernetwork"] == "linear"
+        and not sie["hypernetwork_bias"]
+    )
+    assert method_defaults("sie-no-predvar")["predictor_variance"] is False
+    assert method_defaults("sie-rotcolor")["action"] == "rotation+color"
+    assert method_defaults("sie-mlp")["predictor"] == "mlp"
+    assert method_defaults("simclr")["temperature"] == 0.1
+    method_defaults("sie")["sim_coeff"] = 0.0  # a copy: the registry is unchanged
+    assert method_defaults("sie")["sim_coeff"] == 10.0
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(UnknownMethodError) as error:
+        build_method("sie-plus")
+    for name in ALL_METHODS:
+        assert name in str(error.value)
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"no option temperature.*sim_coeff"):
+        build_method("vicreg", temperature=0.5)
+
+
+def test_describe_every_method_as_json():
+    for name in ALL_METHODS:
+        info = json.loads(json.dumps(describe_method(name)))
+        assert info["defaults"] == method_defaults(name)
+        assert info["has_predictor"] == (name in PREDICTOR_METHODS)
+    assert describe_method("sie")["split"] == "256+256"
+    assert describe_method("sie")["projectors"] == "inv 1024-1024-1024, equi 1024-1024-1024"
+    assert describe_method("sie-rotcolor")["action"] == "rotation+color (6)"
+
+
+# --- the paper's architecture at full width -------------------------------------------------------
+
+
+def test_sie_at_width_64_splits_256_plus_256_with_proportional_projectors():
+    torch.manual_seed(0)
+    method = build_method("sie")
+    assert method.representation_dim == 512
+    assert method.parts == {"full": slice(0, 512), "inv": slice(0, 256), "equi": slice(256, 512)}
+    assert [m.out_features for m in method.projector_inv if isinstance(m, torch.nn.Linear)] == [1024] * 3
+    assert [m.out_features for m in method.projector_equi if isinstance(m, torch.nn.Linear)] == [1024] * 3
+    assert method.projector_inv[0].in_features == method.projector_equi[0].in_features == 256
+    (hypernetwork,) = method.predictor.hypernetwork
+    assert (hypernetwork.in_features, hypernetwork.out_features, hypernetwork.bias) == (4, 1024 * 1024, None)
+
+
+# --- interface hooks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_evaluation_hooks(name):
+    method = tiny(name).eval()
+    view1, _, action, _ = batch(method, size=4)
+    assert method.action_dim == ACTION_DIMS[method_defaults(name)["action"]]
+    assert method.config == {**method_defaults(name), **TINY} and method.name == name
+    rebuilt = build_method(method.name, **method.config)
+    assert rebuilt.state_dict().keys() == method.state_dict().keys()
+    with torch.no_grad():
+        representation = method.encode(view1)
+        assert representation.shape == (4, method.representation_dim) == (4, 32)
+        assert method.parts["full"] == slice(0, 32)
+        assert method.has_predictor == (name in PREDICTOR_METHODS)
+        if method.has_predictor:
+            embedding = method.embed_equivariant(representation)
+            assert method.predict(embedding, action).shape == embedding.shape
+        else:
+            with pytest.raises(RuntimeError, match="no predictor"):
+                method.embed_equivariant(representation)
+    split = name in {"sie", "sie-no-predvar", "sie-rotcolor", "sie-mlp"}
+    assert set(method.parts) == ({"full", "inv", "equi"} if split else {"full"})
+
+
+def test_bad_inputs_get_clear_errors():
+    method = tiny("sie")
+    view1, view2, action, labels = batch(method, size=4)
+    with pytest.raises(ValueError, match=r"action must have shape \(4, 4\)"):
+        method(view1, view2, action[:, :3])
+    with pytest.raises(ValueError, match="num_classes"):
+        tiny("sie", num_classes=None)(view1, view2, action, labels)
+    with pytest.raises(ValueError, match="rotation"):
+        tiny("sen", action="rotation+color")
+    with pytest.raises(ValueError, match="unknown action"):
+        tiny("sie", action="translation")
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_trains_a_few_steps(name):
+    method = tiny(name)
+    optimiser = torch.optim.Adam(method.parameters(), lr=1e-3)
+    view1, view2, action, labels = batch(method)
+    objectives = []
+    for _ in range(3):
+        out = method(view1, view2, action, labels)
+        assert torch.isfinite(out.loss) and out.loss.requires_grad
+        assert all(torch.isfinite(value) and not value.requires_grad for value in out.stats.values())
+        assert {"loss", "objective", "probe_top1", "probe_rotation_r2"} <= set(out.stats)
+        optimiser.zero_grad()
+        out.loss.backward()
+        optimiser.step()
+        objectives.append(out.stats["objective"].item())
+    assert len(set(objectives)) == 3
+    assert out.stats["loss"] == out.loss.detach()
+
+
+def test_stats_without_labels_have_no_probes():
+    method = tiny("vicreg")
+    view1, view2, action, _ = batch(method)
+    out = method(view1, view2, action)
+    assert torch.equal(out.stats["loss"], out.stats["objective"])
+    assert not any(key.startswith("probe") for key in out.stats)
+
+
+def test_runs_under_mixed_precision_with_float32_objective():
+    method = tiny("sie")
+    view1, view2, action, labels = batch(method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(view1, view2, action, labels)
+    assert out.stats["objective"].dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+# --- gradient flow --------------------------------------------------------------------------------
+
+
+def grads_of(module):
+    return [p.grad for p in module.parameters()]
+
+
+def is_zero(grads):
+    return all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_sie_terms_reach_only_their_own_heads():
+    method = tiny("sie")
+    view1, view2, action, _ = batch(method)
+    rep1, rep2 = method.encode(view1), method.encode(view2)
+    _, terms = method.criterion(method.embed(rep1, rep2, action), action)
+
+    terms["equivariance"].backward(retain_graph=True)
+    assert is_zero(grads_of(method.projector_inv))
+    assert not is_zero(grads_of(method.projector_equi)) and not is_zero(grads_of(method.predictor))
+
+    method.zero_grad(set_to_none=True)
+    terms["invariance"].backward(retain_graph=True)
+    assert is_zero(grads_of(method.projector_equi)) and is_zero(grads_of(method.predictor))
+    assert not is_zero(grads_of(method.projector_inv))
+    # The invariance term shapes only the invariant part of the representation.
+    rep_grad = torch.autograd.grad(terms["invariance"], rep1, retain_graph=True)[0]
+    assert torch.count_nonzero(rep_grad[:, method.parts["equi"]]) == 0
+    assert torch.count_nonzero(rep_grad[:, method.parts["inv"]]) > 0
+
+
+def test_probes_do_not_backprop_into_the_backbone():
+    method = tiny("sie")
+    view1, view2, action, labels = batch(method)
+    method(view1, view2, action).loss.backward()
+    without_labels = [p.grad.clone() for p in method.backbone.parameters()]
+    assert is_zero(grads_of(method.probes))
+    method.zero_grad(set_to_none=True)
+    method(view1, view2, action, labels).loss.backward()
+    with_labels = [p.grad for p in method.backbone.parameters()]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(without_labels, with_labels, strict=True))
+    assert not is_zero(grads_of(method.probes))
+
+
+def test_augself_regressor_shapes_the_backbone():
+    method = tiny("simclr-augself")
+    view1, view2, action, _ = batch(method)
+    rep1, rep2 = method.encode(view1), method.encode(view2)
+    _, terms = method.criterion(method.embed(rep1, rep2, action), action)
+    rep_grad = torch.autograd.grad(terms["augself"], rep1)[0]
+    assert torch.count_nonzero(rep_grad) > 0
