@@ -37,3 +37,50 @@ def methods_command(name: str | None) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# --- procedural object library (render/procedural) ---------------------------------------------------------
+@main.command("objects")
+@click.option("--out", type=click.Path(), help="Folder to write the library to (ShapeNetCore v2 layout).")
+@click.option("--classes", help="Classes, comma-separated (default: all; see --list).")
+@click.option("--per-class", type=int, default=50, show_default=True, help="Objects per class.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Library seed (shapes and split).")
+@click.option(
+    "--list", "list_classes", is_flag=True, help="List the classes and their synset ids, then exit."
+)
+def objects_command(
+    out: str | None, classes: str | None, per_class: int, seed: int, list_classes: bool
+) -> None:
+    """Write the procedural object library as SYNSET/OBJECT_ID/models/model_normalized.obj with
+    taxonomy.json and objects.csv (the split). Rerun to continue an interrupted export."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from render.procedural import export
+
+    if list_classes:
+        for name, synset in export.SYNSETS.items():
+            click.echo(f"{name:12s} {synset}")
+        return
+    if out is None:
+        raise click.ClickException("missing --out DIR (the folder to write the library to); or use --list")
+    out = Path(out)
+    if seed < 0:
+        raise click.ClickException(f"--seed must be a non-negative integer, got {seed}")
+    try:
+        names = export.check_classes(classes.split(",")) if classes else None
+        total = len(export.library_manifest(names, per_class, seed))
+        with tqdm(total=total, unit="object", desc="objects", disable=None) as progress:
+            summary = export.export_library(
+                out, names, per_class, seed, on_object=lambda _: progress.update()
+            )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write the library to {out}: {error.strerror or error}") from None
+    val = sum(entry.split == "val" for entry in summary.objects)
+    click.echo(
+        f"{out}: {len(summary.objects)} objects ({summary.written} written, {summary.kept} already there), "
+        f"{len(summary.objects) - val} train / {val} val; manifest {out / 'objects.csv'}"
+    )
