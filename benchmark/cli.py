@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -10,6 +12,143 @@ import click
 def main() -> None:
     """3die: render 3DIEBench-style datasets with Blender and benchmark invariant-equivariant
     self-supervised methods on them."""
+
+
+# --- rendering (render/) -------------------------------------------------------------------------------
+@main.command("render")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder."
+)
+@click.option(
+    "--shapenet-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="ShapeNetCore v2 folder (SYNSET/OBJECT_ID/models/model_normalized.obj).",
+)
+@click.option(
+    "--mesh-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Mesh folder: CLASS/NAME.{obj,glb,gltf,ply,stl,off}.",
+)
+@click.option(
+    "--objects",
+    "objects_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Objects to render: an objects CSV, or (ShapeNet) a published-style images .npy.",
+)
+@click.option("--classes", help="Procedural classes, comma-separated (default: all).")
+@click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
+@click.option(
+    "--up-axis",
+    type=click.Choice(["z", "y"]),
+    default="z",
+    show_default=True,
+    help="Up axis of --mesh-dir meshes (y: turned Z up like ShapeNet's OBJ import).",
+)
+@click.option("--views", default=50, show_default=True, help="Views per object.")
+@click.option("--size", default=256, show_default=True, help="Image width and height in pixels.")
+@click.option(
+    "--quality", default="default", show_default=True, help="Cycles preset: published, default, fast, draft."
+)
+@click.option(
+    "--rotation",
+    type=click.Choice(["published", "ood"]),
+    default="published",
+    show_default=True,
+    help="Euler angle range: published [-pi/2, pi/2] or ood [-pi, -pi/2] U [pi/2, pi].",
+)
+@click.option("--seed", default=0, show_default=True, help="Dataset seed (latents; procedural objects).")
+@click.option("--limit", type=int, help="Render only the first N objects of the list.")
+@click.option("--shard", default="0/1", show_default=True, help="Render shard K of N (0 <= K < N).")
+@click.option("--workers", default=1, show_default=True, help="Local worker processes (one Blender each).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--retry-failed", is_flag=True, help="Try objects recorded in failures.jsonl again.")
+@click.option(
+    "--recycle-every", default=200, show_default=True, help="Objects per worker process before a fresh one."
+)
+@click.option("--slurm", is_flag=True, help="Submit a SLURM job array (submitit), one task per shard.")
+@click.option("--jobs", type=int, help="SLURM array tasks (default: one per 500 objects).")
+@click.option("--partition", help="SLURM partition.")
+@click.option(
+    "--time", "time_min", default=24 * 60, show_default=True, help="SLURM time limit per task (minutes)."
+)
+@click.option("--gpus", default=1, show_default=True, help="GPUs per SLURM task.")
+@click.option("--cpus-per-task", default=8, show_default=True, help="CPUs per SLURM task.")
+@click.option("--array-parallelism", default=64, show_default=True, help="SLURM tasks running at once.")
+def render_command(
+    out,
+    shapenet_dir,
+    mesh_dir,
+    objects_file,
+    classes,
+    per_class,
+    up_axis,
+    views,
+    size,
+    quality,
+    rotation,
+    seed,
+    limit,
+    shard,
+    workers,
+    device,
+    retry_failed,
+    recycle_every,
+    slurm,
+    jobs,
+    partition,
+    time_min,
+    gpus,
+    cpus_per_task,
+    array_parallelism,
+) -> None:
+    """Render a 3DIEBench-style dataset (default source: the procedural library). Rerun to resume."""
+    from render import launch, sources, writer
+
+    try:
+        source = sources.source_from_options(
+            shapenet_dir,
+            mesh_dir,
+            objects_file,
+            tuple(classes.split(",")) if classes else None,
+            per_class,
+            seed,
+            up_axis,
+        )
+        config = launch.RenderConfig(out, views, size, quality, seed, rotation, device)
+        if slurm:
+            count = jobs or launch.estimate_jobs(len(launch.plan_objects(source, limit)))
+            options = launch.SlurmOptions(count, partition, time_min, gpus, cpus_per_task, array_parallelism)
+            submitted = launch.submit_slurm(config, source, options, limit, workers)
+            click.echo(
+                f"submitted {len(submitted)} array tasks (job {submitted[0].job_id.split('_')[0]}); "
+                f"logs in {out / '.slurm'}; rerun without --slurm to resume locally"
+            )
+            return
+        summary = launch.render_dataset(
+            config, source, limit, launch.Shard.parse(shard), workers, retry_failed, recycle_every
+        )
+    except (sources.SourceError, writer.DatasetMismatchError, launch.RenderSetupError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    click.echo(
+        f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
+        f"{summary.skipped} already done{failed}; splits {summary.splits}"
+    )
+
+
+@main.command("check")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--workers", default=1, show_default=True, help="Processes decoding images.")
+@click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
+def check_command(root, workers, quick) -> None:
+    """Validate a dataset folder; one line per object with problems; exit 1 when any."""
+    from render.check import check_dataset
+
+    report = check_dataset(root, workers=workers, decode=not quick, progress=True)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @main.command("methods")

@@ -1,0 +1,282 @@
+"""Validate a dataset folder: every listed object complete, images decodable and of one size, latents of
+shape (7,) and in range, split files consistent. Works on our folders and on the official download.
+
+`check_dataset` returns a `CheckReport`; the `3die check` command prints it and exits non-zero when it
+holds any problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from render import spec, writer
+from render.sampling import latent_bounds
+
+RANGE_TOLERANCE = 1e-9
+MAX_MESSAGES_PER_OBJECT = 6
+VIEW_FILE = re.compile(r"^(image_(\d+)\.jpg|latent_(\d+)\.npy)$")
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What every object folder must hold: `views` views of `size`x`size` px images (None: all images of
+    the first object's size) and latents inside [low, high]; `marker`: a completion marker is required."""
+
+    views: int
+    size: int | None
+    low: np.ndarray
+    high: np.ndarray
+    marker: bool
+
+
+@dataclass
+class CheckReport:
+    """Outcome of a check: problems maps "SYNSET/OBJECT_ID" (or a file name) to its messages."""
+
+    root: Path
+    objects: int = 0
+    images: int = 0
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, key: str, message: str) -> None:
+        self.problems.setdefault(key, []).append(message)
+
+    def lines(self) -> list[str]:
+        """One line per object (or file) with problems, then a summary line."""
+        out = []
+        for key in sorted(self.problems):
+            messages = self.problems[key]
+            shown = "; ".join(messages[:MAX_MESSAGES_PER_OBJECT])
+            more = len(messages) - MAX_MESSAGES_PER_OBJECT
+            out.append(f"{key}: {shown}" + (f"; and {more} more" if more > 0 else ""))
+        failed = f", {len(self.failures)} recorded as failed in {spec.FAILURES_NAME}" if self.failures else ""
+        verdict = "OK" if self.ok else f"{len(self.problems)} with problems"
+        out.append(f"{self.root}: {self.objects} objects, {self.images} images checked{failed}: {verdict}")
+        return out
+
+
+def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: bool = False) -> CheckReport:
+    """Check the dataset folder `root` (see module docstring); `decode=False` skips decoding the JPEGs
+    (only their presence, header and end-of-image marker are checked)."""
+    root = Path(root)
+    report = CheckReport(root)
+    if not root.is_dir():
+        report.add(str(root), "not a folder")
+        return report
+    manifest = writer.read_manifest(root)
+    report.failures = writer.read_failures(root)
+    listed = _listed_objects(root, report)
+    expected = [key for key in listed if key not in report.failures]
+    _check_unlisted(root, set(listed), report)
+    _check_split_files(root, listed, report)
+    expectations = _expectations(root, manifest, expected)
+    check = partial(_check_object_folder, root, expectations=expectations, decode=decode)
+    results = _map(check, expected, workers, progress)
+    for key, (messages, images) in zip(expected, results, strict=True):
+        report.objects += 1
+        report.images += images
+        for message in messages:
+            report.add(key, message)
+    return report
+
+
+# --- one object --------------------------------------------------------------------------------------
+def check_object(folder: Path, expectations: Expectations, decode: bool = True) -> tuple[list[str], int]:
+    """Problems of one object folder and the number of images checked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return ["missing folder"], 0
+    messages = []
+    names = {p.name for p in folder.iterdir()}
+    if expectations.marker and writer.COMPLETE_MARKER not in names:
+        messages.append("incomplete: no completion marker (rerun `3die render` to redo it)")
+    for name in sorted(names):
+        if writer.TEMP_TAG in name:
+            messages.append(f"leftover temporary file {name}")
+        match = VIEW_FILE.match(name)
+        if match and int(match.group(2) or match.group(3)) >= expectations.views:
+            messages.append(f"unexpected view file {name} (dataset has {expectations.views} views)")
+    images = 0
+    for view in range(expectations.views):
+        image, latent = spec.image_name(view), spec.latent_name(view)
+        if image not in names:
+            messages.append(f"missing {image}")
+        else:
+            images += 1
+            messages += _check_image(folder / image, expectations.size, decode)
+        if latent not in names:
+            messages.append(f"missing {latent}")
+        else:
+            messages += _check_latent(folder / latent, expectations.low, expectations.high)
+    return messages, images
+
+
+def _check_object_folder(
+    root: Path, key: str, expectations: Expectations, decode: bool
+) -> tuple[list[str], int]:
+    return check_object(root / key, expectations, decode)
+
+
+def _check_image(path: Path, size: int | None, decode: bool) -> list[str]:
+    """Problems of one JPEG: unreadable, truncated, not RGB, or not size x size."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "JPEG":
+                return [f"{path.name} is {image.format}, not JPEG"]
+            if decode:
+                image.load()
+            elif not _ends_with_eoi(path):
+                return [f"{path.name} is truncated (no end-of-image marker)"]
+            problems = []
+            if image.mode != "RGB":
+                problems.append(f"{path.name} has mode {image.mode}, not RGB")
+            if size is not None and image.size != (size, size):
+                problems.append(f"{path.name} is {image.size[0]}x{image.size[1]}, expected {size}x{size}")
+            return problems
+    except (OSError, SyntaxError, ValueError) as error:
+        return [f"{path.name} does not decode ({error})"]
+
+
+def _ends_with_eoi(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() < 4:
+            return False
+        handle.seek(-2, 2)
+        return handle.read() == b"\xff\xd9"
+
+
+def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
+    """Problems of one latent file: unreadable, not a float (7,) array, non-finite or out of range."""
+    try:
+        latent = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        return [f"{path.name} does not load ({error})"]
+    if latent.shape != (spec.LATENT_DIM,):
+        return [f"{path.name} has shape {latent.shape}, expected ({spec.LATENT_DIM},)"]
+    if not np.issubdtype(latent.dtype, np.floating):
+        return [f"{path.name} has dtype {latent.dtype}, expected float64"]
+    if not np.all(np.isfinite(latent)):
+        return [f"{path.name} holds non-finite values"]
+    outside = (latent < low - RANGE_TOLERANCE) | (latent > high + RANGE_TOLERANCE)
+    if outside.any():
+        fields = ", ".join(f"{spec.LATENT_FIELDS[i]}={latent[i]:.4g}" for i in np.flatnonzero(outside))
+        return [f"{path.name} out of range: {fields}"]
+    return []
+
+
+# --- dataset level -----------------------------------------------------------------------------------
+def _listed_objects(root: Path, report: CheckReport) -> list[str]:
+    """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk."""
+    objects_csv = root / spec.OBJECTS_CSV_NAME
+    if objects_csv.is_file():
+        with objects_csv.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        try:
+            return [f"{row['synset']}/{row['object_id']}" for row in rows]
+        except KeyError as missing:
+            report.add(spec.OBJECTS_CSV_NAME, f"has no {missing} column")
+            return []
+    from_splits = [key for split in writer.SPLITS for key in _split_keys(root, split) or []]
+    return from_splits or sorted(_folders_on_disk(root))
+
+
+def _split_keys(root: Path, split: str) -> list[str] | None:
+    path = root / f"{split}_images.npy"
+    if not path.is_file():
+        return None
+    return [str(entry).strip("/") for entry in np.load(path, allow_pickle=False)]
+
+
+def _folders_on_disk(root: Path) -> set[str]:
+    """ "SYNSET/OBJECT_ID" of every second-level folder."""
+    return {
+        f"{synset.name}/{obj.name}"
+        for synset in root.iterdir()
+        if synset.is_dir() and not synset.name.startswith(".")
+        for obj in synset.iterdir()
+        if obj.is_dir()
+    }
+
+
+def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
+    for key in sorted(_folders_on_disk(root) - listed):
+        report.add(key, "present on disk but not listed in the dataset's object list")
+
+
+def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> None:
+    """Split files: labels aligned with images; in our folders they list exactly the complete objects."""
+    present = {}
+    for split in writer.SPLITS:
+        keys = _split_keys(root, split)
+        if keys is None:
+            continue
+        present[split] = keys
+        labels_path = root / f"{split}_labels.npy"
+        if not labels_path.is_file():
+            report.add(f"{split}_labels.npy", "missing")
+            continue
+        labels = np.load(labels_path, allow_pickle=False)
+        if labels.shape != (len(keys),) or labels.dtype != np.int64:
+            report.add(
+                labels_path.name, f"shape {labels.shape} {labels.dtype}, expected ({len(keys)},) int64"
+            )
+    if not (root / spec.OBJECTS_CSV_NAME).is_file():
+        return
+    if not present:
+        report.add("split files", "missing (rerun `3die render` on this folder to write them)")
+        return
+    in_splits = {key for keys in present.values() for key in keys}
+    complete = {key for key in listed if writer.is_complete(root / key)}
+    for key in sorted(complete - in_splits):
+        report.add(key, "complete but missing from the split files (rerun `3die render` to rewrite them)")
+    for key in sorted(in_splits - complete):
+        report.add(key, "in the split files but not complete")
+
+
+def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Expectations:
+    """Views, image size and latent range from manifest.json, or the published values without one."""
+    settings = (manifest or {}).get("settings", {})
+    low, high = latent_bounds(settings.get("rotation", "published"))
+    size = settings.get("size")
+    if size is None and expected:
+        first = root / expected[0] / spec.image_name(0)
+        with_size = _image_size(first)
+        size = with_size
+    return Expectations(
+        views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
+        size=size,
+        low=low,
+        high=high,
+        marker=manifest is not None,
+    )
+
+
+def _image_size(path: Path) -> int | None:
+    try:
+        with Image.open(path) as image:
+            return image.size[0]
+    except OSError:
+        return None
+
+
+def _map(function, keys: list[str], workers: int, progress: bool) -> list:
+    bar = partial(tqdm, total=len(keys), unit="obj", desc="check", disable=not progress)
+    if workers <= 1 or len(keys) < 2 * workers:
+        return [function(key) for key in bar(keys)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(bar(pool.map(function, keys, chunksize=16)))

@@ -1,0 +1,416 @@
+"""Running a render: the object plan, shards, local worker processes and SLURM job arrays (submitit).
+
+`render_dataset` is the one entry point: it writes (or checks) manifest.json and objects.csv, keeps the
+objects of its shard that are neither complete nor recorded as failed, renders them in W local worker
+processes and finally rewrites the split files. A SLURM job array runs `render_dataset` once per shard.
+Each worker process keeps one Blender scene alive across objects and is replaced every
+`recycle_every` objects, because Blender's memory creeps up as objects come and go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import submitit
+from tqdm import tqdm
+
+from render import spec, writer
+from render.quality import quality_preset
+from render.sampling import ROTATION_RANGES, object_latents
+from render.sources import MeshError, ObjectSource, ObjectSpec
+
+DATASET_FORMAT = "3die-dataset/1"
+RECYCLE_EVERY = 200
+CRASHES_BEFORE_FAILURE = 2  # an object whose worker dies this many times is recorded as failed
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Settings of one dataset: output folder, views per object, image size (px), quality preset name,
+    dataset seed, rotation range ("published" or "ood"), device ("auto", "cpu", "gpu")."""
+
+    out: Path
+    views: int = spec.VIEWS_PER_OBJECT
+    size: int = spec.IMAGE_SIZE
+    quality: str = "default"
+    seed: int = 0
+    rotation: str = "published"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        quality_preset(self.quality)
+        if self.rotation not in ROTATION_RANGES:
+            raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {self.rotation!r}")
+        if self.views < 1 or self.size < 1:
+            raise ValueError("views and size must be positive")
+
+    def settings(self) -> dict:
+        """The settings that define the images (recorded in manifest.json; a resumed run must match them)."""
+        quality = quality_preset(self.quality)
+        return {
+            "views": self.views,
+            "size": self.size,
+            "quality": self.quality,
+            "samples": quality.samples,
+            "cycles": quality.as_dict(),
+            "rotation": self.rotation,
+        }
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 <= index < count): objects whose id hash is index modulo count."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard must be K/N with 0 <= K < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'K/N' -> Shard(K, N)."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like K/N (e.g. 0/4), got {text!r}") from None
+        return cls(index, count)
+
+    def holds(self, obj: ObjectSpec) -> bool:
+        return shard_index(obj, self.count) == self.index
+
+
+@dataclass
+class RunSummary:
+    """What one call of `render_dataset` did."""
+
+    objects: int = 0  # in the plan (all shards)
+    in_shard: int = 0
+    skipped: int = 0  # already complete, or recorded as failed
+    rendered: int = 0
+    failed: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    splits: dict[str, int] = field(default_factory=dict)
+
+
+def shard_index(obj: ObjectSpec, count: int) -> int:
+    """The shard of an object among `count`: a stable hash of "SYNSET/OBJECT_ID", independent of order."""
+    digest = hashlib.sha256(obj.key.encode()).digest()
+    return int.from_bytes(digest[:8], "little") % count
+
+
+# --- the entry point -----------------------------------------------------------------------------
+def render_dataset(
+    config: RenderConfig,
+    source: ObjectSource,
+    limit: int | None = None,
+    shard: Shard = Shard(),
+    workers: int = 1,
+    retry_failed: bool = False,
+    recycle_every: int = RECYCLE_EVERY,
+    progress: bool = True,
+) -> RunSummary:
+    """Render the objects of `shard` that are not done yet into `config.out`; see the module docstring."""
+    start = time.monotonic()
+    objects = plan_objects(source, limit)
+    prepare_dataset(config, source, objects)
+    mine = [o for o in objects if shard.holds(o)]
+    todo = pending_objects(config.out, mine, retry_failed)
+    summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
+    if todo:
+        _render_with_workers(config, source, todo, workers, recycle_every, progress, summary)
+    summary.splits = writer.finalize(config.out, objects)
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectSpec]:
+    """The source's objects, the first `limit` of them when a limit is given."""
+    objects = source.objects()
+    return objects if limit is None else objects[:limit]
+
+
+def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> None:
+    """Write manifest.json and objects.csv, or check that the existing ones describe the same dataset."""
+    from render import manifest as object_manifest
+
+    config.out.mkdir(parents=True, exist_ok=True)
+    writer.write_manifest(config.out, build_manifest(config, source, objects))
+    csv_path = config.out / spec.OBJECTS_CSV_NAME
+    entries = [
+        object_manifest.ObjectEntry(o.synset, o.object_id, o.label, o.split, o.source) for o in objects
+    ]
+    if not csv_path.is_file():
+        object_manifest.write_manifest(csv_path, entries)
+    elif object_manifest.read_manifest(csv_path) != entries:
+        raise writer.DatasetMismatchError(
+            f"{csv_path}: the folder holds another object list; rerun with the same source, --objects "
+            "and --limit, or choose another --out"
+        )
+
+
+def build_manifest(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> dict:
+    """The content of manifest.json (deterministic: no dates, so concurrent shards write the same file)."""
+    return {
+        "format": DATASET_FORMAT,
+        "source": source.describe(),
+        "objects": len(objects),
+        "seed": config.seed,
+        "settings": config.settings(),
+        "classes": [{"label": c.label, "synset": c.synset, "name": c.name} for c in source.classes(objects)],
+        "versions": package_versions(),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the images and latents."""
+    versions = {"python": sys.version.split()[0]}
+    for package in ("3die", "bpy", "numpy", "trimesh", "pillow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def pending_objects(root: Path, objects: list[ObjectSpec], retry_failed: bool = False) -> list[ObjectSpec]:
+    """Objects not complete yet; those recorded as failed too when `retry_failed`."""
+    failed = set() if retry_failed else set(writer.read_failures(root))
+    return [o for o in objects if o.key not in failed and not writer.is_complete(writer.object_dir(root, o))]
+
+
+# --- one object, inside a worker ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectOutcome:
+    """Result of one object: views written, or the reason it failed."""
+
+    key: str
+    views: int = 0
+    failure: str | None = None
+
+
+def render_object(scene, source: ObjectSource, obj: ObjectSpec, config: RenderConfig) -> ObjectOutcome:
+    """Render every view of `obj` with the live `scene` (a render.scene.Scene) into its folder.
+
+    A broken, empty or missing mesh is recorded in failures.jsonl and skipped; warnings about the mesh
+    (such as missing textures) go to warnings.jsonl. The object's folder is emptied first, so an object
+    interrupted by an earlier run is redone from scratch, with the same latents.
+    """
+    folder = writer.object_dir(config.out, obj)
+    latents = object_latents(config.seed, obj.synset, obj.object_id, config.views, config.rotation)
+    try:
+        warnings = scene.set_object(source.load(obj))
+    except MeshError as error:
+        writer.record_failure(config.out, obj, str(error))
+        return ObjectOutcome(obj.key, failure=str(error))
+    for message in warnings:
+        writer.record_warning(config.out, obj, message)
+    try:
+        writer.start_object(folder)
+        for view, latent in enumerate(latents):
+            scene.apply_latent(latent)
+            writer.write_view(folder, view, scene.render(), latent)
+        writer.finish_object(folder, config.views)
+    finally:
+        scene.clear_object()
+    return ObjectOutcome(obj.key, views=config.views)
+
+
+class RenderSetupError(RuntimeError):
+    """A worker process could not build its Blender scene (for example --device gpu without a GPU)."""
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(config: RenderConfig, source: ObjectSource, threads: int) -> None:
+    """Build this worker process's one Blender scene (imports bpy here, never in the parent).
+
+    A failure is kept and raised by the first task, so the parent gets the reason instead of a dead pool.
+    """
+    sys.path[:] = without_blender_script_paths(sys.path)
+    try:
+        from render.scene import RenderSettings, Scene
+
+        settings = RenderSettings(config.size, quality_preset(config.quality), config.device, threads)
+        _WORKER.update(scene=Scene(settings), config=config, source=source)
+    except Exception as error:  # anything bpy raises: the message goes back to the parent
+        _WORKER["setup_error"] = f"the render worker could not set up Blender: {error}"
+
+
+def without_blender_script_paths(paths: list[str]) -> list[str]:
+    """`paths` minus the Blender script folders that `import bpy` adds to sys.path.
+
+    A spawned worker starts with its parent's sys.path; when the parent has imported bpy (the tests do),
+    those folders would make the worker's `import bpy` find Blender's pure-Python bpy package instead of
+    the bpy module.
+    """
+    return [p for p in paths if not ("scripts" in Path(p).parts and {"bpy", "blender"} & set(Path(p).parts))]
+
+
+def _render_in_worker(obj: ObjectSpec) -> ObjectOutcome:
+    if "setup_error" in _WORKER:
+        raise RenderSetupError(_WORKER["setup_error"])
+    return render_object(_WORKER["scene"], _WORKER["source"], obj, _WORKER["config"])
+
+
+# --- local worker processes ------------------------------------------------------------------------
+def threads_per_worker(workers: int) -> int:
+    """Cycles threads for each of `workers` processes: the cores this process may use, shared evenly."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def _render_with_workers(
+    config: RenderConfig,
+    source: ObjectSource,
+    todo: list[ObjectSpec],
+    workers: int,
+    recycle_every: int,
+    progress: bool,
+    summary: RunSummary,
+) -> None:
+    """Render `todo` in `workers` spawned processes, at most one object in flight per worker.
+
+    When a worker dies (Blender crashed), the pool is rebuilt and the objects that were in flight are
+    tried again one at a time, so the culprit is known; an object whose worker dies
+    CRASHES_BEFORE_FAILURE times is recorded as failed.
+    """
+    queue = list(reversed(todo))
+    suspects: list[ObjectSpec] = []
+    crashes: dict[str, int] = {}
+    threads = threads_per_worker(workers)
+    bar = tqdm(
+        total=len(todo) * config.views, unit="img", desc="render", disable=not progress, smoothing=0.05
+    )
+    try:
+        while queue or suspects:
+            in_flight: dict[Future, ObjectSpec] = {}
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(config, source, threads),
+                max_tasks_per_child=recycle_every,
+            )
+            try:
+                while queue or suspects or in_flight:
+                    if suspects and not in_flight:
+                        obj = suspects.pop()
+                        in_flight[pool.submit(_render_in_worker, obj)] = obj
+                    while not suspects and queue and len(in_flight) < workers:
+                        obj = queue.pop()
+                        in_flight[pool.submit(_render_in_worker, obj)] = obj
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        outcome = future.result()
+                        del in_flight[future]
+                        _count(outcome, summary, bar, config.views)
+            except BrokenProcessPool:
+                for obj in in_flight.values():
+                    crashes[obj.key] = crashes.get(obj.key, 0) + 1
+                    if crashes[obj.key] < CRASHES_BEFORE_FAILURE:
+                        suspects.append(obj)
+                        continue
+                    reason = "the render worker died while rendering it (Blender crashed)"
+                    writer.record_failure(config.out, obj, reason)
+                    _count(ObjectOutcome(obj.key, failure=reason), summary, bar, config.views)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def _count(outcome: ObjectOutcome, summary: RunSummary, bar, views: int) -> None:
+    """Add one finished object to the summary and the progress bar (a failed one leaves the bar's total)."""
+    if outcome.failure is None:
+        summary.rendered += 1
+        summary.images += outcome.views
+        bar.update(outcome.views)
+    else:
+        summary.failed += 1
+        bar.total -= views
+    bar.set_postfix(objects=summary.rendered, failed=summary.failed, refresh=False)
+
+
+# --- SLURM --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlurmOptions:
+    """One SLURM array task per shard: partition, time limit (minutes), GPUs and CPUs per task, how many
+    tasks run at once, and the folder for submitit's logs and pickles."""
+
+    jobs: int
+    partition: str | None = None
+    time_min: int = 24 * 60
+    gpus: int = 1
+    cpus: int = 8
+    array_parallelism: int = 64
+    folder: Path | None = None
+
+    def parameters(self) -> dict:
+        """Keyword arguments for submitit.AutoExecutor.update_parameters."""
+        parameters = {
+            "name": "3die-render",
+            "timeout_min": self.time_min,
+            "gpus_per_node": self.gpus,
+            "cpus_per_task": self.cpus,
+            "tasks_per_node": 1,
+            "nodes": 1,
+            "slurm_array_parallelism": self.array_parallelism,
+            "slurm_signal_delay_s": 120,
+        }
+        if self.partition:
+            parameters["slurm_partition"] = self.partition
+        return parameters
+
+
+class ShardJob(submitit.helpers.Checkpointable):
+    """One SLURM array task: `render_dataset` on one shard. When SLURM preempts it or its time runs out,
+    submitit requeues it with the same arguments and the rerun resumes where the killed one stopped."""
+
+    def __init__(
+        self, config: RenderConfig, source: ObjectSource, limit: int | None, shard: Shard, workers: int
+    ):
+        self.config, self.source, self.limit, self.shard, self.workers = config, source, limit, shard, workers
+
+    def __call__(self) -> RunSummary:
+        return render_dataset(self.config, self.source, self.limit, self.shard, self.workers, progress=False)
+
+
+def submit_slurm(
+    config: RenderConfig,
+    source: ObjectSource,
+    options: SlurmOptions,
+    limit: int | None = None,
+    workers: int = 1,
+    cluster: str | None = None,
+) -> list:
+    """Prepare the dataset folder, then submit one array task per shard; returns the submitit jobs.
+
+    `cluster` is passed to submitit.AutoExecutor: None picks SLURM when available, "local" or "debug" run
+    the same jobs on this machine (for testing the job construction).
+    """
+    objects = plan_objects(source, limit)
+    prepare_dataset(config, source, objects)
+    folder = options.folder or config.out / ".slurm" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(**options.parameters())
+    jobs = [ShardJob(config, source, limit, Shard(k, options.jobs), workers) for k in range(options.jobs)]
+    return executor.submit_array(jobs)
+
+
+def estimate_jobs(objects: int, per_job: int = 500) -> int:
+    """A job count that gives each array task about `per_job` objects."""
+    return max(1, math.ceil(objects / per_job))

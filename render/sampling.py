@@ -1,0 +1,69 @@
+"""The latent distribution of 3DIEBench, as pure NumPy (no Blender).
+
+Every object draws its views' latents from its own generator, seeded by (dataset seed, synset, object id)
+through a stable hash, so a view's latent never depends on object order, shards, workers or where a
+resumed run restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from render import spec
+
+#: Rotation ranges: "published" draws each Euler angle from [-pi/2, pi/2]; "ood" (3DIEBench-OOD) from
+#: [-pi, -pi/2] U [pi/2, pi].
+ROTATION_RANGES = ("published", "ood")
+
+
+def object_seed(seed: int, synset: str, object_id: str) -> int:
+    """A 64-bit seed from (dataset seed, synset, object id), stable across processes and Python versions."""
+    digest = hashlib.sha256(f"{seed}/{synset}/{object_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def object_rng(seed: int, synset: str, object_id: str) -> np.random.Generator:
+    """The generator of every random draw made for one object."""
+    return np.random.default_rng(object_seed(seed, synset, object_id))
+
+
+def sample_latents(rng: np.random.Generator, views: int, rotation: str = "published") -> np.ndarray:
+    """Draw `views` latents, shape (views, 7) float64, laid out as `render.spec.LATENT_FIELDS`.
+
+    Each value is uniform in its published range (`spec.LATENT_LOW`, `spec.LATENT_HIGH`); with
+    `rotation="ood"` the three Euler angles are uniform in [-pi, -pi/2] U [pi/2, pi] instead.
+    """
+    if rotation not in ROTATION_RANGES:
+        raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {rotation!r}")
+    latents = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(views, spec.LATENT_DIM))
+    if rotation == "ood":
+        latents[:, spec.ROTATION] = fold_out_of_distribution(latents[:, spec.ROTATION])
+    return latents
+
+
+def object_latents(
+    seed: int, synset: str, object_id: str, views: int, rotation: str = "published"
+) -> np.ndarray:
+    """All view latents of one object, shape (views, 7); the same for the same arguments, always."""
+    return sample_latents(object_rng(seed, synset, object_id), views, rotation)
+
+
+def fold_out_of_distribution(angles: np.ndarray) -> np.ndarray:
+    """Map angles uniform in [-pi/2, pi/2] to angles uniform in [-pi, -pi/2] U [pi/2, pi] (radians).
+
+    Negative angles move down by pi/2 and the others up by pi/2, which keeps the draw uniform.
+    """
+    return angles + np.where(angles < 0, -math.pi / 2, math.pi / 2)
+
+
+def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive (low, high) bounds of each latent value, shape (7,) each, for a rotation range."""
+    if rotation not in ROTATION_RANGES:
+        raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {rotation!r}")
+    low, high = spec.LATENT_LOW.copy(), spec.LATENT_HIGH.copy()
+    if rotation == "ood":
+        low[spec.ROTATION], high[spec.ROTATION] = -math.pi, math.pi
+    return low, high

@@ -1,0 +1,414 @@
+"""The Blender scene of 3DIEBench: the only module of the project that imports `bpy`.
+
+One `Scene` per process owns all Blender state. It builds the floor, sun, spot light and camera once;
+`set_object` replaces the object (and purges the previous one's orphan data); `apply_latent` poses the
+object, colours the floor and places and colours the spot light for one view; `render` returns the
+image as a true-RGB uint8 array.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import contextlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Euler, Matrix, Vector
+from PIL import Image
+
+from render import spec
+from render.quality import Quality
+from render.sources import MeshArrays, MeshError, ObjFile
+
+# Light and colour-management settings the published generator inherited from Blender 2.9x/3.x
+# through BlenderProc (defaults that changed in Blender 4 and 5, so they are set explicitly).
+LIGHT_SOFT_SIZE = 0.25  # radius of the spot lamp in metres: the soft shadow edge
+SPOT_BLEND = 0.15
+WORLD_GREY = 0.05  # dim uniform world light
+VIEW_TRANSFORM = "Filmic"
+SMOOTH_ANGLE = math.radians(30.0)  # edges sharper than this stay sharp on imported arrays
+OBJECT_GREY = 0.8  # base colour of meshes that carry no colours
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """What a Scene needs to know: image size in pixels, quality preset, device ("auto", "cpu", "gpu")
+    and CPU threads (0 lets Cycles use every core)."""
+
+    size: int
+    quality: Quality
+    device: str = "auto"
+    threads: int = 0
+
+
+class Scene:
+    """The 3DIEBench scene in this process's Blender; create at most one per process."""
+
+    def __init__(self, settings: RenderSettings) -> None:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        self.settings = settings
+        self.scene = bpy.context.scene
+        self._tmp = tempfile.TemporaryDirectory(prefix="3die-scene-")
+        self.device = _configure_cycles(self.scene, settings)
+        self.floor_colour = _build_floor(self.scene)
+        _build_world(self.scene)
+        self.sun = _add_light(self.scene, "Sun", "SUN")
+        self.sun.data.energy = spec.SUN_ENERGY
+        self.sun.data.angle = spec.SUN_ANGLE
+        self.spot = _add_light(self.scene, "Spot", "SPOT")
+        self.spot.data.energy = spec.SPOT_ENERGY
+        self.spot.data.spot_size = spec.SPOT_SIZE
+        self.spot.data.spot_blend = SPOT_BLEND
+        self.camera = _build_camera(self.scene)
+        self.object: bpy.types.Object | None = None
+
+    # --- object ----------------------------------------------------------------------------------
+    def set_object(self, mesh: MeshArrays | ObjFile) -> list[str]:
+        """Replace the scene's object by `mesh`, origin at its bounding-box centre, placed at the origin.
+
+        Returns warnings about the mesh (missing textures, which fall back to the material's colour);
+        raises MeshError when the mesh yields no faces.
+        """
+        self.clear_object()
+        if isinstance(mesh, ObjFile):
+            obj = _import_obj(mesh.path)
+            warnings, origin = drop_missing_textures(obj), f"{mesh.path}: "
+        else:
+            obj, warnings, origin = _object_from_arrays(mesh), [], ""
+        self.object = obj
+        if len(obj.data.polygons) == 0:
+            self.clear_object()
+            raise MeshError(f"{origin}the mesh has no faces")
+        _centre_origin(obj)
+        obj.rotation_mode = "XYZ"
+        return warnings
+
+    def clear_object(self) -> None:
+        """Remove the current object and purge the meshes, materials and images it leaves behind."""
+        if self.object is not None:
+            bpy.data.objects.remove(self.object, do_unlink=True)
+            self.object = None
+        bpy.data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
+
+    # --- one view ----------------------------------------------------------------------------------
+    def apply_latent(self, latent: np.ndarray) -> None:
+        """Pose the object, colour the floor and place and colour the spot light from one latent (7,)."""
+        if self.object is None:
+            raise RuntimeError("set_object must come before apply_latent")
+        self.object.rotation_euler = Euler([float(a) for a in latent[spec.ROTATION]], "XYZ")
+        self.floor_colour.default_value = (
+            *hsv_to_rgb(latent[spec.FLOOR_HUE], spec.FLOOR_SATURATION, spec.FLOOR_VALUE),
+            1.0,
+        )
+        spot_location = spec.spherical_to_cartesian(
+            spec.SPOT_RADIUS, float(latent[spec.SPOT_THETA]), float(latent[spec.SPOT_PHI])
+        )
+        self.spot.matrix_world = look_at_matrix(spot_location)
+        self.spot.data.color = hsv_to_rgb(latent[spec.SPOT_HUE], spec.SPOT_SATURATION, spec.SPOT_VALUE)
+
+    def render(self) -> np.ndarray:
+        """Render the current view: (size, size, 3) uint8, true RGB."""
+        path = Path(self._tmp.name) / "view.png"
+        self.scene.render.filepath = str(path)
+        with _quiet_stdout():
+            bpy.ops.render.render(write_still=True)
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    # --- geometry queries (used by tests and checks) ------------------------------------------------
+    def object_matrix_world(self) -> np.ndarray:
+        """The object's 4x4 world matrix after the last applied latent."""
+        bpy.context.view_layer.update()
+        return np.array(self.object.matrix_world)
+
+    def object_vertices_world(self) -> np.ndarray:
+        """World positions of the object's vertices, shape (N, 3)."""
+        local = np.array([v.co for v in self.object.data.vertices])
+        matrix = self.object_matrix_world()
+        return local @ matrix[:3, :3].T + matrix[:3, 3]
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Pixel coordinates (column, row from the top-left corner) of world points (N, 3) -> (N, 2)."""
+        from bpy_extras.object_utils import world_to_camera_view
+
+        bpy.context.view_layer.update()
+        size = self.settings.size
+        ndc = np.array([world_to_camera_view(self.scene, self.camera, Vector(p))[:2] for p in points])
+        return np.stack([ndc[:, 0] * size, (1.0 - ndc[:, 1]) * size], axis=1)
+
+    def camera_matrix_world(self) -> np.ndarray:
+        """The camera's 4x4 world matrix."""
+        return np.array(self.camera.matrix_world)
+
+    def camera_focal_pixels(self) -> float:
+        """The camera's focal length in pixels (square sensor fit, so horizontal = vertical)."""
+        data = self.camera.data
+        return data.lens / data.sensor_width * self.settings.size
+
+    def close(self) -> None:
+        """Drop the object and the scene's temporary folder."""
+        self.clear_object()
+        self._tmp.cleanup()
+
+
+# --- pure helpers ----------------------------------------------------------------------------------
+def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[float, float, float]:
+    """HSV (each in [0, 1]) -> RGB in [0, 1], used as linear colour like the published scene."""
+    return colorsys.hsv_to_rgb(float(hue), saturation, value)
+
+
+def look_at_matrix(location: tuple[float, float, float], target=(0.0, 0.0, 0.0)) -> Matrix:
+    """World matrix of a camera or lamp at `location` whose -Z axis points at `target` and whose +Y axis
+    (image up) leans towards world +Z."""
+    forward = Vector(target) - Vector(location)
+    rotation = forward.to_track_quat("-Z", "Y").to_matrix().to_4x4()
+    return Matrix.Translation(Vector(location)) @ rotation
+
+
+# --- scene construction ------------------------------------------------------------------------------
+def _configure_cycles(scene, settings: RenderSettings) -> str:
+    """Cycles, resolution, quality, colour management and device; returns "CPU" or the GPU backend used."""
+    scene.render.engine = "CYCLES"
+    scene.render.resolution_x = scene.render.resolution_y = settings.size
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGB"
+    scene.render.image_settings.color_depth = "8"
+    scene.render.use_persistent_data = True
+    scene.render.film_transparent = False
+    scene.view_settings.view_transform = VIEW_TRANSFORM
+    scene.view_settings.look = "None"
+    cycles = scene.cycles
+    quality = settings.quality
+    cycles.samples = quality.samples
+    cycles.use_adaptive_sampling = quality.adaptive_threshold > 0
+    if quality.adaptive_threshold > 0:
+        cycles.adaptive_threshold = quality.adaptive_threshold
+    cycles.use_denoising = quality.denoise
+    cycles.max_bounces = quality.max_bounces
+    cycles.diffuse_bounces = quality.diffuse_bounces
+    cycles.glossy_bounces = quality.glossy_bounces
+    cycles.transmission_bounces = quality.transmission_bounces
+    cycles.transparent_max_bounces = quality.transparent_max_bounces
+    cycles.seed = 0
+    if settings.threads > 0:
+        scene.render.threads_mode = "FIXED"
+        scene.render.threads = settings.threads
+    device = _select_device(settings.device)
+    cycles.device = "CPU" if device == "CPU" else "GPU"
+    if quality.denoise:
+        cycles.denoiser = "OPTIX" if device == "OPTIX" else "OPENIMAGEDENOISE"
+    return device
+
+
+def _select_device(request: str) -> str:
+    """ "CPU" or the first GPU backend with a device; request is "auto", "cpu" or "gpu"."""
+    if request not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be auto, cpu or gpu, got {request!r}")
+    if request == "cpu":
+        return "CPU"
+    preferences = bpy.context.preferences.addons["cycles"].preferences
+    for backend in GPU_BACKENDS:
+        try:
+            devices = preferences.get_devices_for_type(backend)
+        except (TypeError, ValueError):
+            continue
+        gpus = [d for d in devices if d.type != "CPU"]
+        if gpus:
+            preferences.compute_device_type = backend
+            for device in devices:
+                device.use = device.type != "CPU"
+            return backend
+    if request == "gpu":
+        raise RuntimeError("--device gpu: Cycles found no OptiX, CUDA, HIP, oneAPI or Metal device")
+    return "CPU"
+
+
+def _build_floor(scene) -> bpy.types.NodeSocket:
+    """The floor plane and its diffuse material; returns the shader's colour input (set per view)."""
+    half = spec.FLOOR_SIZE / 2
+    mesh = bpy.data.meshes.new("Floor")
+    mesh.from_pydata(
+        [(-half, -half, 0), (half, -half, 0), (half, half, 0), (-half, half, 0)], [], [(0, 1, 2, 3)]
+    )
+    floor = bpy.data.objects.new("Floor", mesh)
+    floor.location = (0.0, 0.0, spec.FLOOR_Z)
+    scene.collection.objects.link(floor)
+    material = bpy.data.materials.new("Floor")
+    nodes = material.node_tree.nodes
+    nodes.clear()
+    diffuse = nodes.new("ShaderNodeBsdfDiffuse")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    material.node_tree.links.new(diffuse.outputs["BSDF"], output.inputs["Surface"])
+    mesh.materials.append(material)
+    return diffuse.inputs["Color"]
+
+
+def _build_world(scene) -> None:
+    world = bpy.data.worlds.new("World")
+    world.color = (WORLD_GREY,) * 3
+    background = world.node_tree.nodes.get("Background")
+    background.inputs["Color"].default_value = (WORLD_GREY, WORLD_GREY, WORLD_GREY, 1.0)
+    background.inputs["Strength"].default_value = 1.0
+    scene.world = world
+
+
+def _add_light(scene, name: str, kind: str) -> bpy.types.Object:
+    data = bpy.data.lights.new(name, kind)
+    data.shadow_soft_size = LIGHT_SOFT_SIZE
+    light = bpy.data.objects.new(name, data)
+    scene.collection.objects.link(light)
+    return light
+
+
+def _build_camera(scene) -> bpy.types.Object:
+    """The camera at (distance, theta, phi) looking at the origin, Blender's default lens."""
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    location = spec.spherical_to_cartesian(spec.CAMERA_DISTANCE, spec.CAMERA_THETA, spec.CAMERA_PHI)
+    camera.matrix_world = look_at_matrix(location)
+    scene.camera = camera
+    return camera
+
+
+# --- objects ------------------------------------------------------------------------------------------
+def _import_obj(path: Path) -> bpy.types.Object:
+    """Import a Wavefront OBJ (Y up, turned Z up like the published loader) as one object, materials fixed."""
+    before = set(bpy.data.objects)
+    try:
+        with _quiet_stdout():
+            result = bpy.ops.wm.obj_import(filepath=str(path), forward_axis="NEGATIVE_Z", up_axis="Y")
+    except RuntimeError as error:
+        raise MeshError(f"{path}: Blender's OBJ importer failed ({error})") from None
+    imported = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+    if "FINISHED" not in result or not imported:
+        for obj in (o for o in bpy.data.objects if o not in before):
+            bpy.data.objects.remove(obj, do_unlink=True)
+        raise MeshError(f"{path}: Blender's OBJ importer found no mesh")
+    obj = _join(imported)
+    _bake_transform(obj)
+    for material in obj.data.materials:
+        if material is not None:
+            invert_alpha_textures(material)
+    return obj
+
+
+def drop_missing_textures(obj) -> list[str]:
+    """Remove image texture nodes whose file is missing or unreadable (Cycles would paint them magenta),
+    so their shader input falls back to the material's own colour; returns one warning per image."""
+    warnings = []
+    for material in {m for m in obj.data.materials if m is not None and m.node_tree is not None}:
+        for node in [n for n in material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"]:
+            image = node.image
+            path = bpy.path.abspath(image.filepath) if image is not None else ""
+            if image is not None and os.path.isfile(path) and image.size[0] > 0:
+                continue
+            warnings.append(f"material {material.name}: texture {path or '(none)'} is missing or unreadable")
+            material.node_tree.nodes.remove(node)
+    return sorted(warnings)
+
+
+def _join(objects: list) -> bpy.types.Object:
+    """One object from several imported mesh objects (their world transforms baked in)."""
+    if len(objects) == 1:
+        return objects[0]
+    with bpy.context.temp_override(
+        active_object=objects[0], selected_editable_objects=objects, selected_objects=objects
+    ):
+        bpy.ops.object.join()
+    return objects[0]
+
+
+def _bake_transform(obj) -> None:
+    """Move the object's transform into its mesh so that rotation (0, 0, 0) shows it as imported."""
+    obj.data.transform(obj.matrix_basis)
+    obj.matrix_basis = Matrix.Identity(4)
+
+
+def invert_alpha_textures(material) -> None:
+    """Insert an Invert node between image textures and the Principled BSDF's Alpha input.
+
+    ShapeNet's materials store transparency maps inverted; the published loader (BlenderProc's ShapeNet
+    loader) applies the same fix to every material with more than one image texture.
+    """
+    if material.node_tree is None:
+        return
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    textures = [n for n in nodes if n.bl_idname == "ShaderNodeTexImage"]
+    shaders = [n for n in nodes if n.bl_idname == "ShaderNodeBsdfPrincipled"]
+    if len(textures) < 2 or len(shaders) != 1:
+        return
+    alpha = shaders[0].inputs["Alpha"]
+    for link in list(alpha.links):
+        if link.from_node.bl_idname != "ShaderNodeTexImage":
+            continue
+        invert = nodes.new("ShaderNodeInvert")
+        invert.inputs["Fac"].default_value = 1.0
+        links.new(link.from_node.outputs["Color"], invert.inputs["Color"])
+        links.remove(link)
+        links.new(invert.outputs["Color"], alpha)
+
+
+def _object_from_arrays(mesh: MeshArrays) -> bpy.types.Object:
+    """A Blender object straight from vertex and face arrays (Z up), smooth-shaded below SMOOTH_ANGLE."""
+    data = bpy.data.meshes.new("Object")
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces, dtype=np.int32)
+    data.vertices.add(len(vertices))
+    data.vertices.foreach_set("co", vertices.ravel())
+    data.loops.add(faces.size)
+    data.loops.foreach_set("vertex_index", faces.ravel())
+    data.polygons.add(len(faces))
+    data.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    data.update(calc_edges=True)
+    if data.validate(verbose=False):
+        data.update(calc_edges=True)
+    data.shade_smooth()
+    data.set_sharp_from_angle(angle=SMOOTH_ANGLE)
+    data.materials.append(_object_material(mesh, data))
+    obj = bpy.data.objects.new("Object", data)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+def _object_material(mesh: MeshArrays, data) -> bpy.types.Material:
+    """A Principled material: the mesh's colours when it has some, plain light grey otherwise."""
+    material = bpy.data.materials.new("Object")
+    shader = material.node_tree.nodes.get("Principled BSDF")
+    shader.inputs["Roughness"].default_value = 0.5
+    if mesh.colors is None:
+        shader.inputs["Base Color"].default_value = (OBJECT_GREY, OBJECT_GREY, OBJECT_GREY, 1.0)
+        return material
+    colours = data.color_attributes.new("Colour", "BYTE_COLOR", mesh.color_domain)
+    colours.data.foreach_set("color_srgb", np.asarray(mesh.colors, dtype=np.float32).ravel())
+    attribute = material.node_tree.nodes.new("ShaderNodeAttribute")
+    attribute.attribute_name = "Colour"
+    material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+    return material
+
+
+def _centre_origin(obj) -> None:
+    """Translate the mesh so its bounding-box centre is the object's origin, and place it at (0, 0, 0)."""
+    corners = np.array([tuple(c) for c in obj.bound_box])
+    centre = (corners.min(axis=0) + corners.max(axis=0)) / 2
+    obj.data.transform(Matrix.Translation(Vector(-centre)))
+    obj.location = (0.0, 0.0, 0.0)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence Blender's per-render and per-import chatter on the process's stdout (file descriptor 1)."""
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,430 @@
+"""Where objects come from: a ShapeNetCore v2 folder, any mesh folder, or the procedural library.
+
+Every source lists its objects as `ObjectSpec`s (synset, object id, label, split, source, path) and loads
+one object's mesh for the scene: `MeshArrays` (vertex/face arrays, Z up, bounding-box centre at the
+origin, diagonal 1) or, for ShapeNet, an `ObjFile` that Blender imports with its materials and textures.
+Sources are small picklable dataclasses so worker processes and SLURM jobs can rebuild them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from render import spec
+
+SHAPENET_MODEL = Path("models") / "model_normalized.obj"
+MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
+UP_AXES = ("z", "y")
+
+
+class SourceError(Exception):
+    """The object source itself is unusable (a missing folder, an unreadable object list)."""
+
+
+class MeshError(Exception):
+    """One object's mesh is missing, unreadable or empty: the object is recorded as failed and skipped."""
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object of a dataset; `path` is its mesh file (None for procedural objects)."""
+
+    synset: str
+    object_id: str
+    label: int
+    split: str
+    source: str
+    path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """ "SYNSET/OBJECT_ID", the object's folder relative to the dataset root."""
+        return f"{self.synset}/{self.object_id}"
+
+
+@dataclass(frozen=True)
+class MeshArrays:
+    """A triangle mesh as arrays: vertices (N, 3) float, faces (M, 3) int, optional colours.
+
+    colors: sRGB in [0, 1], shape (N, 4) when color_domain is "POINT" (per vertex) or (3M, 4) when it is
+    "CORNER" (per face corner, in face order).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray | None = None
+    color_domain: str = "POINT"
+
+
+@dataclass(frozen=True)
+class ObjFile:
+    """A Wavefront OBJ file for Blender's importer (ShapeNet: Y up, with .mtl materials and textures)."""
+
+    path: Path
+
+
+# --- mesh arrays -------------------------------------------------------------------------------------
+def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
+    """Normalised MeshArrays of a trimesh.Trimesh: turned Z up (from Y up when up_axis is "y"), bounding-box
+    centre at the origin, bounding-box diagonal 1, colours kept when the mesh has vertex or face colours.
+
+    Raises MeshError for a mesh without faces, with non-finite vertices or with a zero-size bounding box.
+    """
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0 or len(vertices) == 0:
+        raise MeshError("the mesh has no faces")
+    if not np.all(np.isfinite(vertices)):
+        raise MeshError("the mesh has non-finite vertex coordinates")
+    vertices = normalise_vertices(turn_z_up(vertices, up_axis))
+    colors, domain = _mesh_colours(mesh)
+    return MeshArrays(vertices, faces, colors, domain)
+
+
+def turn_z_up(vertices: np.ndarray, up_axis: str) -> np.ndarray:
+    """(N, 3) vertices of a mesh whose up axis is `up_axis` ("z" or "y") -> Z up.
+
+    Y up turns the way Blender's OBJ importer turns ShapeNet: (x, y, z) -> (x, -z, y).
+    """
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up axis must be one of {UP_AXES}, got {up_axis!r}")
+    if up_axis == "z":
+        return vertices
+    return np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], axis=1)
+
+
+def normalise_vertices(vertices: np.ndarray) -> np.ndarray:
+    """(N, 3) vertices moved so the bounding-box centre is the origin and scaled to a diagonal of 1."""
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    diagonal = float(np.linalg.norm(high - low))
+    if diagonal <= 0:
+        raise MeshError("the mesh has a zero-size bounding box")
+    return (vertices - (low + high) / 2) / diagonal
+
+
+def _mesh_colours(mesh) -> tuple[np.ndarray | None, str]:
+    """sRGB colours in [0, 1] of a trimesh's visual and their Blender domain ("POINT" or "CORNER")."""
+    visual = getattr(mesh, "visual", None)
+    kind = getattr(visual, "kind", None)
+    if kind == "texture":
+        try:
+            visual, kind = visual.to_color(), "vertex"
+        except (AttributeError, ValueError, IndexError):
+            return None, "POINT"
+    if kind == "vertex":
+        return np.asarray(visual.vertex_colors, dtype=np.float64) / 255.0, "POINT"
+    if kind == "face":
+        corners = np.repeat(np.asarray(visual.face_colors, dtype=np.float64) / 255.0, 3, axis=0)
+        return corners, "CORNER"
+    return None, "POINT"
+
+
+def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
+    """Read a mesh file with trimesh (all geometry of a scene file concatenated) as normalised MeshArrays.
+
+    Raises MeshError when the file is missing, unreadable or holds no faces.
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise MeshError(f"{path}: no such file")
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as error:  # trimesh raises many kinds for broken files
+        raise MeshError(f"{path}: trimesh cannot read it ({type(error).__name__}: {error})") from None
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise MeshError(f"{path}: holds no triangle mesh")
+    try:
+        return mesh_arrays_from_trimesh(mesh, up_axis)
+    except MeshError as error:
+        raise MeshError(f"{path}: {error}") from None
+
+
+# --- sources -----------------------------------------------------------------------------------------
+class ObjectSource(Protocol):
+    """Where a dataset's objects come from."""
+
+    kind: str  # "shapenet", "mesh-dir" or "procedural": the `source` column of objects.csv
+
+    def objects(self) -> list[ObjectSpec]:
+        """Every object of the source (or of its object list), in a deterministic order."""
+
+    def classes(self, objects: list[ObjectSpec]) -> tuple[spec.Synset, ...]:
+        """The classes of a dataset made of `objects`, in label order."""
+
+    def load(self, obj: ObjectSpec) -> MeshArrays | ObjFile:
+        """The object's mesh; raises MeshError when it is missing, unreadable or empty."""
+
+    def describe(self) -> dict:
+        """What manifest.json records about the source."""
+
+
+@dataclass(frozen=True)
+class ShapeNetSource:
+    """A ShapeNetCore v2 folder: ROOT/SYNSET/OBJECT_ID/models/model_normalized.obj (+ .mtl, ../images/).
+
+    Labels are positions in the sorted 55 synsets. `objects_file` selects objects: an objects CSV (labels
+    and splits as given) or a published-style images .npy ("/SYNSET/OBJECT_ID/" strings). Without a CSV,
+    the split follows the official 3DIEBench validation list (listed: val, all others: train). Unlike the
+    published loader, no taxonomy.json is needed.
+    """
+
+    root: Path
+    objects_file: Path | None = None
+    kind: str = field(default="shapenet", init=False)
+
+    def objects(self) -> list[ObjectSpec]:
+        from render import manifest
+
+        root = _existing_folder(self.root, "--shapenet-dir")
+        if self.objects_file is not None and Path(self.objects_file).suffix != ".npy":
+            entries = _read_objects_csv(self.objects_file, self.kind)
+        else:
+            keys = _read_images_npy(self.objects_file) if self.objects_file else _shapenet_folders(root)
+            try:
+                entries = [
+                    manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind)
+                    for s, o in keys
+                ]
+            except manifest.ManifestError as error:
+                raise SourceError(f"{self.objects_file}: {error}") from None
+            entries = manifest.split_by_official_list(entries)
+        return [_spec(entry, root / entry.synset / entry.object_id / SHAPENET_MODEL) for entry in entries]
+
+    def classes(self, objects: list[ObjectSpec]) -> tuple[spec.Synset, ...]:
+        return spec.shapenet_synsets()
+
+    def load(self, obj: ObjectSpec) -> ObjFile:
+        path = Path(obj.path)
+        if not path.is_file():
+            raise MeshError(f"{path}: missing (the object folder has no {SHAPENET_MODEL})")
+        if path.stat().st_size == 0:
+            raise MeshError(f"{path}: empty file")
+        return ObjFile(path)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "root": str(self.root), "objects_file": _optional_str(self.objects_file)}
+
+
+@dataclass(frozen=True)
+class MeshDirSource:
+    """Any mesh folder: ROOT/CLASS/NAME.{obj,glb,gltf,ply,stl,off}, read with trimesh.
+
+    The synset of an object is its class folder name and its id the file name without extension; labels
+    are positions of the sorted class names of the dataset. Meshes are turned Z up when `up_axis` is "y",
+    then normalised like ShapeNet's (bounding-box centre at the origin, diagonal 1). The split comes from
+    `objects_file` (an objects CSV) or, without one, from the deterministic class-stratified 80/20 split.
+    """
+
+    root: Path
+    objects_file: Path | None = None
+    up_axis: str = "z"
+    seed: int = 0
+    kind: str = field(default="mesh-dir", init=False)
+
+    def objects(self) -> list[ObjectSpec]:
+        files = self._mesh_files()
+        if self.objects_file is not None:
+            entries = _read_objects_csv(self.objects_file, self.kind)
+        else:
+            entries = _labelled_and_split(sorted(files), self.kind, self.seed)
+        return [_spec(entry, files.get(entry.key)) for entry in entries]
+
+    def classes(self, objects: list[ObjectSpec]) -> tuple[spec.Synset, ...]:
+        return _classes_of(objects, names={})
+
+    def load(self, obj: ObjectSpec) -> MeshArrays:
+        if obj.path is None:
+            raise MeshError(f"{Path(self.root) / obj.synset}: no mesh file named {obj.object_id}.*")
+        return load_mesh_file(obj.path, self.up_axis)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "root": str(self.root),
+            "objects_file": _optional_str(self.objects_file),
+            "up_axis": self.up_axis,
+        }
+
+    def _mesh_files(self) -> dict[tuple[str, str], Path]:
+        """(class, name) -> mesh file; two files with one name in one class folder are an error."""
+        root = _existing_folder(self.root, "--mesh-dir")
+        files: dict[tuple[str, str], Path] = {}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for path in sorted(folder.iterdir()):
+                if not path.is_file() or path.suffix.lower() not in MESH_EXTENSIONS:
+                    continue
+                key = (folder.name, path.stem)
+                if key in files:
+                    raise SourceError(f"{files[key]} and {path}: two meshes named {path.stem}; rename one")
+                files[key] = path
+        if not files:
+            raise SourceError(f"{root}: no meshes; expected ROOT/CLASS/NAME.{{{','.join(MESH_EXTENSIONS)}}}")
+        return files
+
+
+@dataclass(frozen=True)
+class ProceduralSource:
+    """The built-in procedural library (render.procedural): `per_class` seeded instances of each class.
+
+    `class_names` picks classes (all of render.procedural.CLASSES when None); synsets are the classes'
+    ShapeNet synset ids and labels the positions of the dataset's sorted synset ids. Meshes go to Blender as
+    arrays. The split is the deterministic class-stratified 80/20 split, or comes from `objects_file`.
+    """
+
+    class_names: tuple[str, ...] | None = None
+    per_class: int = 10
+    seed: int = 0
+    objects_file: Path | None = None
+    kind: str = field(default="procedural", init=False)
+
+    def objects(self) -> list[ObjectSpec]:
+        from render import procedural
+
+        if self.objects_file is not None:
+            return [_spec(entry) for entry in _read_objects_csv(self.objects_file, self.kind)]
+        names = procedural.CLASSES if self.class_names is None else self.class_names
+        unknown = sorted(set(names) - set(procedural.CLASSES))
+        if unknown:
+            raise SourceError(
+                f"unknown procedural classes {', '.join(unknown)}; "
+                f"choose among {', '.join(procedural.CLASSES)}"
+            )
+        if self.per_class < 1:
+            raise SourceError(f"--per-class must be at least 1, got {self.per_class}")
+        keys = [
+            (procedural.SYNSETS[name], procedural.object_id(name, index, self.seed))
+            for name in sorted(set(names))
+            for index in range(self.per_class)
+        ]
+        return [_spec(entry) for entry in _labelled_and_split(keys, self.kind, self.seed)]
+
+    def classes(self, objects: list[ObjectSpec]) -> tuple[spec.Synset, ...]:
+        from render import procedural
+
+        return _classes_of(objects, names={synset: name for name, synset in procedural.SYNSETS.items()})
+
+    def load(self, obj: ObjectSpec) -> MeshArrays:
+        from render import procedural
+
+        try:
+            class_name, index, seed = procedural.parse_object_id(obj.object_id)
+        except ValueError as error:
+            raise MeshError(str(error)) from None
+        return mesh_arrays_from_trimesh(procedural.make_mesh(class_name, index, seed))
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "classes": None if self.class_names is None else sorted(set(self.class_names)),
+            "per_class": self.per_class,
+            "seed": self.seed,
+            "objects_file": _optional_str(self.objects_file),
+        }
+
+
+def source_from_options(
+    shapenet_dir: Path | None = None,
+    mesh_dir: Path | None = None,
+    objects_file: Path | None = None,
+    classes: tuple[str, ...] | None = None,
+    per_class: int = 10,
+    seed: int = 0,
+    up_axis: str = "z",
+) -> ObjectSource:
+    """The source the command-line options name: ShapeNet, a mesh folder, or the procedural library."""
+    if shapenet_dir is not None and mesh_dir is not None:
+        raise SourceError("give either --shapenet-dir or --mesh-dir, not both")
+    if objects_file is not None and not Path(objects_file).is_file():
+        raise SourceError(f"{objects_file}: no such file (given as --objects)")
+    if shapenet_dir is not None:
+        return ShapeNetSource(Path(shapenet_dir), objects_file)
+    if mesh_dir is not None:
+        return MeshDirSource(Path(mesh_dir), objects_file, up_axis, seed)
+    return ProceduralSource(classes, per_class, seed, objects_file)
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def _spec(entry, path: Path | None = None) -> ObjectSpec:
+    """ObjectSpec of a render.manifest.ObjectEntry."""
+    return ObjectSpec(entry.synset, entry.object_id, entry.label, entry.split, entry.source, path)
+
+
+def _labelled_and_split(keys: list[tuple[str, str]], kind: str, seed: int) -> list:
+    """ObjectEntries of (synset, object id) pairs: labels from the dataset's sorted synsets, class-stratified
+    80/20 split (sorted by synset, then object id)."""
+    from render import manifest
+
+    labels = manifest.class_labels(synset for synset, _ in keys)
+    entries = [manifest.ObjectEntry(s, o, labels[s], "train", kind) for s, o in keys]
+    return manifest.stratified_split(entries, seed=seed)
+
+
+def _read_objects_csv(path: Path, kind: str) -> list:
+    """The entries of an objects CSV (render.manifest schema), which must all come from source `kind`."""
+    from render import manifest
+
+    try:
+        entries = manifest.read_manifest(path)
+    except manifest.ManifestError as error:
+        raise SourceError(str(error)) from None
+    others = sorted({entry.source for entry in entries} - {kind})
+    if others:
+        raise SourceError(
+            f"{path}: lists objects of source {', '.join(others)}, but this render reads {kind}"
+        )
+    return entries
+
+
+def _classes_of(objects: list[ObjectSpec], names: dict[str, str]) -> tuple[spec.Synset, ...]:
+    """The (label, synset, name) triples of the objects, by label; a synset's name defaults to itself."""
+    labelled = {(obj.label, obj.synset) for obj in objects}
+    return tuple(spec.Synset(label, synset, names.get(synset, synset)) for label, synset in sorted(labelled))
+
+
+def _existing_folder(path: Path, option: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise SourceError(f"{path}: no such folder (given as {option})")
+    return path
+
+
+def _optional_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _read_images_npy(path: Path) -> list[tuple[str, str]]:
+    """(synset, object id) pairs of a published-style images file of "/SYNSET/OBJECT_ID/" strings."""
+    try:
+        entries = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: not a NumPy array of '/SYNSET/OBJECT_ID/' strings ({error})") from None
+    keys = []
+    for entry in entries.reshape(-1):
+        parts = str(entry).strip("/").split("/")
+        if len(parts) != 2 or not all(parts):
+            raise SourceError(f"{path}: entry {entry!r} is not of the form '/SYNSET/OBJECT_ID/'")
+        keys.append((parts[0], parts[1]))
+    return keys
+
+
+def _shapenet_folders(root: Path) -> list[tuple[str, str]]:
+    """(synset, object id) of every object folder under the 55 synset folders, sorted."""
+    synsets = {s.synset for s in spec.shapenet_synsets()}
+    keys = [
+        (synset_dir.name, obj_dir.name)
+        for synset_dir in sorted(root.iterdir())
+        if synset_dir.is_dir() and synset_dir.name in synsets
+        for obj_dir in sorted(synset_dir.iterdir())
+        if obj_dir.is_dir()
+    ]
+    if not keys:
+        raise SourceError(
+            f"{root}: no ShapeNetCore v2 synset folders (expected ROOT/SYNSET/OBJECT_ID/models/)"
+        )
+    return keys

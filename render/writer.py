@@ -1,0 +1,215 @@
+"""Everything the renderer writes into a dataset folder, written so that a killed run loses nothing.
+
+Each image and latent is written under a temporary name in its own folder and renamed into place
+(`os.replace`), so a reader never sees half a file. An object counts as complete only when its
+completion marker exists; the marker is written after the last view. A rerun skips complete objects
+and renders incomplete ones again from scratch (their latents come from a per-object seed, so they are
+the same). Images are true RGB JPEGs: the published generator handed an RGB array to OpenCV, which
+expects BGR, so the published JPEGs very likely have red and blue swapped relative to their latent hues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from render import spec
+from render.sources import ObjectSpec
+
+COMPLETE_MARKER = ".complete"
+WARNINGS_NAME = "warnings.jsonl"
+LOCK_NAME = ".3die.lock"
+TEMP_TAG = ".tmp-"
+JPEG_QUALITY = 95  # OpenCV's default, which the published generator used
+SPLITS = ("train", "val")
+
+
+class DatasetMismatchError(Exception):
+    """An existing dataset folder was made with other settings or another object list."""
+
+
+# --- one object ----------------------------------------------------------------------------------
+def object_dir(root: Path, obj: ObjectSpec) -> Path:
+    """ROOT/SYNSET/OBJECT_ID."""
+    return Path(root) / obj.synset / obj.object_id
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether every view of the object in `folder` was written (its completion marker exists)."""
+    return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+def start_object(folder: Path) -> None:
+    """Create the object's folder, or empty it of everything a previous, interrupted run left there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and (_is_ours(path.name) or TEMP_TAG in path.name):
+            path.unlink()
+
+
+def write_view(folder: Path, view: int, image: np.ndarray, latent: np.ndarray) -> None:
+    """Atomically write view `view`: image (H, W, 3) uint8 true RGB as JPEG, then latent (7,) float64."""
+    latent = np.asarray(latent, dtype=np.float64)
+    if latent.shape != (spec.LATENT_DIM,):
+        raise ValueError(f"latent must have shape ({spec.LATENT_DIM},), got {latent.shape}")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    with _atomic(folder / spec.image_name(view)) as handle:
+        Image.fromarray(image).save(handle, format="JPEG", quality=JPEG_QUALITY)
+    with _atomic(folder / spec.latent_name(view)) as handle:
+        np.save(handle, latent)
+
+
+def finish_object(folder: Path, views: int) -> None:
+    """Mark the object complete (written last, atomically)."""
+    with _atomic(folder / COMPLETE_MARKER) as handle:
+        handle.write(json.dumps({"views": views}).encode())
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files an interrupted write left in `folder`; returns what was deleted."""
+    leftovers = [p for p in Path(folder).glob(f"*{TEMP_TAG}*") if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    return leftovers
+
+
+def _is_ours(name: str) -> bool:
+    return name == COMPLETE_MARKER or (
+        (name.startswith("image_") and name.endswith(".jpg"))
+        or (name.startswith("latent_") and name.endswith(".npy"))
+    )
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a binary handle on a temporary file beside `path`; rename it to `path` when the block ends."""
+    temp = path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}")
+    try:
+        with temp.open("wb") as handle:
+            yield handle
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename."""
+    with _atomic(Path(path)) as handle:
+        handle.write(data)
+
+
+# --- failures and warnings ------------------------------------------------------------------------
+def record_failure(root: Path, obj: ObjectSpec, reason: str) -> None:
+    """Append one line to ROOT/failures.jsonl: the object could not be rendered, and why."""
+    _append_jsonl(Path(root) / spec.FAILURES_NAME, _object_record(obj, reason))
+
+
+def record_warning(root: Path, obj: ObjectSpec, message: str) -> None:
+    """Append one line to ROOT/warnings.jsonl: the object rendered, but not exactly as modelled."""
+    _append_jsonl(Path(root) / WARNINGS_NAME, _object_record(obj, message))
+
+
+def read_failures(root: Path) -> dict[str, str]:
+    """Object key ("SYNSET/OBJECT_ID") -> reason, from ROOT/failures.jsonl (empty when absent)."""
+    path = Path(root) / spec.FAILURES_NAME
+    if not path.is_file():
+        return {}
+    failures = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            failures[record["object"]] = record["reason"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DatasetMismatchError(
+                f"{path}:{number}: not a failure record; fix or delete the line"
+            ) from None
+    return failures
+
+
+def _object_record(obj: ObjectSpec, reason: str) -> dict:
+    return {"object": obj.key, "synset": obj.synset, "object_id": obj.object_id, "reason": reason}
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    # One write() of one short line on an O_APPEND descriptor: lines of concurrent workers do not interleave.
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+# --- dataset-level files --------------------------------------------------------------------------
+def read_manifest(root: Path) -> dict | None:
+    """ROOT/manifest.json as a dict, or None when the folder has none."""
+    path = Path(root) / spec.MANIFEST_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Write ROOT/manifest.json, or check that the existing one has the same settings, source and seed.
+
+    Package versions may differ between runs (the existing file keeps the first run's); anything else
+    raises DatasetMismatchError naming the differing fields.
+    """
+    existing = read_manifest(root)
+    if existing is not None:
+        differing = [k for k in manifest if k != "versions" and existing.get(k) != manifest[k]]
+        if differing:
+            raise DatasetMismatchError(
+                f"{Path(root) / spec.MANIFEST_NAME}: this folder was rendered with other "
+                f"{', '.join(differing)}; rerun with the same options or choose another --out"
+            )
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(Path(root) / spec.MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def write_split_files(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, int]:
+    """Write ROOT/{train,val}_images.npy ("/SYNSET/OBJECT_ID/" strings) and {train,val}_labels.npy (int64).
+
+    Returns the number of objects per split.
+    """
+    counts = {}
+    objects = list(objects)
+    for split in SPLITS:
+        chosen = [o for o in objects if o.split == split]
+        images = np.array([f"/{o.synset}/{o.object_id}/" for o in chosen], dtype=str)
+        labels = np.array([o.label for o in chosen], dtype=np.int64)
+        for name, array in ((f"{split}_images.npy", images), (f"{split}_labels.npy", labels)):
+            with _atomic(Path(root) / name) as handle:
+                np.save(handle, array)
+        counts[split] = len(chosen)
+    return counts
+
+
+def finalize(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, int]:
+    """Write the split files for the objects of `objects` that are complete; safe to run from many shards.
+
+    A lock file serialises concurrent finalisations, so the last shard to finish writes the full lists.
+    """
+    with _locked(Path(root) / LOCK_NAME):
+        done = [o for o in objects if is_complete(object_dir(root, o))]
+        return write_split_files(root, done)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

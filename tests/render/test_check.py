@@ -1,0 +1,132 @@
+import csv
+
+import numpy as np
+import pytest
+
+from render import spec, writer
+from render.check import check_dataset
+from render.sources import ObjectSpec
+
+VIEWS, SIZE = 2, 16
+OBJECTS = [
+    ObjectSpec("02691156", "a", 0, "train", "mesh-dir"),
+    ObjectSpec("02691156", "b", 0, "val", "mesh-dir"),
+    ObjectSpec("04379243", "c", 49, "train", "mesh-dir"),
+]
+
+
+def make_dataset(root, objects=OBJECTS, views=VIEWS, size=SIZE):
+    """A rendered-looking dataset folder, written by the writer (no Blender)."""
+    writer.write_manifest(
+        root, {"seed": 0, "settings": {"views": views, "size": size, "rotation": "published"}}
+    )
+    with (root / spec.OBJECTS_CSV_NAME).open("w", newline="") as handle:
+        rows = csv.writer(handle)
+        rows.writerow(["synset", "object_id", "label", "split", "source"])
+        rows.writerows([o.synset, o.object_id, o.label, o.split, o.source] for o in objects)
+    rng = np.random.default_rng(0)
+    for obj in objects:
+        folder = writer.object_dir(root, obj)
+        writer.start_object(folder)
+        for view in range(views):
+            latent = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH)
+            writer.write_view(folder, view, rng.integers(0, 255, (size, size, 3), dtype=np.uint8), latent)
+        writer.finish_object(folder, views)
+    writer.finalize(root, objects)
+    return root
+
+
+def problems(root, **kwargs):
+    report = check_dataset(root, **kwargs)
+    return report, report.problems
+
+
+def test_complete_dataset_passes(tmp_path):
+    report, found = problems(make_dataset(tmp_path))
+    assert found == {} and report.ok
+    assert report.objects == 3 and report.images == 3 * VIEWS
+    assert report.lines()[-1].endswith("OK")
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_truncated_jpeg_is_found(tmp_path, decode):
+    make_dataset(tmp_path)
+    path = tmp_path / "02691156" / "b" / "image_1.jpg"
+    path.write_bytes(path.read_bytes()[:-40])
+    report, found = problems(tmp_path, decode=decode)
+    assert not report.ok
+    assert list(found) == ["02691156/b"]
+    assert "image_1.jpg" in found["02691156/b"][0] and "truncated" in " ".join(found["02691156/b"])
+    assert report.lines()[0].startswith("02691156/b: image_1.jpg")
+
+
+def test_wrong_shaped_float32_out_of_range_latents_are_found(tmp_path):
+    make_dataset(tmp_path)
+    folder = tmp_path / "04379243" / "c"
+    np.save(folder / "latent_0.npy", np.zeros(9))
+    np.save(folder / "latent_1.npy", np.full(7, 0.5) * np.array([1, 1, 1, 3, 1, 1, 1]))
+    _, found = problems(tmp_path)
+    assert found["04379243/c"] == [
+        "latent_0.npy has shape (9,), expected (7,)",
+        "latent_1.npy out of range: floor_hue=1.5",
+    ]
+
+
+def test_missing_view_other_size_and_leftover_temp_are_found(tmp_path):
+    make_dataset(tmp_path)
+    folder = tmp_path / "02691156" / "a"
+    (folder / "latent_1.npy").unlink()
+    writer.write_view(folder, 0, np.zeros((SIZE + 1, SIZE + 1, 3), np.uint8), np.zeros(7))
+    (folder / f".image_0.jpg{writer.TEMP_TAG}99").write_bytes(b"")
+    _, found = problems(tmp_path)
+    messages = found["02691156/a"]
+    assert f"leftover temporary file .image_0.jpg{writer.TEMP_TAG}99" in messages
+    assert f"image_0.jpg is {SIZE + 1}x{SIZE + 1}, expected {SIZE}x{SIZE}" in messages
+    assert "missing latent_1.npy" in messages
+
+
+def test_listed_vs_present_and_split_files(tmp_path):
+    make_dataset(tmp_path)
+    extra = ObjectSpec("02691156", "stray", 0, "train", "mesh-dir")
+    writer.start_object(writer.object_dir(tmp_path, extra))
+    (tmp_path / "02691156" / "b" / writer.COMPLETE_MARKER).unlink()
+    _, found = problems(tmp_path)
+    assert found["02691156/stray"] == ["present on disk but not listed in the dataset's object list"]
+    assert found["02691156/b"] == [
+        "in the split files but not complete",
+        "incomplete: no completion marker (rerun `3die render` to redo it)",
+    ]
+
+
+def test_missing_object_is_found_unless_recorded_as_failed(tmp_path):
+    make_dataset(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "04379243")
+    writer.finalize(tmp_path, OBJECTS)
+    _, found = problems(tmp_path)
+    assert found == {"04379243/c": ["missing folder"]}
+    writer.record_failure(tmp_path, OBJECTS[2], "the mesh has no faces")
+    report, found = problems(tmp_path)
+    assert report.ok and report.failures == {"04379243/c": "the mesh has no faces"}
+    assert "1 recorded as failed" in report.lines()[-1]
+
+
+def test_official_layout_without_manifest(tmp_path):
+    # the official download: split files and object folders, no manifest.json or objects.csv
+    make_dataset(tmp_path)
+    (tmp_path / spec.MANIFEST_NAME).unlink()
+    (tmp_path / spec.OBJECTS_CSV_NAME).unlink()
+    for obj in OBJECTS:
+        (writer.object_dir(tmp_path, obj) / writer.COMPLETE_MARKER).unlink()
+    report, found = problems(tmp_path, workers=1)
+    # without a manifest the published 50 views are expected
+    assert report.objects == 3 and "missing image_2.jpg" in found["02691156/a"]
+
+
+def test_parallel_check_finds_the_same(tmp_path):
+    objects = [ObjectSpec("02691156", f"o{i}", 0, "train", "mesh-dir") for i in range(8)]
+    make_dataset(tmp_path, objects)
+    np.save(tmp_path / "02691156" / "o5" / "latent_1.npy", np.zeros(3))
+    assert problems(tmp_path, workers=2)[1] == problems(tmp_path, workers=1)[1]
+    assert list(problems(tmp_path, workers=2)[1]) == ["02691156/o5"]

@@ -1,0 +1,113 @@
+"""`3die render` and `3die check` end to end, and a render killed with SIGKILL then resumed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmark.cli import main
+from render import spec, writer
+from render.sampling import object_latents
+
+pytestmark = pytest.mark.slow
+
+PROCEDURAL = ["--classes", "chair,mug", "--per-class", "1", "--device", "cpu"]
+
+
+def test_render_then_check_then_break_it(tmp_path):
+    out = tmp_path / "data"
+    runner = CliRunner()
+    args = ["render", "--out", str(out), *PROCEDURAL, "--views", "3", "--size", "32", "--quality", "draft"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "rendered 2 objects (6 images)" in result.output
+    images = sorted(out.glob("*/*/image_*.jpg"))
+    assert len(images) == 6 and len(list(out.glob("*/*/latent_*.npy"))) == 6
+    assert np.load(out / "train_images.npy").size + np.load(out / "val_images.npy").size == 2
+    assert runner.invoke(main, ["check", str(out)]).exit_code == 0
+
+    again = runner.invoke(main, args)
+    assert (
+        again.exit_code == 0
+        and "rendered 0 objects (0 images)" in again.output
+        and "2 already done" in again.output
+    )
+
+    images[0].write_bytes(images[0].read_bytes()[:200])  # truncated JPEG
+    latent = sorted(out.glob("*/*/latent_*.npy"))[-1]
+    np.save(latent, np.zeros((7, 1)))  # wrong shape
+    result = runner.invoke(main, ["check", str(out)])
+    assert result.exit_code == 1
+    lines = result.stdout.strip().splitlines()
+    key_0, key_1 = (path.parent.relative_to(out).as_posix() for path in (images[0], latent))
+    assert any(line.startswith(f"{key_0}: {images[0].name} does not decode") for line in lines), lines
+    assert f"{key_1}: {latent.name} has shape (7, 1), expected (7,)" in lines
+    assert lines[-1].endswith("2 with problems")
+
+
+def test_bad_options_give_one_clear_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "--out", str(tmp_path), "--classes", "spaceship"])
+    assert result.exit_code == 1 and "unknown procedural classes spaceship" in result.output
+    result = runner.invoke(main, ["render", "--out", str(tmp_path), "--quality", "ultra"])
+    assert result.exit_code == 1 and "unknown quality preset 'ultra'" in result.output
+    result = runner.invoke(main, ["render", "--out", str(tmp_path), "--shard", "2/2"])
+    assert result.exit_code == 1 and "0 <= K < N" in result.output
+
+
+def render_process(out, views):
+    command = [sys.executable, "-c", "from benchmark.cli import main; main()", "render", "--out", str(out)]
+    command += [*PROCEDURAL, "--views", str(views), "--size", "48", "--quality", "fast"]
+    return subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def test_sigkill_mid_object_then_resume(tmp_path):
+    out, views = tmp_path / "data", 8
+    process = render_process(out, views)
+    deadline = time.monotonic() + 120
+    try:
+        # wait until an object has some views on disk but is not complete, then kill the whole run
+        while time.monotonic() < deadline and process.poll() is None:
+            started = [p.parent for p in out.glob("*/*/latent_*.npy") if not writer.is_complete(p.parent)]
+            if started:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not writer.is_complete(started[0])
+    assert len(list(started[0].glob("latent_*.npy"))) < views
+
+    resumed = render_process(out, views)
+    _, errors = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, errors.decode()[-2000:]
+    assert not list(out.rglob(f"*{writer.TEMP_TAG}*")), "temporary files left behind"
+    for folder in out.glob("*/*/"):
+        assert writer.is_complete(folder)
+        synset, object_id = folder.parent.name, folder.name
+        saved = np.stack([np.load(folder / spec.latent_name(v)) for v in range(views)])
+        np.testing.assert_array_equal(saved, object_latents(0, synset, object_id, views))
+    from render.check import check_dataset
+
+    report = check_dataset(out)
+    assert report.ok, report.lines()
+    assert report.objects == 2 and report.images == 2 * views
+
+
+def test_a_worker_that_cannot_set_up_blender_stops_the_run_with_the_reason(tmp_path):
+    args = ["render", "--out", str(tmp_path), "--classes", "mug", "--per-class", "1", "--views", "1"]
+    result = CliRunner().invoke(main, [*args, "--size", "8", "--quality", "draft", "--device", "gpu"])
+    if result.exit_code == 0:  # this machine has a GPU that Cycles can use: the render must be complete
+        assert "rendered 1 objects (1 images)" in result.output
+    else:
+        assert result.exit_code == 1
+        assert "could not set up Blender" in result.output and "found no OptiX, CUDA" in result.output
+        assert not (tmp_path / spec.FAILURES_NAME).exists()  # not blamed on the object

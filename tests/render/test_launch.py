@@ -1,0 +1,186 @@
+"""Running renders: shards, determinism across shard counts, failures, worker crashes, SLURM job
+construction (submitit's debug executor). Renders are tiny (16 px, 2 views, 4 samples)."""
+
+import json
+import os
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import trimesh
+
+from render import spec, writer
+from render.check import check_dataset
+from render.launch import (
+    RenderConfig,
+    Shard,
+    SlurmOptions,
+    pending_objects,
+    render_dataset,
+    shard_index,
+    submit_slurm,
+    threads_per_worker,
+)
+from render.sampling import object_latents
+from render.sources import MeshDirSource, ObjectSpec, ProceduralSource
+
+pytestmark = pytest.mark.slow
+
+SOURCE = ProceduralSource(("chair", "mug"), per_class=2, seed=0)
+
+
+def config(out, **overrides):
+    settings = {"views": 2, "size": 16, "quality": "draft", "device": "cpu"} | overrides
+    return RenderConfig(out, **settings)
+
+
+def latents_on_disk(root):
+    return {str(path.relative_to(root)): np.load(path) for path in sorted(root.glob("*/*/latent_*.npy"))}
+
+
+def test_shards_are_disjoint_covering_and_order_free():
+    objects = [ObjectSpec("s", f"o{i}", 0, "train", "procedural") for i in range(200)]
+    shards = [Shard(k, 3) for k in range(3)]
+    members = [{o.key for o in objects if shard.holds(o)} for shard in shards]
+    assert sum(len(m) for m in members) == len(objects)
+    assert set.union(*members) == {o.key for o in objects}
+    assert all(len(m) > 40 for m in members)
+    assert shard_index(objects[7], 3) == shard_index(ObjectSpec("s", "o7", 5, "val", "mesh-dir"), 3)
+    assert Shard.parse("2/3") == Shard(2, 3)
+    for text in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            Shard.parse(text)
+
+
+def test_threads_share_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_worker(1) == cores and threads_per_worker(cores * 4) == 1
+
+
+def test_latents_do_not_depend_on_the_shard_count(tmp_path):
+    one = render_dataset(config(tmp_path / "one"), SOURCE, progress=False)
+    assert one.rendered == 4 and one.images == 8 and one.splits == {"train": 2, "val": 2}
+    halves = [
+        render_dataset(config(tmp_path / "two"), SOURCE, shard=Shard(k, 2), progress=False) for k in (0, 1)
+    ]
+    assert sorted(h.rendered for h in halves) == sorted(h.in_shard for h in halves)
+    assert sum(h.rendered for h in halves) == 4 and halves[1].splits == {"train": 2, "val": 2}
+    single, sharded = latents_on_disk(tmp_path / "one"), latents_on_disk(tmp_path / "two")
+    assert single.keys() == sharded.keys() and len(single) == 8
+    for name, latent in single.items():
+        np.testing.assert_array_equal(latent, sharded[name])
+    for obj in SOURCE.objects():
+        expected = object_latents(0, obj.synset, obj.object_id, views=2)
+        folder = writer.object_dir(tmp_path / "one", obj)
+        np.testing.assert_array_equal(
+            np.stack([np.load(folder / spec.latent_name(v)) for v in (0, 1)]), expected
+        )
+    assert check_dataset(tmp_path / "two").ok
+    again = render_dataset(config(tmp_path / "one"), SOURCE, progress=False)
+    assert again.rendered == 0 and again.skipped == 4
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    render_dataset(config(tmp_path), SOURCE, limit=1, progress=False)
+    with pytest.raises(writer.DatasetMismatchError, match="settings"):
+        render_dataset(config(tmp_path, views=3), SOURCE, limit=1, progress=False)
+    with pytest.raises(writer.DatasetMismatchError, match="other objects"):
+        render_dataset(config(tmp_path), SOURCE, limit=2, progress=False)
+    # same options, same count, but the objects file now lists another object
+    objects_csv = tmp_path / "chosen.csv"
+    header = "synset,object_id,label,split,source\n"
+    objects_csv.write_text(header + "03001627,chair-s0-i00000,0,train,procedural\n")
+    chosen = ProceduralSource(objects_file=objects_csv)
+    render_dataset(config(tmp_path / "chosen"), chosen, progress=False)
+    objects_csv.write_text(header + "03001627,chair-s0-i00001,0,train,procedural\n")
+    with pytest.raises(writer.DatasetMismatchError, match="another object list"):
+        render_dataset(config(tmp_path / "chosen"), chosen, progress=False)
+
+
+def test_broken_meshes_go_to_failures_and_the_run_goes_on(tmp_path):
+    meshes = tmp_path / "meshes" / "thing"
+    meshes.mkdir(parents=True)
+    trimesh.creation.box((0.3, 0.5, 0.8)).export(meshes / "good.ply")
+    (meshes / "broken.obj").write_text("garbage here\nv 1 2\n")
+    (meshes / "empty.stl").write_text("")
+    out = tmp_path / "out"
+    summary = render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False)
+    assert (summary.rendered, summary.failed) == (1, 2)
+    failures = writer.read_failures(out)
+    assert set(failures) == {"thing/broken", "thing/empty"}
+    assert "broken.obj" in failures["thing/broken"] and "empty.stl" in failures["thing/empty"]
+    report = check_dataset(out)
+    assert report.ok and len(report.failures) == 2
+    assert np.load(out / "train_images.npy").tolist() + np.load(out / "val_images.npy").tolist() == [
+        "/thing/good/"
+    ]
+    assert render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False).skipped == 3
+    retried = render_dataset(
+        config(out), MeshDirSource(tmp_path / "meshes"), retry_failed=True, progress=False
+    )
+    assert retried.failed == 2
+    lines = [json.loads(line) for line in (out / spec.FAILURES_NAME).read_text().splitlines()]
+    assert len(lines) == 4 and writer.read_failures(out) == failures
+
+
+@dataclass(frozen=True)
+class CrashingSource(ProceduralSource):
+    """The procedural library, except that loading `crash_id` kills the worker process outright, as a
+    Blender segfault would."""
+
+    crash_id: str = ""
+
+    def load(self, obj):
+        if obj.object_id == self.crash_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().load(obj)
+
+
+def test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render(tmp_path):
+    objects = SOURCE.objects()
+    source = CrashingSource(("chair", "mug"), per_class=2, seed=0, crash_id=objects[1].object_id)
+    summary = render_dataset(config(tmp_path), source, workers=2, progress=False)
+    assert (summary.rendered, summary.failed) == (3, 1)
+    assert "worker died" in writer.read_failures(tmp_path)[objects[1].key]
+    assert pending_objects(tmp_path, objects) == []
+    assert check_dataset(tmp_path).ok
+
+
+def test_slurm_array_runs_one_shard_per_task(tmp_path):
+    options = SlurmOptions(jobs=2, partition="gpu", time_min=30, gpus=1, cpus=2, array_parallelism=2)
+    parameters = options.parameters()
+    assert parameters["slurm_partition"] == "gpu" and parameters["timeout_min"] == 30
+    assert parameters["slurm_array_parallelism"] == 2 and parameters["gpus_per_node"] == 1
+    out = tmp_path / "out"
+    jobs = submit_slurm(config(out), SOURCE, options, cluster="debug")
+    assert (out / spec.MANIFEST_NAME).is_file() and (out / spec.OBJECTS_CSV_NAME).is_file()
+    assert [job.submission().function.shard for job in jobs] == [Shard(0, 2), Shard(1, 2)]
+    # preempted or timed out, a task is requeued with the same shard (and resumes from the folder)
+    assert jobs[0].submission().function.checkpoint().function.shard == Shard(0, 2)
+    results = [job.result() for job in jobs]
+    assert sum(r.rendered for r in results) == 4 and sum(r.in_shard for r in results) == 4
+    assert check_dataset(out).ok
+    assert len(latents_on_disk(out)) == 8
+
+
+def test_shapenet_layout_renders_with_shapenet_labels(tmp_path, scene):
+    """Also: workers start even when this (parent) process has imported bpy (the `scene` fixture), which
+    puts Blender's script folders on the sys.path that spawned workers inherit."""
+    import sys
+
+    from render.procedural import export
+
+    assert "bpy" in sys.modules
+    from render.sources import ShapeNetSource
+
+    export.export_library(tmp_path / "shapenet", ["chair", "mug"], per_class=1, seed=0)
+    summary = render_dataset(config(tmp_path / "out"), ShapeNetSource(tmp_path / "shapenet"), progress=False)
+    assert (summary.rendered, summary.failed) == (2, 0), writer.read_failures(tmp_path / "out")
+    images, labels = (
+        np.load(tmp_path / "out" / "train_images.npy"),
+        np.load(tmp_path / "out" / "train_labels.npy"),
+    )
+    by_synset = {s.synset: s.label for s in spec.shapenet_synsets()}
+    assert [by_synset[key.split("/")[1]] for key in images] == labels.tolist()  # chair 3001627, mug 3797390
+    assert check_dataset(tmp_path / "out").ok

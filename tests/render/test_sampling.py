@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+
+from render import sampling, spec
+
+
+def test_latents_have_published_layout_and_ranges():
+    latents = sampling.object_latents(0, "02691156", "abc", views=2000)
+    assert latents.shape == (2000, spec.LATENT_DIM) and latents.dtype == np.float64
+    assert np.all(latents >= spec.LATENT_LOW) and np.all(latents <= spec.LATENT_HIGH)
+    # uniform draws fill their range: each field's extremes come within 1% of its bounds
+    span = spec.LATENT_HIGH - spec.LATENT_LOW
+    assert np.all(latents.min(axis=0) - spec.LATENT_LOW < 0.01 * span)
+    assert np.all(spec.LATENT_HIGH - latents.max(axis=0) < 0.01 * span)
+
+
+def test_same_object_same_latents_other_object_other_latents():
+    first = sampling.object_latents(3, "02691156", "abc", views=5)
+    assert np.array_equal(first, sampling.object_latents(3, "02691156", "abc", views=5))
+    assert not np.allclose(first, sampling.object_latents(3, "02691156", "abd", views=5))
+    assert not np.allclose(first, sampling.object_latents(4, "02691156", "abc", views=5))
+    assert not np.allclose(first, sampling.object_latents(3, "02691157", "abc", views=5))
+
+
+def test_first_views_do_not_depend_on_the_view_count():
+    assert np.array_equal(
+        sampling.object_latents(0, "s", "o", views=3), sampling.object_latents(0, "s", "o", views=50)[:3]
+    )
+
+
+def test_object_seed_is_pinned():
+    # a change of the hash or of the draw order would silently change every dataset already rendered
+    assert sampling.object_seed(0, "02691156", "abc") == 0x9B0C60DA2DE47FF7
+    np.testing.assert_allclose(
+        sampling.object_latents(0, "02691156", "abc", views=1)[0],
+        [
+            -0.9693465503430224,
+            -0.3955615738768008,
+            -0.5383082630767135,
+            0.7102063880618666,
+            0.24245857287804803,
+            6.228101375780584,
+            0.2959463882371517,
+        ],
+        rtol=0,
+        atol=1e-15,
+    )
+
+
+def test_ood_rotations_avoid_the_published_range():
+    latents = sampling.object_latents(0, "s", "o", views=4000, rotation="ood")
+    angles = np.abs(latents[:, spec.ROTATION])
+    assert np.all(angles >= math.pi / 2) and np.all(angles <= math.pi)
+    assert (latents[:, spec.ROTATION] < 0).mean() == pytest.approx(0.5, abs=0.05)
+    low, high = sampling.latent_bounds("ood")
+    assert np.all(latents >= low) and np.all(latents <= high)
+    published = sampling.object_latents(0, "s", "o", views=4000)
+    assert np.array_equal(latents[:, 3:], published[:, 3:])
+
+
+def test_unknown_rotation_range_is_refused():
+    with pytest.raises(ValueError, match="rotation range"):
+        sampling.object_latents(0, "s", "o", views=1, rotation="full")

@@ -1,0 +1,205 @@
+"""The Blender scene against geometry and colour: rotation convention, camera projection, floor and spot
+colours, object import and clean-up. All renders are tiny (see conftest.TEST_SIZE)."""
+
+import colorsys
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from render import spec
+from render.sources import MeshArrays, MeshError, ObjFile, mesh_arrays_from_trimesh
+
+pytestmark = pytest.mark.slow
+
+ROTATIONS = ([0.0, 0.0, 0.0], [0.4, -0.9, 1.2], [-1.2, 0.5, -0.3], [1.0, -0.6, 0.9])
+
+
+def latent(rotation=(0.0, 0.0, 0.0), floor_hue=0.5, spot_theta=0.2, spot_phi=1.0, spot_hue=0.5):
+    return np.array([*rotation, floor_hue, spot_theta, spot_phi, spot_hue])
+
+
+@pytest.fixture(scope="module")
+def marker_object():
+    """A grey bar with a red cube at its +X end; returns (MeshArrays, marker centre in object coordinates)."""
+    bar = trimesh.creation.box((0.6, 0.12, 0.12))
+    bar.visual.face_colors = [128, 128, 128, 255]
+    marker = trimesh.creation.box((0.12, 0.12, 0.12))
+    marker.apply_translation((0.36, 0.0, 0.0))
+    marker.visual.face_colors = [255, 0, 0, 255]
+    arrays = mesh_arrays_from_trimesh(trimesh.util.concatenate([bar, marker]))
+    centre = arrays.vertices[len(bar.vertices) :].mean(axis=0)
+    return arrays, centre
+
+
+def pinhole_pixel(point: np.ndarray, size: int) -> np.ndarray:
+    """(column, row) of a world point through the published camera, computed without Blender:
+    camera at (2.5, pi/4, pi/2) looking at the origin with world Z up, Blender's default 50 mm lens on a
+    36 mm sensor."""
+    camera = np.array(spec.spherical_to_cartesian(spec.CAMERA_DISTANCE, spec.CAMERA_THETA, spec.CAMERA_PHI))
+    forward = -camera / np.linalg.norm(camera)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    offset = point - camera
+    focal = 50.0 / 36.0 * size
+    depth = offset @ forward
+    return np.array([size / 2 + focal * (offset @ right) / depth, size / 2 - focal * (offset @ up) / depth])
+
+
+def red_centroid(image: np.ndarray) -> np.ndarray:
+    pixels = image.astype(int)
+    rows, cols = np.nonzero(pixels[..., 0] - np.maximum(pixels[..., 1], pixels[..., 2]) > 60)
+    assert len(rows) >= 5, "the red marker is not visible"
+    return np.array([cols.mean() + 0.5, rows.mean() + 0.5])
+
+
+def test_rotation_is_scipy_extrinsic_xyz(scene, marker_object):
+    arrays, _ = marker_object
+    scene.set_object(arrays)
+    for rotation in ROTATIONS:
+        scene.apply_latent(latent(rotation))
+        matrix = scene.object_matrix_world()
+        expected = Rotation.from_euler("xyz", rotation)
+        np.testing.assert_allclose(matrix[:3, :3], expected.as_matrix(), atol=1e-6)
+        np.testing.assert_allclose(matrix[:3, 3], 0.0, atol=1e-9)
+        world = scene.object_vertices_world()
+        np.testing.assert_allclose(world, expected.apply(arrays.vertices), atol=1e-5)
+        assert scene.object.rotation_mode == "XYZ"
+
+
+def test_rendered_marker_lands_where_scipy_puts_it(scene, marker_object):
+    arrays, centre = marker_object
+    scene.set_object(arrays)
+    size = scene.settings.size
+    for rotation in ROTATIONS:
+        scene.apply_latent(latent(rotation))
+        seen = red_centroid(scene.render())
+        expected = pinhole_pixel(Rotation.from_euler("xyz", rotation).apply(centre), size)
+        intrinsic = pinhole_pixel(Rotation.from_euler("XYZ", rotation).apply(centre), size)
+        error = np.linalg.norm(seen - expected)
+        assert error < 0.04 * size, (rotation, seen, expected)
+        if not np.allclose(rotation, 0):
+            # the render tells the conventions apart: the intrinsic reading is clearly farther off
+            assert np.linalg.norm(seen - intrinsic) > error + 2.0, (rotation, seen, intrinsic)
+        world = Rotation.from_euler("xyz", rotation).apply(centre)
+        np.testing.assert_allclose(scene.project(world[None])[0], expected, atol=1e-3)
+
+
+def corner_hue(image: np.ndarray) -> tuple[float, float]:
+    """Hue and saturation of the mean colour of the two top corners (far floor, outside the spot pool)."""
+    corners = np.concatenate([image[:6, :6].reshape(-1, 3), image[:6, -6:].reshape(-1, 3)]) / 255.0
+    hue, saturation, _ = colorsys.rgb_to_hsv(*corners.mean(axis=0))
+    return hue, saturation
+
+
+def test_floor_colour_follows_the_latent_hue(scene):
+    scene.set_object(mesh_arrays_from_trimesh(trimesh.creation.icosphere(subdivisions=1)))
+    for hue in (0.03, 0.2, 0.4, 0.6, 0.8, 0.95):
+        scene.apply_latent(latent(floor_hue=hue, spot_hue=(hue + 0.5) % 1))
+        seen, saturation = corner_hue(scene.render())
+        assert abs((seen - hue + 0.5) % 1.0 - 0.5) < 0.04, (hue, seen)
+        assert saturation > 0.15, "the floor renders grey: its colour did not reach the shader"
+
+
+def test_spot_light_colour_and_position(scene):
+    scene.set_object(mesh_arrays_from_trimesh(trimesh.creation.icosphere(subdivisions=1)))
+    size = scene.settings.size
+    # the spot at theta=0 shines straight down: its pool is centred under the origin (where the object's
+    # shadow falls), so look at the floor 0.6 to the side, inside the pool
+    column, row = np.round(pinhole_pixel(np.array([0.6, 0.0, spec.FLOOR_Z]), size)).astype(int)
+    pools = {}
+    for spot_hue in (0.0, 1 / 3):
+        scene.apply_latent(latent(floor_hue=0.0, spot_theta=0.0, spot_hue=spot_hue))
+        pools[spot_hue] = (
+            scene.render()[row - 2 : row + 3, column - 2 : column + 3].reshape(-1, 3).mean(axis=0)
+        )
+    red_light, green_light = pools[0.0], pools[1 / 3]
+    assert red_light[0] - red_light[1] > green_light[0] - green_light[1] + 30
+    # theta=pi/4: the spot at azimuth 0 (over world +X) lights the floor on the -X side, which this camera
+    # shows on the right; at azimuth pi the pool moves to the left
+    for phi, side in ((0.0, 1), (math.pi, -1)):
+        scene.apply_latent(latent(spot_theta=math.pi / 4, spot_phi=phi))
+        bottom = scene.render().astype(float).sum(axis=2)[size // 2 :]
+        right_minus_left = bottom[:, size // 2 :].mean() - bottom[:, : size // 2].mean()
+        assert side * right_minus_left > 8, (phi, right_minus_left)
+
+
+def test_mesh_without_faces_is_refused_and_the_scene_stays_usable(scene, marker_object):
+    empty = MeshArrays(np.zeros((3, 3)), np.zeros((0, 3), dtype=np.int64))
+    with pytest.raises(MeshError, match="no faces"):
+        scene.set_object(empty)
+    assert scene.object is None
+    scene.set_object(marker_object[0])
+    scene.apply_latent(latent())
+    assert scene.render().shape == (scene.settings.size, scene.settings.size, 3)
+
+
+def test_objects_leave_no_orphan_data(scene, marker_object):
+    import bpy
+
+    scene.set_object(marker_object[0])
+    counts = (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images))
+    for _ in range(3):
+        scene.set_object(mesh_arrays_from_trimesh(trimesh.creation.icosphere(subdivisions=1)))
+        scene.set_object(marker_object[0])
+    assert (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images)) == counts
+
+
+def write_shapenet_like_object(folder: Path) -> Path:
+    """A Y-up OBJ, tall along Y, with one textured material whose alpha map is an image and one material
+    whose texture file is missing, in ShapeNetCore v2's layout (models/ and ../images/)."""
+    (folder / "models").mkdir(parents=True)
+    (folder / "images").mkdir()
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(folder / "images" / "texture0.png")
+    Image.new("RGB", (4, 4), (0, 0, 0)).save(folder / "images" / "alpha0.png")
+    (folder / "models" / "model_normalized.mtl").write_text(
+        "newmtl body\nKd 0.5 0.5 0.5\nmap_Kd ../images/texture0.png\nmap_d ../images/alpha0.png\n"
+        "newmtl top\nKd 0.8 0.8 0.8\nmap_Kd ../images/missing.jpg\n"
+    )
+    box = trimesh.creation.box((0.2, 0.8, 0.3))
+    faces = box.faces + 1
+    lines = [
+        "mtllib model_normalized.mtl",
+        *(f"v {x} {y} {z}" for x, y, z in box.vertices),
+        "vt 0 0",
+        "vt 1 0",
+    ]
+    lines += ["vt 1 1", "usemtl body", *(f"f {a}/1 {b}/2 {c}/3" for a, b, c in faces[:6])]
+    lines += ["usemtl top", *(f"f {a}/1 {b}/2 {c}/3" for a, b, c in faces[6:])]
+    path = folder / "models" / "model_normalized.obj"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_shapenet_obj_is_upright_with_fixed_materials(scene, tmp_path):
+    path = write_shapenet_like_object(tmp_path / "02691156" / "obj1")
+    warnings = scene.set_object(ObjFile(path))
+    assert len(warnings) == 1 and "missing.jpg" in warnings[0]
+    scene.apply_latent(latent())
+    extent = np.ptp(scene.object_vertices_world(), axis=0)
+    np.testing.assert_allclose(extent, [0.2, 0.3, 0.8], atol=1e-5)  # Y up turned Z up
+    materials = {m.name: m for m in scene.object.data.materials}
+    links = [(link.from_node.bl_idname, link.to_socket.name) for link in materials["body"].node_tree.links]
+    assert ("ShaderNodeInvert", "Alpha") in links and ("ShaderNodeTexImage", "Alpha") not in links
+    assert not [n for n in materials["top"].node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"]
+    image = scene.render().astype(int)
+    magenta = (image[..., 0] > 150) & (image[..., 2] > 150) & (image[..., 1] < 80)
+    assert not magenta.any(), "a missing texture rendered magenta"
+
+
+def test_shapenet_layout_export_imports_as_the_procedural_mesh(scene, tmp_path):
+    from render import procedural
+    from render.procedural import export
+
+    export.export_library(tmp_path, ["chair"], per_class=1, seed=0)
+    path = export.model_path(tmp_path, procedural.SYNSETS["chair"], procedural.object_id("chair", 0, 0))
+    scene.set_object(ObjFile(path))
+    scene.apply_latent(latent())
+    imported = np.unique(np.round(scene.object_vertices_world(), 5), axis=0)
+    direct = np.unique(np.round(procedural.make_mesh("chair", 0, 0).vertices, 5), axis=0)
+    np.testing.assert_allclose(imported, direct, atol=2e-5)

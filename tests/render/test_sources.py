@@ -1,0 +1,205 @@
+"""Object sources: listing, labels, splits, object files and mesh normalisation (no Blender)."""
+
+import csv
+
+import numpy as np
+import pytest
+import trimesh
+
+from render import procedural, spec
+from render.sources import (
+    MeshDirSource,
+    MeshError,
+    ObjFile,
+    ProceduralSource,
+    ShapeNetSource,
+    SourceError,
+    load_mesh_file,
+    mesh_arrays_from_trimesh,
+    source_from_options,
+    turn_z_up,
+)
+
+AIRPLANE, TABLE = "02691156", "04379243"
+
+
+def official_val_objects(synset, count):
+    with spec.OFFICIAL_VAL_CSV.open(newline="") as handle:
+        return [row["object_id"] for row in csv.DictReader(handle) if row["synset"] == synset][:count]
+
+
+@pytest.fixture
+def shapenet_root(tmp_path):
+    """A ShapeNetCore v2-shaped folder: one official val object, two other objects, a stray file."""
+    root = tmp_path / "ShapeNetCore.v2"
+    val_id = official_val_objects(AIRPLANE, 1)[0]
+    for synset, object_id in ((AIRPLANE, val_id), (AIRPLANE, "a0"), (TABLE, "t0")):
+        models = root / synset / object_id / "models"
+        models.mkdir(parents=True)
+        (models / "model_normalized.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (root / "not-a-synset").mkdir()
+    (root / "taxonomy.json").write_text("[]")
+    return root, val_id
+
+
+def test_shapenet_labels_and_official_split(shapenet_root):
+    root, val_id = shapenet_root
+    source = ShapeNetSource(root)
+    objects = source.objects()
+    assert [(o.synset, o.object_id, o.label, o.split) for o in objects] == sorted(
+        [(AIRPLANE, val_id, 0, "val"), (AIRPLANE, "a0", 0, "train"), (TABLE, "t0", 49, "train")]
+    )
+    assert all(o.source == "shapenet" for o in objects)
+    assert source.load(objects[0]) == ObjFile(
+        root / objects[0].synset / objects[0].object_id / "models/model_normalized.obj"
+    )
+    assert len(source.classes(objects)) == 55
+
+
+def test_shapenet_does_not_need_taxonomy_and_selects_from_npy(shapenet_root, tmp_path):
+    root, val_id = shapenet_root
+    (root / "taxonomy.json").unlink()
+    images = tmp_path / "val_images.npy"
+    np.save(images, np.array([f"/{TABLE}/t0/", f"/{AIRPLANE}/{val_id}/"]))
+    objects = ShapeNetSource(root, images).objects()
+    assert [(o.synset, o.object_id, o.label, o.split) for o in objects] == [
+        (TABLE, "t0", 49, "train"),
+        (AIRPLANE, val_id, 0, "val"),
+    ]
+
+
+def test_shapenet_missing_or_empty_model_is_a_mesh_error(shapenet_root):
+    root, _ = shapenet_root
+    (root / TABLE / "t1").mkdir()  # an empty object folder, as some ShapeNet copies have
+    (root / AIRPLANE / "a0" / "models" / "model_normalized.obj").write_text("")
+    source = ShapeNetSource(root)
+    by_id = {o.object_id: o for o in source.objects()}
+    with pytest.raises(MeshError, match="missing"):
+        source.load(by_id["t1"])
+    with pytest.raises(MeshError, match="empty"):
+        source.load(by_id["a0"])
+
+
+def test_objects_csv_selects_with_its_labels_and_splits(shapenet_root, tmp_path):
+    root, _ = shapenet_root
+    objects_csv = tmp_path / "objects.csv"
+    objects_csv.write_text(f"synset,object_id,label,split,source\n{TABLE},t0,49,val,shapenet\n")
+    objects = ShapeNetSource(root, objects_csv).objects()
+    assert [(o.object_id, o.label, o.split) for o in objects] == [("t0", 49, "val")]
+    objects_csv.write_text(f"synset,object_id,label,split,source\n{TABLE},t0,3,val,shapenet\n")
+    with pytest.raises(SourceError, match="label"):
+        ShapeNetSource(root, objects_csv).objects()
+    objects_csv.write_text(f"synset,object_id,label,split,source\n{TABLE},t0,0,val,mesh-dir\n")
+    with pytest.raises(SourceError, match="source mesh-dir"):
+        ShapeNetSource(root, objects_csv).objects()
+
+
+@pytest.fixture
+def mesh_root(tmp_path):
+    root = tmp_path / "meshes"
+    for name, mesh, ext in (
+        ("mug", trimesh.creation.cylinder(0.3, 1.0), "ply"),
+        ("mug", trimesh.creation.annulus(0.2, 0.4, 0.5), "stl"),
+        ("box", trimesh.creation.box((1.0, 2.0, 3.0)), "glb"),
+        ("box", trimesh.creation.box((2.0, 2.0, 1.0)), "off"),
+        ("box", trimesh.creation.box((1.0, 1.0, 1.0)), "obj"),
+    ):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        mesh.export(folder / f"{name}{len(list(folder.iterdir()))}.{ext}")
+    (root / "box" / "readme.txt").write_text("not a mesh")
+    return root
+
+
+def test_mesh_dir_labels_splits_and_loading(mesh_root):
+    source = MeshDirSource(mesh_root)
+    objects = source.objects()
+    assert [(o.synset, o.object_id, o.label) for o in objects] == [
+        ("box", "box0", 0),
+        ("box", "box1", 0),
+        ("box", "box2", 0),
+        ("mug", "mug0", 1),
+        ("mug", "mug1", 1),
+    ]
+    assert {o.split for o in objects if o.synset == "box"} == {"train", "val"}
+    assert [c.name for c in source.classes(objects)] == ["box", "mug"]
+    for obj in objects:
+        arrays = source.load(obj)
+        low, high = arrays.vertices.min(axis=0), arrays.vertices.max(axis=0)
+        np.testing.assert_allclose((low + high) / 2, 0.0, atol=1e-9)
+        assert np.linalg.norm(high - low) == pytest.approx(1.0)
+        assert arrays.faces.shape[1] == 3 and arrays.faces.max() < len(arrays.vertices)
+
+
+def test_mesh_dir_split_is_deterministic_and_order_free(mesh_root):
+    assert MeshDirSource(mesh_root).objects() == MeshDirSource(mesh_root).objects()
+    validation_sets = {
+        frozenset(o.object_id for o in MeshDirSource(mesh_root, seed=seed).objects() if o.split == "val")
+        for seed in range(10)
+    }
+    assert len(validation_sets) > 1  # the seed moves the split
+
+
+def test_mesh_dir_duplicate_names_and_empty_folder_are_refused(mesh_root, tmp_path):
+    trimesh.creation.box().export(mesh_root / "box" / "box0.stl")
+    with pytest.raises(SourceError, match="two meshes named box0"):
+        MeshDirSource(mesh_root).objects()
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(SourceError, match="no meshes"):
+        MeshDirSource(tmp_path / "empty").objects()
+
+
+def test_broken_and_empty_mesh_files_are_mesh_errors(tmp_path):
+    (tmp_path / "bad.obj").write_text("garbage here\nv 1 2\n")
+    (tmp_path / "empty.ply").write_text("")
+    (tmp_path / "nofaces.obj").write_text("v 0 0 0\nv 1 0 0\n")
+    for name in ("bad.obj", "empty.ply", "nofaces.obj", "missing.stl"):
+        with pytest.raises(MeshError, match=name):
+            load_mesh_file(tmp_path / name)
+
+
+def test_normalisation_turns_y_up_like_the_obj_importer():
+    box = trimesh.creation.box((1.0, 4.0, 2.0))
+    upright = mesh_arrays_from_trimesh(box, up_axis="y")
+    extent = np.ptp(upright.vertices, axis=0)
+    np.testing.assert_allclose(extent / extent.max(), [0.25, 0.5, 1.0])  # Y became Z, Z became -Y
+    np.testing.assert_allclose(turn_z_up(np.array([[1.0, 2.0, 3.0]]), "y"), [[1.0, -3.0, 2.0]])
+    with pytest.raises(MeshError, match="zero-size"):
+        mesh_arrays_from_trimesh(trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]]))
+
+
+def test_vertex_and_face_colours_are_kept():
+    box = trimesh.creation.box()
+    box.visual.vertex_colors = np.tile([255, 0, 0, 255], (len(box.vertices), 1))
+    arrays = mesh_arrays_from_trimesh(box)
+    assert arrays.color_domain == "POINT" and arrays.colors.shape == (8, 4)
+    np.testing.assert_allclose(arrays.colors[0], [1.0, 0.0, 0.0, 1.0])
+    box = trimesh.creation.box()
+    box.visual.face_colors = np.tile([0, 255, 0, 255], (len(box.faces), 1))
+    arrays = mesh_arrays_from_trimesh(box)
+    assert arrays.color_domain == "CORNER" and arrays.colors.shape == (3 * len(box.faces), 4)
+    assert mesh_arrays_from_trimesh(trimesh.creation.box()).colors is None
+
+
+def test_procedural_source_uses_the_library():
+    source = ProceduralSource(("mug", "chair"), per_class=5, seed=2)
+    objects = source.objects()
+    chair, mug = procedural.SYNSETS["chair"], procedural.SYNSETS["mug"]
+    assert [c.synset for c in source.classes(objects)] == sorted([chair, mug])
+    labels = {synset: label for label, synset in enumerate(sorted([chair, mug]))}
+    assert {(o.synset, o.label) for o in objects} == set(labels.items())
+    assert [o.object_id for o in objects if o.synset == mug] == [
+        procedural.object_id("mug", i, 2) for i in range(5)
+    ]
+    assert sum(o.split == "val" for o in objects) == 2  # one of five per class
+    arrays = source.load(objects[0])
+    expected = procedural.make_mesh("chair", 0, 2)
+    np.testing.assert_allclose(arrays.vertices, expected.vertices, atol=1e-12)
+    with pytest.raises(SourceError, match="unknown procedural classes spaceship"):
+        ProceduralSource(("spaceship",)).objects()
+
+
+def test_source_from_options():
+    assert isinstance(source_from_options(), ProceduralSource)
+    with pytest.raises(SourceError, match="either"):
+        source_from_options(shapenet_dir="a", mesh_dir="b")

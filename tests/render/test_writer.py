@@ -1,0 +1,111 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from render import spec, writer
+from render.sources import ObjectSpec
+
+OBJ = ObjectSpec("02691156", "abc", 0, "train", "mesh-dir")
+
+
+def image(colour=(200, 40, 10), size=16):
+    return np.full((size, size, 3), colour, dtype=np.uint8)
+
+
+def test_view_files_are_true_rgb_jpeg_and_float64_latent(tmp_path):
+    folder = writer.object_dir(tmp_path, OBJ)
+    writer.start_object(folder)
+    latent = np.arange(7, dtype=np.float32)
+    writer.write_view(folder, 3, image(), latent)
+    with Image.open(folder / "image_3.jpg") as jpeg:
+        assert jpeg.format == "JPEG" and jpeg.mode == "RGB"
+        red, green, blue = np.asarray(jpeg).reshape(-1, 3).mean(axis=0)
+    assert red > 180 and blue < 30 and green < 60  # red stays red: no BGR swap
+    saved = np.load(folder / "latent_3.npy")
+    assert saved.dtype == np.float64 and np.array_equal(saved, np.arange(7))
+    assert sorted(p.name for p in folder.iterdir()) == ["image_3.jpg", "latent_3.npy"]
+
+
+def test_wrong_latent_or_image_shape_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="latent"):
+        writer.write_view(tmp_path, 0, image(), np.zeros(6))
+    with pytest.raises(ValueError, match="image"):
+        writer.write_view(tmp_path, 0, image()[..., :2], np.zeros(7))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_neither_file_nor_temp(tmp_path):
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), writer._atomic(tmp_path / "image_0.jpg") as handle:
+        handle.write(b"half")
+        raise Boom
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_completion_marker_and_restart_from_scratch(tmp_path):
+    folder = writer.object_dir(tmp_path, OBJ)
+    writer.start_object(folder)
+    writer.write_view(folder, 0, image(), np.zeros(7))
+    (folder / f".image_1.jpg{writer.TEMP_TAG}123").write_bytes(b"partial")
+    (folder / "notes.txt").write_text("a user's file")
+    assert not writer.is_complete(folder)
+    writer.start_object(folder)  # an interrupted object is redone from scratch
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    writer.write_view(folder, 0, image(), np.zeros(7))
+    writer.finish_object(folder, views=1)
+    assert writer.is_complete(folder)
+    assert json.loads((folder / writer.COMPLETE_MARKER).read_text()) == {"views": 1}
+
+
+def test_remove_temp_files(tmp_path):
+    (tmp_path / f".latent_0.npy{writer.TEMP_TAG}7").write_bytes(b"x")
+    (tmp_path / "latent_0.npy").write_bytes(b"x")
+    removed = writer.remove_temp_files(tmp_path)
+    assert [p.name for p in removed] == [f".latent_0.npy{writer.TEMP_TAG}7"]
+    assert [p.name for p in tmp_path.iterdir()] == ["latent_0.npy"]
+
+
+def test_failures_are_appended_and_read_back(tmp_path):
+    writer.record_failure(tmp_path, OBJ, "the mesh has no faces")
+    other = ObjectSpec("02691156", "xyz", 0, "val", "mesh-dir")
+    writer.record_failure(tmp_path, other, "missing")
+    assert writer.read_failures(tmp_path) == {OBJ.key: "the mesh has no faces", other.key: "missing"}
+    lines = (tmp_path / spec.FAILURES_NAME).read_text().splitlines()
+    assert json.loads(lines[0]) == {
+        "object": OBJ.key,
+        "synset": OBJ.synset,
+        "object_id": OBJ.object_id,
+        "reason": "the mesh has no faces",
+    }
+
+
+def test_manifest_written_once_then_checked(tmp_path):
+    manifest = {"seed": 0, "settings": {"views": 2}, "versions": {"bpy": "5.0.1"}}
+    writer.write_manifest(tmp_path, manifest)
+    writer.write_manifest(tmp_path, {**manifest, "versions": {"bpy": "5.1"}})  # versions may change
+    assert writer.read_manifest(tmp_path) == manifest
+    with pytest.raises(writer.DatasetMismatchError, match="seed"):
+        writer.write_manifest(tmp_path, {**manifest, "seed": 1})
+
+
+def test_split_files_hold_complete_objects_in_published_format(tmp_path):
+    objects = [
+        ObjectSpec("02691156", "a", 0, "train", "mesh-dir"),
+        ObjectSpec("04379243", "b", 49, "val", "mesh-dir"),
+        ObjectSpec("02691156", "c", 0, "val", "mesh-dir"),
+    ]
+    for obj in objects[:2]:
+        folder = writer.object_dir(tmp_path, obj)
+        writer.start_object(folder)
+        writer.finish_object(folder, views=0)
+    assert writer.finalize(tmp_path, objects) == {"train": 1, "val": 1}
+    assert np.load(tmp_path / "train_images.npy").tolist() == ["/02691156/a/"]
+    assert np.load(tmp_path / "val_images.npy").tolist() == ["/04379243/b/"]
+    labels = np.load(tmp_path / "val_labels.npy")
+    assert labels.dtype == np.int64 and labels.tolist() == [49]
+    assert not any(writer.TEMP_TAG in name for name in os.listdir(tmp_path))
