@@ -7,7 +7,6 @@ holds any problem.
 
 from __future__ import annotations
 
-import csv
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from render import spec, writer
+from render.manifest import SPLITS, read_manifest
 from render.sampling import latent_bounds
+from render.sources import SourceError, read_images_npy
 
 RANGE_TOLERANCE = 1e-9
 MAX_MESSAGES_PER_OBJECT = 6
@@ -77,12 +78,16 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if not root.is_dir():
         report.add(str(root), "not a folder")
         return report
-    manifest = writer.read_manifest(root)
-    report.failures = writer.read_failures(root)
-    listed = _listed_objects(root, report)
+    try:
+        manifest = writer.read_manifest(root)
+        report.failures = writer.read_failures(root)
+        listed = _listed_objects(root)
+        _check_split_files(root, listed, report)
+    except (ValueError, SourceError, writer.DatasetMismatchError) as error:  # unreadable dataset files
+        report.add(str(root), str(error))
+        return report
     expected = [key for key in listed if key not in report.failures]
     _check_unlisted(root, set(listed), report)
-    _check_split_files(root, listed, report)
     expectations = _expectations(root, manifest, expected)
     check = partial(_check_object_folder, root, expectations=expectations, decode=decode)
     results = _map(check, expected, workers, progress)
@@ -180,26 +185,21 @@ def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
 
 
 # --- dataset level -----------------------------------------------------------------------------------
-def _listed_objects(root: Path, report: CheckReport) -> list[str]:
+def _listed_objects(root: Path) -> list[str]:
     """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk."""
     objects_csv = root / spec.OBJECTS_CSV_NAME
     if objects_csv.is_file():
-        with objects_csv.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        try:
-            return [f"{row['synset']}/{row['object_id']}" for row in rows]
-        except KeyError as missing:
-            report.add(spec.OBJECTS_CSV_NAME, f"has no {missing} column")
-            return []
-    from_splits = [key for split in writer.SPLITS for key in _split_keys(root, split) or []]
+        return [f"{entry.synset}/{entry.object_id}" for entry in read_manifest(objects_csv)]
+    from_splits = [key for split in SPLITS for key in _split_keys(root, split) or []]
     return from_splits or sorted(_folders_on_disk(root))
 
 
 def _split_keys(root: Path, split: str) -> list[str] | None:
+    """ "SYNSET/OBJECT_ID" keys of ROOT/{split}_images.npy, None when the file is absent."""
     path = root / f"{split}_images.npy"
-    if not path.is_file():
-        return None
-    return [str(entry).strip("/") for entry in np.load(path, allow_pickle=False)]
+    return (
+        [f"{synset}/{object_id}" for synset, object_id in read_images_npy(path)] if path.is_file() else None
+    )
 
 
 def _folders_on_disk(root: Path) -> set[str]:
@@ -221,7 +221,7 @@ def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
 def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> None:
     """Split files: labels aligned with images; in our folders they list exactly the complete objects."""
     present = {}
-    for split in writer.SPLITS:
+    for split in SPLITS:
         keys = _split_keys(root, split)
         if keys is None:
             continue
@@ -255,8 +255,7 @@ def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Exp
     size = settings.get("size")
     if size is None and expected:
         first = root / expected[0] / spec.image_name(0)
-        with_size = _image_size(first)
-        size = with_size
+        size = _image_size(first)
     return Expectations(
         views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
         size=size,

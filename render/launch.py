@@ -9,7 +9,6 @@ Each worker process keeps one Blender scene alive across objects and is replaced
 
 from __future__ import annotations
 
-import hashlib
 import math
 import multiprocessing
 import os
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from render import spec, writer
 from render.quality import quality_preset
-from render.sampling import ROTATION_RANGES, object_latents
+from render.sampling import ROTATION_RANGES, object_latents, stable_hash
 from render.sources import MeshError, ObjectSource, ObjectSpec
 
 DATASET_FORMAT = "3die-dataset/1"
@@ -107,8 +106,7 @@ class RunSummary:
 
 def shard_index(obj: ObjectSpec, count: int) -> int:
     """The shard of an object among `count`: a stable hash of "SYNSET/OBJECT_ID", independent of order."""
-    digest = hashlib.sha256(obj.key.encode()).digest()
-    return int.from_bytes(digest[:8], "little") % count
+    return stable_hash(obj.key) % count
 
 
 # --- the entry point -----------------------------------------------------------------------------

@@ -19,10 +19,14 @@ from render import spec
 ROTATION_RANGES = ("published", "ood")
 
 
+def stable_hash(text: str) -> int:
+    """A 64-bit integer from a SHA-256 of `text`: the same in every process and Python version."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
 def object_seed(seed: int, synset: str, object_id: str) -> int:
-    """A 64-bit seed from (dataset seed, synset, object id), stable across processes and Python versions."""
-    digest = hashlib.sha256(f"{seed}/{synset}/{object_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    """The 64-bit seed of one object's generator, from (dataset seed, synset, object id)."""
+    return stable_hash(f"{seed}/{synset}/{object_id}")
 
 
 def object_rng(seed: int, synset: str, object_id: str) -> np.random.Generator:

@@ -185,7 +185,7 @@ class ShapeNetSource:
         if self.objects_file is not None and Path(self.objects_file).suffix != ".npy":
             entries = _read_objects_csv(self.objects_file, self.kind)
         else:
-            keys = _read_images_npy(self.objects_file) if self.objects_file else _shapenet_folders(root)
+            keys = read_images_npy(self.objects_file) if self.objects_file else _shapenet_folders(root)
             try:
                 entries = [
                     manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind)
@@ -398,7 +398,7 @@ def _optional_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _read_images_npy(path: Path) -> list[tuple[str, str]]:
+def read_images_npy(path: Path) -> list[tuple[str, str]]:
     """(synset, object id) pairs of a published-style images file of "/SYNSET/OBJECT_ID/" strings."""
     try:
         entries = np.load(path, allow_pickle=False)

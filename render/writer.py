@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from render import spec
+from render.manifest import SPLITS
 from render.sources import ObjectSpec
 
 COMPLETE_MARKER = ".complete"
@@ -28,7 +29,6 @@ WARNINGS_NAME = "warnings.jsonl"
 LOCK_NAME = ".3die.lock"
 TEMP_TAG = ".tmp-"
 JPEG_QUALITY = 95  # OpenCV's default, which the published generator used
-SPLITS = ("train", "val")
 
 
 class DatasetMismatchError(Exception):
@@ -101,12 +101,6 @@ def _atomic(path: Path):
         temp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
-    with _atomic(Path(path)) as handle:
-        handle.write(data)
-
-
 # --- failures and warnings ------------------------------------------------------------------------
 def record_failure(root: Path, obj: ObjectSpec, reason: str) -> None:
     """Append one line to ROOT/failures.jsonl: the object could not be rendered, and why."""
@@ -174,7 +168,8 @@ def write_manifest(root: Path, manifest: dict) -> None:
             )
         return
     Path(root).mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(Path(root) / spec.MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    with _atomic(Path(root) / spec.MANIFEST_NAME) as handle:
+        handle.write((json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def write_split_files(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, int]:

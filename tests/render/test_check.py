@@ -130,3 +130,14 @@ def test_parallel_check_finds_the_same(tmp_path):
     np.save(tmp_path / "02691156" / "o5" / "latent_1.npy", np.zeros(3))
     assert problems(tmp_path, workers=2)[1] == problems(tmp_path, workers=1)[1]
     assert list(problems(tmp_path, workers=2)[1]) == ["02691156/o5"]
+
+
+def test_unreadable_dataset_files_are_reported_not_raised(tmp_path):
+    make_dataset(tmp_path)
+    (tmp_path / spec.OBJECTS_CSV_NAME).write_text("synset,object_id\n02691156,a\n")
+    report, found = problems(tmp_path)
+    assert not report.ok and "missing column label" in found[str(tmp_path)][0]
+    make_dataset(tmp_path)
+    np.save(tmp_path / "val_images.npy", np.array(["not-a-key"]))
+    report, found = problems(tmp_path)
+    assert "not of the form '/SYNSET/OBJECT_ID/'" in found[str(tmp_path)][0]
