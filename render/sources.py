@@ -191,8 +191,9 @@ class ShapeNetSource:
                     manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind)
                     for s, o in keys
                 ]
+                manifest.validate_entries(entries, origin=str(self.objects_file or root))
             except manifest.ManifestError as error:
-                raise SourceError(f"{self.objects_file}: {error}") from None
+                raise SourceError(f"{self.objects_file or root}: {error}") from None
             entries = manifest.split_by_official_list(entries)
         return [_spec(entry, root / entry.synset / entry.object_id / SHAPENET_MODEL) for entry in entries]
 
@@ -399,11 +400,15 @@ def _optional_str(path: Path | None) -> str | None:
 
 
 def read_images_npy(path: Path) -> list[tuple[str, str]]:
-    """(synset, object id) pairs of a published-style images file of "/SYNSET/OBJECT_ID/" strings."""
+    """(synset, object id) pairs of a published-style object list: an images file of "/SYNSET/OBJECT_ID/"
+    strings (the split files), or an (N, 2) array of (synset, object id) rows (the published generator's
+    `--objects` file, all_objects.npy)."""
     try:
         entries = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise SourceError(f"{path}: not a NumPy array of '/SYNSET/OBJECT_ID/' strings ({error})") from None
+    if entries.ndim == 2 and entries.shape[1] == 2:
+        return [(str(synset), str(object_id)) for synset, object_id in entries]
     keys = []
     for entry in entries.reshape(-1):
         parts = str(entry).strip("/").split("/")

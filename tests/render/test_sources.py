@@ -66,6 +66,12 @@ def test_shapenet_does_not_need_taxonomy_and_selects_from_npy(shapenet_root, tmp
         (TABLE, "t0", 49, "train"),
         (AIRPLANE, val_id, 0, "val"),
     ]
+    pairs = tmp_path / "all_objects.npy"  # the published generator's --objects file: (synset, id) rows
+    np.save(pairs, np.array([[TABLE, "t0"], [AIRPLANE, val_id]]))
+    assert ShapeNetSource(root, pairs).objects() == objects
+    np.save(pairs, np.array([[TABLE, "t0"], [TABLE, "t0"]]))
+    with pytest.raises(SourceError, match="duplicated object"):
+        ShapeNetSource(root, pairs).objects()
 
 
 def test_shapenet_missing_or_empty_model_is_a_mesh_error(shapenet_root):
