@@ -223,3 +223,80 @@ def objects_command(
         f"{out}: {len(summary.objects)} objects ({summary.written} written, {summary.kept} already there), "
         f"{len(summary.objects) - val} train / {val} val; manifest {out / 'objects.csv'}"
     )
+
+
+# --- datasets and training (benchmark/data, benchmark/train) ---------------------------------------------
+@main.command("pack")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HDF5 file.")
+@click.option("--size", type=int, help="Re-encode every view at SIZE x SIZE px (default: keep the JPEGs).")
+@click.option("--quality", default=95, show_default=True, help="JPEG quality when re-encoding (--size).")
+@click.option("--raw", is_flag=True, help="Store decoded pixels (fastest to train from; S*S*3 bytes a view).")
+@click.option("--workers", default=1, show_default=True, help="Processes reading and re-encoding objects.")
+def pack_command(root, out, size, quality, raw, workers) -> None:
+    """Pack a dataset folder into one HDF5 file (JPEGs, latents, labels, splits). Rerun to resume."""
+    from tqdm import tqdm
+
+    from benchmark.data import DatasetError, pack_dataset
+
+    try:
+        with tqdm(unit="obj", desc="pack", disable=None) as progress:
+            summary = pack_dataset(root, out, size, quality, workers, progress.update, raw)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
+    resumed = f", {summary.resumed} already packed" if summary.resumed else ""
+    click.echo(f"{out}: {summary.objects} objects ({summary.bytes / 2**20:.1f} MiB){resumed}")
+
+
+@main.command("train")
+@click.option("--method", required=True, help="Method name (see `3die methods`).")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="Folder or .h5.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--preset", default="mini", show_default=True, help="paper, mini or tiny (train_presets.toml).")
+@click.option("--epochs", type=int, help="Epochs (preset value when not given; same for the options below).")
+@click.option("--batch-size", type=int, help="Global batch size (split across torchrun processes).")
+@click.option("--lr", type=float, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, help="Adam weight decay.")
+@click.option("--image-size", type=int, help="Training image size in pixels.")
+@click.option("--width", type=int, help="ResNet-18 base width (64: the published network).")
+@click.option("--workers", type=int, help="DataLoader worker processes per training process.")
+@click.option("--seed", type=int, help="Seed of the initialisation and of the view pairs.  [default: 0]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (never on the CPU).")
+@click.option("--amp-dtype", type=click.Choice(["auto", "bfloat16", "float16"]), help="[default: auto]")
+@click.option("--log-every", type=int, help="Steps between two TensorBoard entries.")
+@click.option("--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on rank 0.")
+def train_command(method, data, out, preset, options, progress, **settings) -> None:
+    """Train a method on the train split of a dataset; works under torchrun (DDP). Rerun to resume."""
+    import os
+
+    from benchmark.data import DatasetError, worker_error_line
+    from benchmark.train import (
+        INTERRUPTED_EXIT_STATUS,
+        CheckpointError,
+        ConfigError,
+        TrainingError,
+        parse_method_options,
+        resolve_config,
+        train,
+    )
+
+    try:
+        config = resolve_config(
+            preset,
+            method=method,
+            data=str(data),
+            out=str(out),
+            method_options=parse_method_options(options),
+            **settings,
+        )
+        result = train(config, progress=progress, echo=click.echo)
+    except (ConfigError, TrainingError, CheckpointError) as error:
+        raise click.ClickException(str(error)) from None
+    except DatasetError as error:
+        raise click.ClickException(worker_error_line(error)) from None
+    if not result.complete:
+        raise SystemExit(INTERRUPTED_EXIT_STATUS)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"{out}: {result.epochs_done} epochs, {result.global_step} steps ({result.seconds:.0f} s)")

@@ -1,0 +1,61 @@
+"""Dataset readers (a dataset folder or a packed HDF5 file), view-pair sampling and actions.
+
+`open_dataset(path, split)` returns the same `ObjectViews` interface for a folder (ours or the official
+3DIEBench download) and for a file written by `pack_dataset` (`3die pack`). `ViewPairs` and
+`ObjectSampler` turn one into training samples: two distinct views of an object and the relative
+rotation between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.data.folder import FolderViews, open_folder
+from benchmark.data.packed import PackedViews, PackSummary, open_packed, pack_dataset
+from benchmark.data.pairs import (
+    EpochsSampler,
+    ObjectSampler,
+    PairKey,
+    ViewPairs,
+    draw_view_pairs,
+    normalise_views,
+    relative_action,
+)
+from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, decode_jpeg, worker_error_line
+
+PACKED_SUFFIXES = (".h5", ".hdf5")
+
+
+def open_dataset(path: str | Path, split: str = "train") -> ObjectViews:
+    """One split ("train" or "val") of a dataset folder or a packed .h5 file."""
+    path = Path(path)
+    if path.is_dir():
+        return open_folder(path, split)
+    if path.suffix in PACKED_SUFFIXES or path.is_file():
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file")
+        return open_packed(path, split)
+    raise DatasetError(f"{path}: no such dataset folder or packed file")
+
+
+__all__ = [
+    "ClassInfo",
+    "DatasetError",
+    "EpochsSampler",
+    "FolderViews",
+    "ObjectSampler",
+    "ObjectViews",
+    "PackSummary",
+    "PackedViews",
+    "PairKey",
+    "ViewPairs",
+    "decode_jpeg",
+    "draw_view_pairs",
+    "normalise_views",
+    "open_dataset",
+    "open_folder",
+    "open_packed",
+    "pack_dataset",
+    "relative_action",
+    "worker_error_line",
+]

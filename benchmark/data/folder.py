@@ -1,0 +1,184 @@
+"""Read a dataset folder: ours (manifest.json, objects.csv, split files) or the official 3DIEBench download
+(split files only), file by file as the published loader does.
+
+The split files `{split}_images.npy` ("/SYNSET/OBJECT_ID/" strings) and `{split}_labels.npy` (int64) list the
+objects; views and classes come from manifest.json when there is one, else from the published dataset
+(50 views, the 55 ShapeNetCore v2 synsets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
+from render import spec
+from render.manifest import SPLITS
+from render.sources import SourceError, read_images_npy
+
+#: How many missing files an error message names before summarising.
+NAMED_MISSING = 4
+
+
+def open_folder(root: Path, split: str = "train") -> FolderViews:
+    """Open one split of a dataset folder, checking split files, classes and that every view exists.
+
+    Raises DatasetError naming the file for a missing or misaligned split file, a missing object folder
+    or view, or a first latent of the wrong shape.
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    manifest = read_dataset_manifest(root)
+    keys, labels = read_split_files(root, split)
+    classes = manifest_classes(root, manifest)
+    check_labels(root / f"{split}_labels.npy", labels, len(classes))
+    views = (
+        int(manifest.get("settings", {}).get("views", spec.VIEWS_PER_OBJECT))
+        if manifest
+        else spec.VIEWS_PER_OBJECT
+    )
+    for key in keys:
+        check_object_folder(root / key, views)
+    reader = FolderViews(root, split, keys, labels, views, classes)
+    if keys:
+        reader.latent(0, 0)
+    return reader
+
+
+class FolderViews(ObjectViews):
+    """One split of a dataset folder; every read opens one file (`ROOT/SYNSET/OBJECT_ID/...`)."""
+
+    kind = "folder"
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        keys: list[str],
+        labels: np.ndarray,
+        views: int,
+        classes: tuple[ClassInfo, ...],
+    ) -> None:
+        self.path = Path(root)
+        self.split = split
+        self.keys = keys
+        self.labels = labels
+        self.views = views
+        self.classes = classes
+
+    def view_path(self, index: int, view: int, latent: bool = False) -> Path:
+        name = spec.latent_name(view) if latent else spec.image_name(view)
+        return self.path / self.keys[index] / name
+
+    def jpeg(self, index: int, view: int) -> bytes:
+        path = self.view_path(index, view)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise DatasetError(f"{path}: cannot read the image ({error.strerror or error})") from None
+
+    def latent(self, index: int, view: int) -> np.ndarray:
+        path = self.view_path(index, view, latent=True)
+        try:
+            latent = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise DatasetError(f"{path}: cannot read the latent ({error})") from None
+        return check_latent(latent, str(path))
+
+    def describe_view(self, index: int, view: int) -> str:
+        return str(self.view_path(index, view))
+
+
+# --- dataset-level files ---------------------------------------------------------------------------
+def read_dataset_manifest(root: Path) -> dict | None:
+    """ROOT/manifest.json, or None for a folder without one (the official download)."""
+    path = root / spec.MANIFEST_NAME
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a dataset folder (no such directory)")
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: cannot read the dataset manifest ({error})") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    return manifest
+
+
+def read_split_files(root: Path, split: str) -> tuple[list[str], np.ndarray]:
+    """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
+    misaligned file."""
+    images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
+    for path in (images_path, labels_path):
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: missing; a dataset folder lists its objects in {split}_images.npy and "
+                f"{split}_labels.npy (rerun `3die render` on it to write them)"
+            )
+    try:
+        keys = [f"{synset}/{object_id}" for synset, object_id in read_images_npy(images_path)]
+    except SourceError as error:
+        raise DatasetError(str(error)) from None
+    try:
+        labels = np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"{labels_path}: cannot read the labels ({error})") from None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{labels_path}: expected a 1-d integer array, got {labels.shape} {labels.dtype}")
+    if len(labels) != len(keys):
+        relation = "longer" if len(labels) > len(keys) else "shorter"
+        raise DatasetError(
+            f"{labels_path}: {len(labels)} labels for {len(keys)} objects in {images_path.name} "
+            f"({relation}); the two files must list the same objects in the same order"
+        )
+    if len(set(keys)) != len(keys):
+        raise DatasetError(f"{images_path}: lists an object more than once")
+    return keys, labels.astype(np.int64)
+
+
+def manifest_classes(root: Path, manifest: dict | None) -> tuple[ClassInfo, ...]:
+    """Classes in label order: manifest.json's "classes", or the 55 ShapeNetCore v2 synsets without one."""
+    if manifest is None or "classes" not in manifest:
+        return tuple(ClassInfo(s.label, s.synset, s.name) for s in spec.shapenet_synsets())
+    try:
+        classes = tuple(
+            ClassInfo(int(c["label"]), str(c["synset"]), str(c["name"])) for c in manifest["classes"]
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise DatasetError(f"{root / spec.MANIFEST_NAME}: malformed classes entry ({error})") from None
+    classes = tuple(sorted(classes, key=lambda c: c.label))
+    if [c.label for c in classes] != list(range(len(classes))):
+        raise DatasetError(f"{root / spec.MANIFEST_NAME}: class labels must be 0..{len(classes) - 1}")
+    return classes
+
+
+def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    """Every label is a class index of the dataset."""
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise DatasetError(
+            f"{path}: label {int(bad[0])} outside 0..{num_classes - 1} (the dataset's classes)"
+        )
+
+
+def check_object_folder(folder: Path, views: int) -> None:
+    """The object folder holds image_{i}.jpg and latent_{i}.npy for every view."""
+    try:
+        present = set(os.listdir(folder))
+    except FileNotFoundError:
+        raise DatasetError(f"{folder}: missing (the object is listed in the split files)") from None
+    except OSError as error:
+        raise DatasetError(f"{folder}: cannot list the object folder ({error.strerror})") from None
+    wanted = [name for view in range(views) for name in (spec.image_name(view), spec.latent_name(view))]
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        named = ", ".join(missing[:NAMED_MISSING]) + (", ..." if len(missing) > NAMED_MISSING else "")
+        raise DatasetError(
+            f"{folder}: missing {len(missing)} of {len(wanted)} view files ({named}); every object needs "
+            f"{views} views (rerun `3die render` to complete the dataset)"
+        )

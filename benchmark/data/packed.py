@@ -1,0 +1,382 @@
+"""One HDF5 file per dataset (`3die pack`): encoded JPEGs (or decoded pixels), latents, labels, object ids
+and splits, chunked by object, so that a training run reads one file instead of two per view.
+
+Layout (N objects, V views, C classes; attributes on the root group: `format`, `format_version`, `views`,
+`storage` ("jpeg" or "raw"), `image_size` (0: as rendered), `jpeg_quality` (0: the rendered bytes, not
+re-encoded), `source`):
+```
+images        (N, V) vlen uint8          storage "jpeg": one encoded JPEG per view, chunk = one object
+pixels        (N, V, S, S, 3) uint8      storage "raw": RGB pixels, S = image_size, chunk = one object
+latents       (N, V, 7) float64          chunk = one object
+labels        (N,) int64
+object_ids    (N,) str                   synsets (N,) str, split (N,) str ("train" or "val")
+class_synsets (C,) str                   class_names (C,) str, in label order
+manifest      str                        the source folder's manifest.json ("" for the official download)
+objects_csv   str                        the source folder's objects.csv ("" when it has none)
+packed        (N,) bool                  objects written so far (an interrupted pack resumes from it)
+```
+The file is written as FILE.partial and renamed into place when every object is in. Raw storage skips
+JPEG decoding while training (the fastest reader, at S x S x 3 bytes per view).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import h5py
+import numpy as np
+from h5py import h5s
+
+from benchmark.data.folder import FolderViews, open_folder
+from benchmark.data.views import (
+    ClassInfo,
+    DatasetError,
+    ObjectViews,
+    decode_jpeg,
+    encode_jpeg,
+    resize_pixels,
+)
+from render import spec
+from render.manifest import SPLITS
+
+FORMAT = "3die-packed"
+FORMAT_VERSION = 1
+DEFAULT_QUALITY = 95
+#: Objects written between two flushes of the partial file (the resume granularity).
+FLUSH_EVERY = 64
+STRING = h5py.string_dtype()
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    """Outcome of `pack_dataset`: objects in the file, how many were packed by this call, its size."""
+
+    path: Path
+    objects: int
+    packed: int
+    resumed: int
+    bytes: int
+
+
+def pack_dataset(
+    root: Path,
+    out: Path,
+    size: int | None = None,
+    quality: int = DEFAULT_QUALITY,
+    workers: int = 1,
+    on_object: Callable[[], None] | None = None,
+    raw: bool = False,
+) -> PackSummary:
+    """Pack the dataset folder `root` into the HDF5 file `out`; rerun to continue an interrupted pack.
+
+    `size`: re-encode every view at size x size pixels (JPEG `quality`); None keeps the rendered bytes.
+    `raw`: store decoded pixels instead of JPEGs (at `size`, or the rendered size when None).
+    `workers`: processes reading (and re-encoding) objects. `on_object` is called once per object.
+    """
+    root, out = Path(root), Path(out)
+    if size is not None and size < 1:
+        raise DatasetError(f"--size must be a positive number of pixels, got {size}")
+    readers = [open_folder(root, split) for split in SPLITS if (root / f"{split}_images.npy").is_file()]
+    if not readers:
+        raise DatasetError(f"{root / 'train_images.npy'}: missing; a dataset folder needs its split files")
+    if raw and size is None:
+        size = readers[0].image(0, 0).shape[0]
+    tasks = [(str(reader.path), key, reader.views) for reader in readers for key in reader.keys]
+    partial = out.with_name(out.name + ".partial")
+    options = {
+        "storage": "raw" if raw else "jpeg",
+        "image_size": size or 0,
+        "jpeg_quality": quality if size and not raw else 0,
+        "source": str(root.resolve()),
+    }
+    image_dataset = "pixels" if raw else "images"
+    with _partial_file(partial, readers, options) as handle:
+        done = handle["packed"][()]
+        todo = np.flatnonzero(~done)
+        for _ in range(len(tasks) - len(todo)):
+            if on_object:
+                on_object()
+        try:
+            objects = _map_objects([tasks[row] for row in todo], size, quality, raw, workers)
+            for count, (row, (images, latents)) in enumerate(zip(todo, objects, strict=True), start=1):
+                handle[image_dataset][row] = images
+                handle["latents"][row] = latents
+                done[row] = True
+                if count % FLUSH_EVERY == 0:
+                    _mark_packed(handle, done)
+                if on_object:
+                    on_object()
+        finally:
+            _mark_packed(handle, done)
+    os.replace(partial, out)
+    return PackSummary(out, len(tasks), len(todo), len(tasks) - len(todo), out.stat().st_size)
+
+
+def read_object(
+    task: tuple[str, str, int], size: int | None, quality: int, raw: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One object's views, task = (root, "SYNSET/OBJECT_ID", views): ((V,) object array of uint8 JPEG
+    buffers, or with `raw` (V, size, size, 3) uint8 pixels; (V, 7) float64 latents)."""
+    root, key, views = task
+    reader = FolderViews(Path(root), "", [key], np.zeros(1, np.int64), views, ())
+    if raw:
+        return np.stack([reader.image(0, view, size) for view in range(views)]), reader.latents(0)
+    images = np.empty(views, dtype=object)
+    for view in range(views):
+        data = reader.jpeg(0, view)
+        if size is not None:
+            data = encode_jpeg(decode_jpeg(data, size, reader.describe_view(0, view)), quality)
+        images[view] = np.frombuffer(data, dtype=np.uint8)
+    return images, reader.latents(0)
+
+
+def _read_object_args(arguments: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return read_object(*arguments)
+
+
+def _map_objects(tasks: list, size: int | None, quality: int, raw: bool, workers: int) -> Iterator:
+    """read_object over tasks, in order, in `workers` processes when more than one."""
+    arguments = [(task, size, quality, raw) for task in tasks]
+    if workers <= 1 or len(tasks) < 2:
+        yield from map(_read_object_args, arguments)
+        return
+    with get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_read_object_args, arguments, chunksize=4)
+
+
+@contextlib.contextmanager
+def _partial_file(path: Path, readers: list[FolderViews], options: dict) -> Iterator[h5py.File]:
+    """The partial file, created, or reopened after checking that it holds the same objects and options
+    (an unreadable one, left by a killed run, is started again)."""
+    handle = _reopen(path, readers, options) if path.exists() else None
+    if handle is None:
+        handle = _create(path, readers, options)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _reopen(path: Path, readers: list[FolderViews], options: dict) -> h5py.File | None:
+    try:
+        handle = h5py.File(path, "r+")
+        keys = _keys(handle)
+        same_options = all(handle.attrs.get(key) == value for key, value in options.items())
+    except (OSError, KeyError):
+        path.unlink()
+        return None
+    if not same_options or keys != [key for reader in readers for key in reader.keys]:
+        handle.close()
+        raise DatasetError(
+            f"{path}: an unfinished pack of another dataset or with other options; "
+            "rerun with the same options, or delete it to start again"
+        )
+    return handle
+
+
+def _create(path: Path, readers: list[FolderViews], options: dict) -> h5py.File:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = sum(len(reader) for reader in readers)
+    views = readers[0].views
+    handle = h5py.File(path, "w")
+    handle.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "views": views,
+            **options,
+        }
+    )
+    chunk = (1, views)
+    if options["storage"] == "raw":
+        pixels = (count, views, options["image_size"], options["image_size"], 3)
+        handle.create_dataset("pixels", pixels, dtype=np.uint8, chunks=(1, *pixels[1:]))
+    else:
+        handle.create_dataset("images", (count, views), dtype=h5py.vlen_dtype(np.uint8), chunks=chunk)
+    handle.create_dataset("latents", (count, views, spec.LATENT_DIM), dtype=np.float64, chunks=(*chunk, 7))
+    keys = [key.split("/") for reader in readers for key in reader.keys]
+    handle["labels"] = np.concatenate([reader.labels for reader in readers]).astype(np.int64)
+    handle["object_ids"] = np.array([object_id for _, object_id in keys], dtype=STRING)
+    handle["synsets"] = np.array([synset for synset, _ in keys], dtype=STRING)
+    handle["split"] = np.array([reader.split for reader in readers for _ in reader.keys], dtype=STRING)
+    classes = readers[0].classes
+    handle["class_synsets"] = np.array([c.synset for c in classes], dtype=STRING)
+    handle["class_names"] = np.array([c.name for c in classes], dtype=STRING)
+    root = readers[0].path
+    manifest_path, objects_path = root / spec.MANIFEST_NAME, root / spec.OBJECTS_CSV_NAME
+    handle.create_dataset("manifest", data=manifest_path.read_text() if manifest_path.is_file() else "")
+    handle.create_dataset("objects_csv", data=objects_path.read_text() if objects_path.is_file() else "")
+    handle.create_dataset("packed", data=np.zeros(count, dtype=bool))
+    handle.flush()
+    return handle
+
+
+def _mark_packed(handle: h5py.File, done: np.ndarray) -> None:
+    handle["packed"][...] = done
+    handle.flush()
+
+
+def _keys(handle: h5py.File) -> list[str]:
+    """ "SYNSET/OBJECT_ID" of every object of the file."""
+    synsets, object_ids = _strings(handle, "synsets"), _strings(handle, "object_ids")
+    return [f"{synset}/{object_id}" for synset, object_id in zip(synsets, object_ids, strict=True)]
+
+
+def _strings(handle: h5py.File, name: str) -> list[str]:
+    return list(handle[name].asstr()[()])
+
+
+# --- reading ------------------------------------------------------------------------------------------
+def open_packed(path: Path, split: str = "train") -> PackedViews:
+    """Open one split of a packed file; DatasetError naming the file when it is not a complete 3die pack."""
+    path = Path(path)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot open as HDF5 ({error})") from None
+    with handle:
+        if handle.attrs.get("format") != FORMAT:
+            raise DatasetError(f"{path}: not a 3die packed dataset (write one with `3die pack`)")
+        if int(handle.attrs["format_version"]) != FORMAT_VERSION:
+            raise DatasetError(
+                f"{path}: packed format version {handle.attrs['format_version']}, this reader needs "
+                f"{FORMAT_VERSION}; pack the dataset again"
+            )
+        views = int(handle.attrs["views"])
+        count = handle["labels"].shape[0]
+        image_size = int(handle.attrs["image_size"]) or None
+        raw = handle.attrs.get("storage") == "raw"
+        expected = {"latents": (count, views, spec.LATENT_DIM)}
+        if raw:
+            expected["pixels"] = (count, views, image_size, image_size, 3)
+        else:
+            expected["images"] = (count, views)
+        for name, shape in expected.items():
+            if name not in handle:
+                raise DatasetError(f"{path}: no {name} dataset; pack the dataset again")
+            if handle[name].shape != shape:
+                raise DatasetError(f"{path}: {name} has shape {handle[name].shape}, expected {shape}")
+        if not handle["packed"][()].all():
+            raise DatasetError(f"{path}: incomplete pack; rerun `3die pack` to finish it")
+        rows = np.flatnonzero(np.array(_strings(handle, "split")) == split)
+        every_key = _keys(handle)
+        keys = [every_key[row] for row in rows]
+        latents = handle["latents"][()][rows]
+        labels = handle["labels"][()][rows].astype(np.int64)
+        classes = tuple(
+            ClassInfo(label, synset, name)
+            for label, (synset, name) in enumerate(
+                zip(_strings(handle, "class_synsets"), _strings(handle, "class_names"), strict=True)
+            )
+        )
+    if not np.isfinite(latents).all():
+        row = int(np.flatnonzero(~np.isfinite(latents).all(axis=(1, 2)))[0])
+        raise DatasetError(f"{path}: latents of {keys[row]} have non-finite values")
+    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, raw)
+
+
+class PackedViews(ObjectViews):
+    """One split of a packed file. Latents are held in memory; images (JPEGs, or pixels for raw storage)
+    are read on demand through a file handle opened once per process (DataLoader workers each open
+    their own)."""
+
+    kind = "packed"
+
+    def __init__(
+        self,
+        path: Path,
+        split: str,
+        keys: list[str],
+        labels: np.ndarray,
+        views: int,
+        classes: tuple[ClassInfo, ...],
+        rows: np.ndarray,
+        latents: np.ndarray,
+        image_size: int | None,
+        raw: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.split = split
+        self.keys = keys
+        self.labels = labels
+        self.views = views
+        self.classes = classes
+        self.rows = rows
+        self.latent_array = latents
+        self.image_size = image_size
+        self.raw = raw
+        self._images: h5py.Dataset | None = None
+        self._owner = -1
+
+    def jpeg(self, index: int, view: int) -> bytes:
+        if self.raw:
+            raise DatasetError(f"{self.path}: holds decoded pixels (packed with --raw), not JPEG files")
+        try:
+            return self._image_dataset()[self.rows[index], view].tobytes()
+        except (OSError, KeyError) as error:
+            raise DatasetError(
+                f"{self.describe_view(index, view)}: cannot read the image ({error})"
+            ) from None
+
+    def jpegs(self, index: int, views: tuple[int, ...]) -> list[bytes]:
+        """Several views of one object in one HDF5 read (a point selection in the object's chunk)."""
+        if self.raw:
+            return [self.jpeg(index, view) for view in views]
+        images = self._image_dataset()
+        points = np.array([(self.rows[index], view) for view in views], dtype=np.uint64)
+        selection = images.id.get_space()
+        selection.select_elements(points)
+        buffers = np.empty(len(views), dtype=object)
+        try:
+            images.id.read(h5s.create_simple((len(views),)), selection, buffers)
+        except (OSError, KeyError) as error:
+            where = self.describe_view(index, views[0])
+            raise DatasetError(f"{where}: cannot read the images ({error})") from None
+        return [buffer.tobytes() for buffer in buffers]
+
+    def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:
+        if not self.raw:
+            return super().image(index, view, size)
+        try:
+            pixels = self._image_dataset()[self.rows[index], view]
+        except (OSError, KeyError) as error:
+            where = self.describe_view(index, view)
+            raise DatasetError(f"{where}: cannot read the pixels ({error})") from None
+        return resize_pixels(pixels, size)
+
+    def images(self, index: int, views: tuple[int, ...], size: int | None = None) -> list[np.ndarray]:
+        if not self.raw:
+            return super().images(index, views, size)
+        return [self.image(index, view, size) for view in views]
+
+    def latent(self, index: int, view: int) -> np.ndarray:
+        return self.latent_array[index, view]
+
+    def latents(self, index: int) -> np.ndarray:
+        return self.latent_array[index]
+
+    def all_latents(self) -> np.ndarray:
+        return self.latent_array
+
+    def close(self) -> None:
+        if self._images is not None:
+            self._images.file.close()
+        self._images, self._owner = None, -1
+
+    def _image_dataset(self) -> h5py.Dataset:
+        if self._images is None or self._owner != os.getpid():
+            self._images = h5py.File(self.path, "r")["pixels" if self.raw else "images"]
+            self._owner = os.getpid()
+        return self._images
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_images"], state["_owner"] = None, -1
+        return state

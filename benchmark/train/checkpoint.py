@@ -1,0 +1,114 @@
+"""Atomic, checksummed checkpoints: RUN/checkpoints/last.pt and the one before it, previous.pt.
+
+A checkpoint file is one header line, `3die-checkpoint 1 sha256=HEX bytes=N`, followed by the N bytes of
+`torch.save(payload)`. Saving writes a temporary file, syncs it, moves last.pt to previous.pt and renames
+the temporary file to last.pt (`os.replace`), so a killed process leaves either checkpoint readable.
+Loading verifies the checksum and falls back to previous.pt when last.pt is missing, truncated or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAGIC = b"3die-checkpoint"
+FORMAT_VERSION = 1
+LAST = "last.pt"
+PREVIOUS = "previous.pt"
+
+
+class CheckpointError(Exception):
+    """No usable checkpoint; the message names the files and what is wrong with them."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A verified checkpoint: its payload and the file it came from."""
+
+    payload: dict[str, Any]
+    path: Path
+
+
+def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` (tensors, numbers, strings, lists and dicts of them) as folder/last.pt, keeping the
+    former last.pt as previous.pt. Returns the path of last.pt."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    header = b"%s %d sha256=%s bytes=%d\n" % (
+        MAGIC,
+        FORMAT_VERSION,
+        hashlib.sha256(data).hexdigest().encode(),
+        len(data),
+    )
+    temp = folder / f".{LAST}.tmp-{os.getpid()}"
+    try:
+        with temp.open("wb") as handle:
+            handle.write(header)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        last = folder / LAST
+        if last.exists():
+            os.replace(last, folder / PREVIOUS)
+        os.replace(temp, last)
+    finally:
+        temp.unlink(missing_ok=True)
+    return folder / LAST
+
+
+def load_checkpoint(folder: Path, warn: Callable[[str], None] | None = None) -> LoadedCheckpoint | None:
+    """The newest verified checkpoint of `folder` (last.pt, else previous.pt), or None when there is none.
+
+    `warn` receives a line when last.pt is unusable and previous.pt is used instead. Raises
+    CheckpointError when checkpoint files exist but none verifies.
+    """
+    folder = Path(folder)
+    problems = []
+    for name in (LAST, PREVIOUS):
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            payload = read_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if problems and warn is not None:
+            warn(f"{problems[0]}; resuming from {path} instead")
+        return LoadedCheckpoint(payload, path)
+    if problems:
+        raise CheckpointError(
+            "; ".join(problems) + " (no usable checkpoint: delete the checkpoints folder to start again)"
+        )
+    return None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The verified payload of one checkpoint file; CheckpointError naming the file otherwise."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    header, newline, data = raw.partition(b"\n")
+    parts = header.split(b" ")
+    if not newline or len(parts) != 4 or parts[0] != MAGIC:
+        raise CheckpointError(f"{path}: not a 3die checkpoint (no header line)")
+    if parts[1] != str(FORMAT_VERSION).encode():
+        raise CheckpointError(f"{path}: checkpoint format {parts[1].decode()}, expected {FORMAT_VERSION}")
+    expected_sha = parts[2].removeprefix(b"sha256=").decode()
+    expected_bytes = int(parts[3].removeprefix(b"bytes="))
+    if len(data) != expected_bytes:
+        raise CheckpointError(f"{path}: truncated ({len(data)} of {expected_bytes} bytes)")
+    if hashlib.sha256(data).hexdigest() != expected_sha:
+        raise CheckpointError(f"{path}: checksum mismatch (the file is corrupt)")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -1,0 +1,133 @@
+"""Training settings: the presets (manifests/train_presets.toml, one visible place) and the resolved config.
+
+`resolve_config(preset, **overrides)` gives a `TrainConfig`: a preset's values updated with the
+command-line options that were given. The trainer saves the fully resolved config (with the method's
+own resolved options) as RUN/config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from render import spec
+
+PRESETS_FILE = spec.MANIFESTS_DIR / "train_presets.toml"
+DEFAULT_PRESET = "mini"
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on.
+
+    batch_size is global (split across processes); lr and weight_decay are Adam's; `amp` enables mixed
+    precision on CUDA (ignored on the CPU) in `amp_dtype` ("auto": bfloat16 where supported, else float16
+    with a gradient scaler); `method_options` go to sie_models.build_method.
+    """
+
+    method: str
+    data: str
+    out: str
+    preset: str = DEFAULT_PRESET
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    image_size: int = 64
+    width: int = 16
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: str = "auto"
+    log_every: int = 10
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "image_size", "width", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(
+                f"lr must be positive and weight_decay non-negative ({self.lr}, {self.weight_decay})"
+            )
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@cache
+def presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
+    """Preset name -> settings, read from manifests/train_presets.toml."""
+    try:
+        with Path(path).open("rb") as handle:
+            table = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the training presets ({error})") from None
+    known = {f.name for f in fields(TrainConfig)}
+    for name, values in table.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{path}: preset [{name}] has unknown settings {', '.join(unknown)}")
+    return table
+
+
+def resolve_config(preset: str, **overrides: Any) -> TrainConfig:
+    """A preset's settings updated with `overrides` (None values are ignored: options not given).
+
+    `method_options` in overrides update the preset's method options key by key.
+    """
+    table = presets()
+    if preset not in table:
+        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(table)} (in {PRESETS_FILE})")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    options = {**preset_method_options(table[preset], given.get("method")), **given.pop("method_options", {})}
+    values = {**table[preset], **given, "preset": preset, "method_options": options}
+    try:
+        return TrainConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"missing or unknown setting: {error}") from None
+
+
+def preset_method_options(preset: dict[str, Any], method: str | None) -> dict[str, Any]:
+    """The preset's method options that `method` has (every method has a projector; not all have more)."""
+    from sie_models import UnknownMethodError, method_defaults
+
+    options = preset.get("method_options", {})
+    try:
+        known = method_defaults(method) if method else {}
+    except UnknownMethodError as error:
+        raise ConfigError(str(error)) from None
+    return {key: value for key, value in options.items() if key in known}
+
+
+def parse_method_options(items: tuple[str, ...]) -> dict[str, Any]:
+    """ "KEY=VALUE" strings -> dict; VALUE is read as JSON when it parses (numbers, true, "..."), else kept
+    as a string."""
+    options = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options

@@ -1,0 +1,497 @@
+"""The training loop: one method on one dataset, on a CPU or many GPUs, resumable at any point.
+
+`train(config)` runs in every process of a torchrun launch (or alone). Each epoch ends with an atomic
+checkpoint; SIGTERM, SIGUSR1 and SIGINT make the run finish its current step, save and stop (a SLURM
+preemption then only needs the same command again). Rerunning the same command resumes from the last
+checkpoint and reaches the same weights as an uninterrupted run: the model, optimiser, scaler and random
+states are restored and the pairs of an epoch depend only on (seed, epoch, rank, position).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from benchmark.data import (
+    EpochsSampler,
+    ObjectSampler,
+    ObjectViews,
+    ViewPairs,
+    normalise_views,
+    open_dataset,
+)
+from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+from benchmark.train.config import ConfigError, TrainConfig
+from benchmark.train.distributed import (
+    ProcessContext,
+    any_process,
+    mean_over_processes,
+    start_processes,
+    stop_processes,
+    synchronise_batch_norm,
+)
+from sie_models import Method, build_method
+
+CONFIG_NAME = "config.json"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+#: Settings that shape the weights: a resumed run must use the same ones.
+TRAJECTORY_KEYS = ("method", "method_config", "batch_size", "lr", "weight_decay", "seed")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+#: Exit status of a run stopped by a signal after saving (EX_TEMPFAIL: rerun the command to resume).
+INTERRUPTED_EXIT_STATUS = 75
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on; the message says why and what to do."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; the message names the step and the loss terms."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run stands after `train`: epochs and steps done, and the signal that stopped it, if any."""
+
+    run: Path
+    epochs_done: int
+    global_step: int
+    interrupted_by: str | None
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return self.interrupted_by is None
+
+
+def train(
+    config: TrainConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+) -> TrainResult:
+    """Train `config.method` on the train split of `config.data`, writing the run folder `config.out`.
+
+    Works alone or under torchrun (RANK/WORLD_SIZE/LOCAL_RANK). Raises DatasetError (unreadable data),
+    TrainingError (non-finite loss, incompatible checkpoint) or ConfigError.
+    """
+    context = start_processes(config.device)
+    say = (echo or _stderr) if context.is_main else _silent
+    try:
+        trainer = Trainer(config, context, say)
+        return trainer.run(progress and context.is_main)
+    finally:
+        stop_processes(context)
+
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Method, dict[str, Any]]:
+    """The trained method of a run folder (from its newest verified checkpoint) in eval mode on `device`,
+    and its resolved config, with "checkpoint": {"path", "epochs_done", "global_step", "complete"}."""
+    run = Path(run_dir)
+    loaded = load_checkpoint(run / CHECKPOINTS_DIR, warn=_stderr)
+    if loaded is None:
+        raise CheckpointError(f"{run / CHECKPOINTS_DIR}: no checkpoint (train the run first)")
+    config = dict(loaded.payload["config"])
+    method = build_method(config["method"], **config["method_config"])
+    method.load_state_dict(loaded.payload["model"])
+    config["checkpoint"] = {
+        "path": str(loaded.path),
+        "epochs_done": loaded.payload["epoch"],
+        "global_step": loaded.payload["global_step"],
+        "complete": loaded.payload["epoch"] >= config["epochs"] and loaded.payload["step_in_epoch"] == 0,
+    }
+    return method.to(device).eval(), config
+
+
+# --- the trainer -------------------------------------------------------------------------------------
+class Trainer:
+    """The state of one run in one process: data, method, optimiser, position."""
+
+    def __init__(self, config: TrainConfig, context: ProcessContext, echo: Callable[[str], None]) -> None:
+        self.config, self.context, self.echo = config, context, echo
+        self.run_dir = Path(config.out)
+        seed_everything(config.seed, context.device)
+        self.views = open_dataset(config.data, "train")
+        self.method = build_configured_method(config, self.views.num_classes)
+        self.per_process_batch = per_process_batch(config.batch_size, context.world_size)
+        self.sampler = ObjectSampler(
+            len(self.views), self.views.views, config.seed, context.rank, context.world_size
+        )
+        self.steps_per_epoch = self.sampler.per_rank // self.per_process_batch
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"batch size {config.batch_size} ({self.per_process_batch} per process) is larger than the "
+                f"{self.sampler.per_rank} training objects of each process; lower --batch-size"
+            )
+        self.amp_dtype = resolve_amp_dtype(config, context.device)
+        self.resolved = resolved_config(config, self.method, self.views, context, self, self.amp_dtype)
+        checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo)
+        if checkpoint is not None:
+            check_resumable(checkpoint, self.resolved)
+            self.method.load_state_dict(checkpoint.payload["model"])
+        self.method.to(context.device)
+        if context.distributed:
+            self.method = synchronise_batch_norm(self.method, context.device)
+        self.model = self._wrap(self.method)
+        self.optimizer = torch.optim.Adam(
+            self.method.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if context.is_main:
+            write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved)
+        self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
+
+    def run(self, progress: bool) -> TrainResult:
+        started = time.perf_counter()
+        total = self.config.epochs * self.steps_per_epoch
+        if self.global_step >= total:
+            self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
+            return self._result(None, started)
+        bar = tqdm(
+            total=total, initial=self.global_step, unit="step", disable=not progress, dynamic_ncols=True
+        )
+        with StopSignals() as signals, bar, self._tensorboard() as writer, self._batches() as batches:
+            meter = Throughput(self.config.batch_size)
+            for epoch in range(self.epoch, self.config.epochs):
+                while self.step_in_epoch < self.steps_per_epoch:
+                    stats, stop = self._step(next(batches), signals)
+                    bar.update()
+                    if self.global_step % self.config.log_every == 0:
+                        self._log(writer, bar, stats, meter.rate(self.global_step))
+                    if stop:
+                        self._save()
+                        self.echo(
+                            f"{self.run_dir}: stopped by {signals.received or 'another process'} at epoch "
+                            f"{self.epoch + 1}, step {self.step_in_epoch}; checkpoint saved, rerun the "
+                            "same command to resume"
+                        )
+                        return self._result(signals.received or "signal", started)
+                self.epoch, self.step_in_epoch = epoch + 1, 0
+                self._save()
+                if writer is not None:
+                    writer.flush()
+        return self._result(None, started)
+
+    @contextlib.contextmanager
+    def _batches(self) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
+        """The batches of the rest of the run from one DataLoader iterator, whose workers are stopped on
+        exit, also when the run fails: they ignore SIGTERM (so that a preemption signal reaches only this
+        process), so the exit-time terminate() of multiprocessing would not stop them."""
+        per_epoch = self.steps_per_epoch * self.per_process_batch
+        start = self.step_in_epoch * self.per_process_batch
+        loader = DataLoader(
+            self.pairs,
+            batch_size=self.per_process_batch,
+            sampler=EpochsSampler(self.sampler, self.epoch, self.config.epochs, per_epoch, start),
+            collate_fn=self.pairs.collate,
+            drop_last=True,
+            num_workers=self.config.workers,
+            pin_memory=self.context.device.type == "cuda",
+            worker_init_fn=ignore_stop_signals,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+        batches = iter(loader)
+        try:
+            yield batches
+        finally:
+            stop_workers = getattr(batches, "_shutdown_workers", None)  # DataLoader has no public call
+            if stop_workers is not None:
+                stop_workers()
+
+    def _step(self, batch: dict[str, torch.Tensor], signals: StopSignals) -> tuple[dict, bool]:
+        """One optimisation step; returns the step's statistics and whether any process must stop."""
+        device = self.context.device
+        view1 = normalise_views(batch["view1"], device)
+        view2 = normalise_views(batch["view2"], device)
+        action = batch["action"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=bool(self.amp_dtype)):
+            output = self.model(view1, view2, action, labels)
+        finite = bool(torch.isfinite(output.loss.detach()).item())
+        non_finite, stop = any_process([not finite, signals.received is not None], self.context)
+        if non_finite:
+            raise NonFiniteLossError(non_finite_message(self, output.stats, finite))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step_in_epoch += 1
+        self.global_step += 1
+        return output.stats, stop
+
+    def _log(self, writer, bar: tqdm, stats: dict[str, torch.Tensor], images_per_second: float) -> None:
+        names = sorted(stats)
+        values = mean_over_processes(torch.stack([stats[name].float() for name in names]), self.context)
+        values = values.tolist()
+        if writer is not None:
+            for name, value in zip(names, values, strict=True):
+                writer.add_scalar(f"train/{name}", value, self.global_step)
+            writer.add_scalar("throughput/images_per_s", images_per_second, self.global_step)
+            writer.add_scalar("optim/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+            writer.add_scalar(
+                "progress/epoch", self.epoch + self.step_in_epoch / self.steps_per_epoch, self.global_step
+            )
+        loss = values[names.index("loss")] if "loss" in names else float("nan")
+        bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4g}", img_s=f"{images_per_second:.0f}")
+
+    def _save(self) -> None:
+        if self.context.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINTS_DIR, self._payload())
+        if self.context.distributed:
+            torch.distributed.barrier()
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": self.resolved,
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def _restore(self, checkpoint: LoadedCheckpoint) -> None:
+        payload = checkpoint.payload
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload["scaler"]:
+            self.scaler.load_state_dict(payload["scaler"])
+        self.epoch, self.step_in_epoch = payload["epoch"], payload["step_in_epoch"]
+        self.global_step = payload["global_step"]
+        torch.set_rng_state(payload["rng"]["torch"])
+        if payload["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        self.echo(
+            f"{self.run_dir}: resuming from {checkpoint.path.name} at epoch {self.epoch + 1}, "
+            f"step {self.step_in_epoch} (global step {self.global_step})"
+        )
+
+    def _wrap(self, method: Method) -> torch.nn.Module:
+        if not self.context.distributed:
+            return method
+        device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+        return DistributedDataParallel(method, device_ids=device_ids)
+
+    @contextlib.contextmanager
+    def _tensorboard(self) -> Iterator:
+        if not self.context.is_main:
+            yield None
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.global_step or None)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+    def _result(self, interrupted_by: str | None, started: float) -> TrainResult:
+        return TrainResult(
+            self.run_dir, self.epoch, self.global_step, interrupted_by, time.perf_counter() - started
+        )
+
+
+# --- pieces ----------------------------------------------------------------------------------------
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch (model initialisation), NumPy and `random`; deterministic kernels on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def build_configured_method(config: TrainConfig, num_classes: int) -> Method:
+    """The method of `config` with online probes for the dataset's classes."""
+    reserved = sorted({"image_size", "width", "num_classes"} & set(config.method_options))
+    if reserved:
+        raise ConfigError(f"set {', '.join(reserved)} with their own options, not --option")
+    try:
+        return build_method(
+            config.method,
+            image_size=config.image_size,
+            width=config.width,
+            num_classes=num_classes,
+            **config.method_options,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise ConfigError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+    return batch_size // world_size
+
+
+def resolve_amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None when mixed precision is off (always on the CPU)."""
+    if not config.amp or device.type != "cuda":
+        return None
+    if config.amp_dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, config.amp_dtype)
+
+
+def resolved_config(
+    config: TrainConfig,
+    method: Method,
+    views: ObjectViews,
+    context: ProcessContext,
+    trainer: Trainer,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, Any]:
+    """Everything the run depends on, JSON-serialisable (RUN/config.json)."""
+    return {
+        **config.to_dict(),
+        "data": str(Path(config.data).resolve()),
+        "out": str(Path(config.out).resolve()),
+        "device": str(context.device),
+        "amp": amp_dtype is not None,
+        "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+        "method_config": method.config,
+        "world_size": context.world_size,
+        "per_process_batch": trainer.per_process_batch,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "dataset": {
+            "kind": views.kind,
+            "split": views.split,
+            "objects": len(views),
+            "views": views.views,
+            "num_classes": views.num_classes,
+            "fingerprint": dataset_fingerprint(views),
+        },
+        "version": _version(),
+    }
+
+
+def dataset_fingerprint(views: ObjectViews) -> str:
+    """sha256 of the split's objects, labels and views: the same for a folder and its packed file."""
+    text = "\n".join(f"{key} {label}" for key, label in zip(views.keys, views.labels.tolist(), strict=True))
+    return hashlib.sha256(f"{views.views}\n{text}".encode()).hexdigest()
+
+
+def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made with other trajectory settings or another dataset."""
+    saved = checkpoint.payload["config"]
+    differences = []
+    for key in TRAJECTORY_KEYS:
+        if key == "method_config":
+            differences += [
+                f"{option}: {saved[key].get(option)!r} -> {resolved[key].get(option)!r}"
+                for option in sorted(set(saved[key]) | set(resolved[key]))
+                if saved[key].get(option) != resolved[key].get(option)
+            ]
+        elif saved[key] != resolved[key]:
+            differences.append(f"{key}: {saved[key]!r} -> {resolved[key]!r}")
+    if saved["dataset"]["fingerprint"] != resolved["dataset"]["fingerprint"]:
+        differences.append("dataset: other objects or labels")
+    if differences:
+        raise TrainingError(
+            f"{checkpoint.path}: cannot resume, this run was trained with other settings "
+            f"({'; '.join(differences)}); rerun with the run's settings (see {CONFIG_NAME}) or choose "
+            "another --out"
+        )
+
+
+def non_finite_message(trainer: Trainer, stats: dict[str, torch.Tensor], finite_here: bool) -> str:
+    """Where the loss became non-finite and the loss terms of this process at that step."""
+    terms = ", ".join(f"{name}={float(value):.6g}" for name, value in sorted(stats.items()))
+    terms = f"on another process (here: {terms})" if finite_here else terms
+    return (
+        f"non-finite loss at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch + 1} "
+        f"(global step {trainer.global_step + 1}): {terms}. Training stopped before updating the weights "
+        "and the last checkpoint is kept; try a lower --lr or --no-amp, or check the data."
+    )
+
+
+class Throughput:
+    """Images per second (two views per sample, all processes) between successive calls."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.images_per_step = 2 * global_batch
+        self.time, self.step = time.perf_counter(), None
+
+    def rate(self, step: int) -> float:
+        now = time.perf_counter()
+        previous_step = step - 1 if self.step is None else self.step
+        rate = (step - previous_step) * self.images_per_step / max(now - self.time, 1e-9)
+        self.time, self.step = now, step
+        return rate
+
+
+class StopSignals:
+    """While active, SIGTERM, SIGUSR1 and SIGINT only set `received` (the signal's name); a second SIGINT
+    interrupts at once. Handlers are installed only in the main thread and restored on exit."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave the stop signals to the main process, which shuts them down."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(temp, path)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("3die")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _silent(line: str) -> None:
+    """Processes other than rank 0 print nothing."""

@@ -1,0 +1,66 @@
+"""Checkpoints: atomic, checksummed, and a corrupt last.pt falls back to previous.pt."""
+
+import pytest
+import torch
+
+from benchmark.train import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from benchmark.train.checkpoint import LAST, PREVIOUS
+
+
+def _payload(value: float) -> dict:
+    return {
+        "model": {"weight": torch.full((3, 2), float(value))},
+        "epoch": int(value),
+        "config": {"method": "sie"},
+    }
+
+
+def test_save_keeps_the_previous_checkpoint_and_load_verifies(tmp_path):
+    assert load_checkpoint(tmp_path / "none") is None
+    save_checkpoint(tmp_path, _payload(1))
+    assert not (tmp_path / PREVIOUS).exists()
+    save_checkpoint(tmp_path, _payload(2))
+    assert read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.path == tmp_path / LAST and loaded.payload["epoch"] == 2
+    torch.testing.assert_close(loaded.payload["model"]["weight"], torch.full((3, 2), 2.0))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [LAST, PREVIOUS], "no temporary files left"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "delete"])
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    last = tmp_path / LAST
+    data = bytearray(last.read_bytes())
+    if damage == "flip":
+        data[-10] ^= 0xFF
+        last.write_bytes(bytes(data))
+    elif damage == "truncate":
+        last.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "empty":
+        last.write_bytes(b"")
+    else:
+        last.unlink()
+    warnings = []
+    loaded = load_checkpoint(tmp_path, warn=warnings.append)
+    assert loaded.path == tmp_path / PREVIOUS and loaded.payload["epoch"] == 1
+    if damage != "delete":
+        assert len(warnings) == 1 and str(last) in warnings[0] and "resuming from" in warnings[0]
+
+
+def test_no_usable_checkpoint_names_every_file(tmp_path):
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    for name in (LAST, PREVIOUS):
+        data = bytearray((tmp_path / name).read_bytes())
+        data[-1] ^= 0xFF
+        (tmp_path / name).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(tmp_path)
+    message = str(raised.value)
+    assert f"{tmp_path / LAST}: checksum mismatch" in message
+    assert f"{tmp_path / PREVIOUS}: checksum mismatch" in message
+    (tmp_path / "other.pt").write_bytes(b"PK\x03\x04 a torch.save zip")
+    with pytest.raises(CheckpointError, match="not a 3die checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")

@@ -1,0 +1,129 @@
+"""Dataset folder readers: our layout and the official download give one interface; bad files are named."""
+
+import re
+
+import numpy as np
+import pytest
+from synthetic_data import write_dataset
+from torch.utils.data import DataLoader
+
+from benchmark.data import DatasetError, FolderViews, ViewPairs, open_dataset, worker_error_line
+from render import spec
+
+
+def test_our_folder_reads_splits_labels_classes_and_latents(synthetic_dataset):
+    for split in ("train", "val"):
+        views = open_dataset(synthetic_dataset.root, split)
+        assert isinstance(views, FolderViews)
+        assert views.keys == synthetic_dataset.splits[split]
+        assert views.labels.dtype == np.int64
+        assert views.labels.tolist() == synthetic_dataset.labels[split]
+        assert views.views == 50
+        assert [c.label for c in views.classes] == [0, 1, 2]
+        assert views.num_classes == 3
+        expected = np.stack([synthetic_dataset.latents[key] for key in views.keys])
+        np.testing.assert_array_equal(views.all_latents(), expected)
+    image = views.image(0, 3)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert views.image(0, 3, size=16).shape == (16, 16, 3)
+    assert not np.array_equal(views.image(0, 3), views.image(0, 4)), "the image follows the latent"
+
+
+def test_official_download_layout_uses_shapenet_labels_and_55_classes(official_dataset):
+    views = open_dataset(official_dataset.root, "train")
+    assert views.keys == official_dataset.splits["train"]
+    # ShapeNet labels (bag is class 2), not positions among the dataset's two classes
+    assert views.labels.tolist() == official_dataset.labels["train"] == [0, 0, 2, 2]
+    assert views.num_classes == 55
+    assert views.classes[0].synset == "02691156" and views.classes[0].name == "airplane"
+    np.testing.assert_array_equal(views.latents(2), official_dataset.latents[views.keys[2]])
+
+
+@pytest.fixture
+def small(tmp_path):
+    return write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=4, size=16)
+
+
+def test_wrong_latent_shape_is_named_on_open(small):
+    first = small.root / small.splits["train"][0] / spec.latent_name(0)
+    np.save(first, np.zeros(6))
+    with pytest.raises(DatasetError, match=re.escape(str(first)) + r": latent of shape \(6,\)"):
+        open_dataset(small.root)
+
+
+def test_wrong_latent_shape_of_a_later_view_is_named_when_read(small):
+    later = small.root / small.splits["train"][1] / spec.latent_name(2)
+    np.save(later, np.zeros((7, 1)))
+    views = open_dataset(small.root)
+    with pytest.raises(DatasetError, match=re.escape(str(later)) + r": latent of shape \(7, 1\)"):
+        views.latent(1, 2)
+
+
+def test_missing_view_is_named_on_open(small):
+    folder = small.root / small.splits["train"][1]
+    (folder / spec.image_name(2)).unlink()
+    expected = re.escape(str(folder)) + r": missing 1 of 8 view files \(image_2.jpg\)"
+    with pytest.raises(DatasetError, match=expected):
+        open_dataset(small.root)
+
+
+def test_missing_object_folder_is_named(small):
+    folder = small.root / small.splits["val"][0]
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    with pytest.raises(DatasetError, match=re.escape(str(folder)) + r": missing"):
+        open_dataset(small.root, "val")
+
+
+def test_labels_file_longer_than_images_file_is_named(small):
+    labels = small.root / "train_labels.npy"
+    np.save(labels, np.array([*small.labels["train"], 0], dtype=np.int64))
+    expected = re.escape(str(labels)) + r": 5 labels for 4 objects in train_images.npy \(longer\)"
+    with pytest.raises(DatasetError, match=expected):
+        open_dataset(small.root)
+
+
+def test_missing_split_file_and_missing_folder_are_named(small, tmp_path):
+    (small.root / "val_images.npy").unlink()
+    with pytest.raises(DatasetError, match=r"val_images.npy: missing"):
+        open_dataset(small.root, "val")
+    with pytest.raises(DatasetError, match="no such dataset folder or packed file"):
+        open_dataset(tmp_path / "nowhere")
+
+
+def test_label_outside_the_classes_is_named(small):
+    labels = small.root / "train_labels.npy"
+    np.save(labels, np.array([0, 0, 1, 7], dtype=np.int64))
+    with pytest.raises(DatasetError, match=re.escape(str(labels)) + r": label 7 outside 0..1"):
+        open_dataset(small.root)
+
+
+def test_unreadable_latent_and_non_finite_latent_are_named(small):
+    views = open_dataset(small.root)
+    garbage = small.root / small.splits["train"][2] / spec.latent_name(1)
+    garbage.write_bytes(b"not a numpy file")
+    with pytest.raises(DatasetError, match=re.escape(str(garbage)) + r": cannot read the latent"):
+        views.latent(2, 1)
+    nan = small.root / small.splits["train"][3] / spec.latent_name(0)
+    np.save(nan, np.full(7, np.nan))
+    with pytest.raises(DatasetError, match=re.escape(str(nan)) + r": latent has non-finite values"):
+        views.latent(3, 0)
+
+
+def test_unreadable_image_is_named_also_from_a_dataloader_worker(small):
+    folder = small.root / small.splits["train"][0]
+    for view in range(small.views):
+        (folder / spec.image_name(view)).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    views = open_dataset(small.root)
+    expected = re.escape(str(folder / spec.image_name(1))) + r": cannot decode the image"
+    with pytest.raises(DatasetError, match=expected):
+        views.image(0, 1)
+    pairs = ViewPairs(views, 16, seed=0)
+    loader = DataLoader(pairs, batch_size=4, num_workers=1, collate_fn=pairs.collate)
+    with pytest.raises(DatasetError) as raised:
+        next(iter(loader))
+    assert "Original Traceback" in str(raised.value)
+    line = worker_error_line(raised.value)
+    assert line.startswith(f"{folder}/image_") and "cannot decode the image" in line
+    assert "\n" not in line

@@ -1,0 +1,161 @@
+"""`3die pack`: one HDF5 file that reads back exactly like the folder it was packed from."""
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from synthetic_data import write_dataset
+
+from benchmark.cli import main
+from benchmark.data import DatasetError, PackedViews, open_dataset, pack_dataset
+from benchmark.data import packed as packed_module
+from render import spec
+
+
+@pytest.fixture(scope="module")
+def packed_file(synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "data.h5"
+    summary = pack_dataset(synthetic_dataset.root, out)
+    assert summary.objects == 12 and summary.packed == 12 and summary.resumed == 0
+    return out
+
+
+def test_folder_and_packed_file_give_identical_latents_and_decoded_images(synthetic_dataset, packed_file):
+    for split in ("train", "val"):
+        folder, packed = open_dataset(synthetic_dataset.root, split), open_dataset(packed_file, split)
+        assert isinstance(packed, PackedViews)
+        assert packed.keys == folder.keys and packed.views == folder.views == 50
+        np.testing.assert_array_equal(packed.labels, folder.labels)
+        assert packed.classes == folder.classes
+        np.testing.assert_array_equal(packed.all_latents(), folder.all_latents())
+        for index in range(len(folder)):
+            for view in range(folder.views):
+                assert packed.jpeg(index, view) == folder.jpeg(index, view)
+                np.testing.assert_array_equal(packed.image(index, view, 16), folder.image(index, view, 16))
+
+
+def test_packed_file_layout(synthetic_dataset, packed_file):
+    with h5py.File(packed_file) as handle:
+        assert handle["images"].shape == (12, 50) and handle["images"].chunks == (1, 50)
+        assert handle["latents"].shape == (12, 50, 7) and handle["latents"].dtype == np.float64
+        assert handle["latents"].chunks == (1, 50, 7)
+        assert handle["labels"].dtype == np.int64
+        assert list(handle["split"].asstr()[()]).count("val") == 3
+        root = synthetic_dataset.root
+        assert handle["manifest"].asstr()[()] == (root / spec.MANIFEST_NAME).read_text()
+        assert handle["objects_csv"].asstr()[()] == (root / spec.OBJECTS_CSV_NAME).read_text()
+        names = ["class-02691156", "class-02773838", "class-02801938"]
+        assert list(handle["class_names"].asstr()[()]) == names
+        assert handle.attrs["image_size"] == 0 and handle.attrs["views"] == 50
+
+
+def test_official_layout_packs_with_empty_manifest(official_dataset, tmp_path):
+    out = tmp_path / "official.h5"
+    pack_dataset(official_dataset.root, out)
+    packed = open_dataset(out, "val")
+    assert packed.keys == official_dataset.splits["val"] and packed.num_classes == 55
+    with h5py.File(out) as handle:
+        assert handle["manifest"].asstr()[()] == ""
+
+
+def test_pack_command_re_encodes_at_a_smaller_size(synthetic_dataset, tmp_path):
+    out = tmp_path / "small.h5"
+    arguments = ["pack", str(synthetic_dataset.root), "--out", str(out), "--size", "16"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"{out}: 12 objects" in result.output
+    folder, packed = open_dataset(synthetic_dataset.root), open_dataset(out)
+    np.testing.assert_array_equal(packed.all_latents(), folder.all_latents())
+    assert packed.image(0, 0).shape == (16, 16, 3)
+    same_view = np.abs(packed.image(0, 0).astype(int) - folder.image(0, 0, 16).astype(int)).mean()
+    other_view = np.abs(packed.image(0, 0).astype(int) - folder.image(0, 1, 16).astype(int)).mean()
+    assert same_view < 12 and same_view < other_view / 2, "the same picture, up to JPEG loss at 16 px"
+    with h5py.File(out) as handle:
+        assert handle.attrs["image_size"] == 16 and handle.attrs["jpeg_quality"] == 95
+
+
+def test_interrupted_pack_resumes_to_the_same_file(tmp_path, monkeypatch):
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=3, val_per_class=1, views=4, size=16)
+    reference = tmp_path / "reference.h5"
+    pack_dataset(dataset.root, reference, size=8)
+    out = tmp_path / "resumed.h5"
+    monkeypatch.setattr(packed_module, "FLUSH_EVERY", 2)
+    calls = []
+
+    def interrupt_after_three():
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(dataset.root, out, size=8, on_object=interrupt_after_three)
+    assert not out.exists() and out.with_name("resumed.h5.partial").exists()
+    with pytest.raises(DatasetError, match=r"resumed\.h5\.partial: an unfinished pack .* other options"):
+        pack_dataset(dataset.root, out, size=12)
+    summary = pack_dataset(dataset.root, out, size=8)
+    assert summary.resumed == 3 and summary.packed == 5
+    with h5py.File(reference) as expected, h5py.File(out) as resumed:
+        np.testing.assert_array_equal(resumed["latents"][()], expected["latents"][()])
+        for row in range(8):
+            for view in range(4):
+                assert resumed["images"][row, view].tobytes() == expected["images"][row, view].tobytes()
+
+
+def test_parallel_pack_equals_serial_pack(tmp_path):
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
+    pack_dataset(dataset.root, tmp_path / "serial.h5", size=8)
+    pack_dataset(dataset.root, tmp_path / "parallel.h5", size=8, workers=2)
+    serial, parallel = open_dataset(tmp_path / "serial.h5"), open_dataset(tmp_path / "parallel.h5")
+    assert [serial.jpeg(i, v) for i in range(4) for v in range(3)] == [
+        parallel.jpeg(i, v) for i in range(4) for v in range(3)
+    ]
+
+
+def test_packed_reader_refuses_foreign_and_incomplete_files(tmp_path, packed_file):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as handle:
+        handle["x"] = np.zeros(3)
+    with pytest.raises(DatasetError, match=re.escape(str(foreign)) + r": not a 3die packed dataset"):
+        open_dataset(foreign)
+    incomplete = tmp_path / "incomplete.h5"
+    incomplete.write_bytes(packed_file.read_bytes())
+    with h5py.File(incomplete, "r+") as handle:
+        handle["packed"][3] = False
+    with pytest.raises(DatasetError, match=re.escape(str(incomplete)) + r": incomplete pack"):
+        open_dataset(incomplete)
+    not_hdf5 = tmp_path / "text.h5"
+    not_hdf5.write_text("hello")
+    with pytest.raises(DatasetError, match=re.escape(str(not_hdf5)) + r": cannot open as HDF5"):
+        open_dataset(not_hdf5)
+
+
+def test_pack_names_a_broken_source_file(tmp_path):
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=2, val_per_class=0, views=3, size=16)
+    broken = dataset.root / dataset.splits["train"][1] / spec.image_name(2)
+    broken.write_bytes(b"garbage")
+    arguments = ["pack", str(dataset.root), "--out", str(tmp_path / "x.h5"), "--size", "8"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1
+    assert f"{broken}: cannot decode the image" in result.output
+
+
+def test_raw_pack_stores_the_pixels_the_folder_reader_decodes(synthetic_dataset, tmp_path):
+    out = tmp_path / "raw.h5"
+    arguments = ["pack", str(synthetic_dataset.root), "--out", str(out), "--size", "16", "--raw"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    folder, packed = open_dataset(synthetic_dataset.root, "val"), open_dataset(out, "val")
+    assert packed.raw and packed.keys == folder.keys
+    np.testing.assert_array_equal(packed.all_latents(), folder.all_latents())
+    for index in range(len(folder)):
+        for view in (0, 17, 49):
+            np.testing.assert_array_equal(packed.image(index, view), folder.image(index, view, 16))
+    first, second = packed.images(1, (3, 9), size=8)
+    assert first.shape == (8, 8, 3) and second.shape == (8, 8, 3)
+    with pytest.raises(DatasetError, match="holds decoded pixels"):
+        packed.jpeg(0, 0)
+    with h5py.File(out) as handle:
+        assert handle.attrs["storage"] == "raw" and "images" not in handle
+        assert handle["pixels"].shape == (12, 50, 16, 16, 3) and handle["pixels"].chunks == (1, 50, 16, 16, 3)

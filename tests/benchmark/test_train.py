@@ -1,0 +1,203 @@
+"""`3die train` in this process on the CPU: run folder, logs, load_trained, resume checks, stop conditions."""
+
+import json
+import multiprocessing
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from synthetic_data import write_dataset
+
+from benchmark.cli import main
+from benchmark.train import (
+    ConfigError,
+    NonFiniteLossError,
+    load_trained,
+    parse_method_options,
+    presets,
+    read_checkpoint,
+    resolve_config,
+    train,
+)
+from render import spec
+from sie_models import list_methods, losses
+
+#: 16 px images, width 4 (tiny preset), 9 training objects in batches of 4: 2 steps per epoch.
+TINY = ["--preset", "tiny", "--image-size", "16", "--batch-size", "4", "--no-progress"]
+
+
+def _train(data, out, *extra: str):
+    arguments = ["train", "--method", "sie", "--data", str(data), "--out", str(out), *TINY, *extra]
+    return CliRunner().invoke(main, arguments)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "sie"
+    result = _train(synthetic_dataset.root, run, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert f"{run}: 2 epochs, 4 steps" in result.output
+    return run
+
+
+def test_run_folder_holds_config_checkpoints_and_tensorboard_logs(tiny_run, synthetic_dataset):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["method"] == "sie" and config["preset"] == "tiny" and config["epochs"] == 2
+    assert config["method_config"]["width"] == 4 and config["method_config"]["image_size"] == 16
+    assert config["method_config"]["projector"] == "64-64-64" and config["method_config"]["num_classes"] == 3
+    assert config["data"] == str(synthetic_dataset.root.resolve()) and config["device"] == "cpu"
+    assert config["amp"] is False and config["world_size"] == 1 and config["steps_per_epoch"] == 2
+    assert config["dataset"]["objects"] == 9 and config["dataset"]["views"] == 50
+    last = read_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step_in_epoch"], last["global_step"]) == (2, 0, 4)
+    assert read_checkpoint(tiny_run / "checkpoints" / "previous.pt")["epoch"] == 1
+    assert last["config"] == config
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/invariance", "train/equivariance", "train/variance", "train/covariance"}
+    expected |= {"train/probe_top1", "train/probe_rotation_r2", "throughput/images_per_s", "optim/lr"}
+    assert expected <= tags
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert events.Scalars("optim/lr")[0].value == pytest.approx(1e-3)
+
+
+def test_load_trained_rebuilds_the_checkpointed_method(tiny_run):
+    method, config = load_trained(tiny_run)
+    assert method.name == "sie" and not method.training
+    assert config["checkpoint"]["epochs_done"] == 2 and config["checkpoint"]["complete"]
+    saved = read_checkpoint(tiny_run / "checkpoints" / "last.pt")["model"]
+    for name, tensor in method.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
+    assert method.encode(torch.zeros(2, 3, 16, 16)).shape == (2, method.representation_dim)
+
+
+def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
+    tiny_run, synthetic_dataset, tmp_path
+):
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    again = _train(synthetic_dataset.root, run, "--epochs", "2")
+    assert again.exit_code == 0 and "already trained for 2 epochs" in again.output
+    longer = _train(synthetic_dataset.root, run, "--epochs", "3")
+    assert longer.exit_code == 0, longer.output
+    assert "resuming from last.pt at epoch 3, step 0" in longer.output
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == 6
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--width", "8"], "width: 4 -> 8"),
+        (["--option", "equi_factor=0.5"], "equi_factor: 0.45 -> 0.5"),
+        (["--lr", "0.01"], "lr: 0.001 -> 0.01"),
+    ],
+)
+def test_resume_with_other_settings_is_refused(tiny_run, synthetic_dataset, extra, named):
+    result = _train(synthetic_dataset.root, tiny_run, "--epochs", "3", *extra)
+    assert result.exit_code == 1
+    assert (
+        f"{tiny_run / 'checkpoints' / 'last.pt'}: cannot resume" in result.output and named in result.output
+    )
+    assert read_checkpoint(tiny_run / "checkpoints" / "last.pt")["global_step"] == 4, "checkpoint untouched"
+
+
+def test_resume_with_another_method_is_refused(tiny_run, synthetic_dataset):
+    arguments = ["train", "--method", "vicreg", "--data", str(synthetic_dataset.root), "--out", str(tiny_run)]
+    result = CliRunner().invoke(main, [*arguments, *TINY, "--epochs", "3"])
+    assert (
+        result.exit_code == 1
+        and "cannot resume" in result.output
+        and "method: 'sie' -> 'vicreg'" in result.output
+    )
+
+
+def test_non_finite_loss_stops_naming_the_step_and_the_loss_terms(synthetic_dataset, tmp_path, monkeypatch):
+    real_loss, calls = losses.sie_loss, []
+
+    def loss_becoming_nan(*args, **kwargs):
+        total, terms = real_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            terms = {**terms, "equivariance": terms["equivariance"] * float("nan")}
+            total = total * float("nan")
+        return total, terms
+
+    monkeypatch.setattr(losses, "sie_loss", loss_becoming_nan)
+    config = resolve_config(
+        "tiny",
+        method="sie",
+        data=str(synthetic_dataset.root),
+        out=str(tmp_path / "run"),
+        image_size=16,
+        batch_size=4,
+    )
+    with pytest.raises(NonFiniteLossError) as raised:
+        train(config, progress=False)
+    message = str(raised.value)
+    assert "non-finite loss at epoch 2, step 1 (global step 3)" in message
+    assert "equivariance=nan" in message and "invariance=" in message and "loss=nan" in message
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2, "epoch 1 kept"
+
+
+def test_unreadable_image_stops_training_with_one_line_naming_the_file(tmp_path):
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=0, views=3, size=16)
+    folder = dataset.root / dataset.splits["train"][0]
+    for view in range(3):
+        (folder / spec.image_name(view)).write_bytes(b"\xff\xd8 not really a JPEG")
+    result = _train(dataset.root, tmp_path / "run", "--workers", "1", "--epochs", "1")
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and f"{folder}/image_" in error[0] and "cannot decode the image" in error[0]
+    assert "Traceback" not in result.output
+    assert multiprocessing.active_children() == [], "the DataLoader workers were stopped"
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_trains_a_step(synthetic_dataset, tmp_path, method):
+    config = resolve_config(
+        "tiny", method=method, data=str(synthetic_dataset.root), out=str(tmp_path), image_size=8, width=2,
+        batch_size=8, epochs=1, method_options={"projector": "16-16-16"},
+    )  # fmt: skip
+    result = train(config, progress=False)
+    assert result.complete and result.global_step == 1
+    payload = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert all(
+        torch.isfinite(tensor).all() for tensor in payload["model"].values() if tensor.is_floating_point()
+    )
+
+
+def test_presets_live_in_one_file_and_options_override_them(tmp_path):
+    paper = presets()["paper"]
+    assert (paper["image_size"], paper["width"], paper["batch_size"], paper["epochs"]) == (
+        256,
+        64,
+        1024,
+        2000,
+    )
+    assert (paper["lr"], paper["weight_decay"], paper["amp"]) == (1e-3, 1e-6, True)
+    config = resolve_config("mini", method="vicreg", data="d", out="o", epochs=3, width=None)
+    assert config.epochs == 3 and config.width == presets()["mini"]["width"]
+    assert config.method_options == {"projector": presets()["mini"]["method_options"]["projector"]}
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; presets: paper, mini, tiny"):
+        resolve_config("huge", method="sie", data="d", out="o")
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        resolve_config("tiny", method="sie", data="d", out="o", batch_size=0)
+    assert parse_method_options(("equi_factor=0.5", "projector=8-8-8", "predictor_variance=false")) == {
+        "equi_factor": 0.5,
+        "projector": "8-8-8",
+        "predictor_variance": False,
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_method_options(("novalue",))
+
+
+def test_a_batch_larger_than_the_dataset_is_refused(synthetic_dataset, tmp_path):
+    result = _train(synthetic_dataset.root, tmp_path / "run", "--batch-size", "32")
+    assert (
+        result.exit_code == 1 and "batch size 32" in result.output and "lower --batch-size" in result.output
+    )

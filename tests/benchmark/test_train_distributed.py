@@ -1,0 +1,89 @@
+"""Two CPU processes over gloo: a torchrun training run, and batch norm synchronised across processes."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from benchmark.train import read_checkpoint
+from benchmark.train.distributed import CPUSyncBatchNorm, synchronise_batch_norm
+
+BIN = Path(sys.executable).parent
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synthetic_dataset, tmp_path):
+    run = tmp_path / "run"
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "3die"), "train",
+        "--method", "sie", "--data", str(synthetic_dataset.root), "--out", str(run), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress",
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_environment())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.pt"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_size"] == 2 and config["per_process_batch"] == 2 and config["steps_per_epoch"] == 2
+    payload = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert (payload["epoch"], payload["global_step"]) == (1, 2)
+    assert any(name.endswith("running_mean") for name in payload["model"]), "batch-norm buffers saved"
+
+
+def _compare_with_full_batch(rank: int, world_size: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        inputs = torch.randn(8, 3, 4, 4) * 3 + 1
+        reference = nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2), nn.BatchNorm1d(2))
+        synchronised = synchronise_batch_norm(copy.deepcopy(reference), torch.device("cpu"))
+        assert isinstance(synchronised[0], CPUSyncBatchNorm) and isinstance(synchronised[3], CPUSyncBatchNorm)
+        mine = inputs[rank * 4 : (rank + 1) * 4].clone().requires_grad_()
+        output = synchronised(mine)
+        (output * torch.arange(2.0)).pow(2).sum().backward()
+        full = inputs.clone().requires_grad_()
+        expected = reference(full)
+        (expected * torch.arange(2.0)).pow(2).sum().backward()
+        parameter_gradients = {name: p.grad.clone() for name, p in synchronised.named_parameters()}
+        for gradient in parameter_gradients.values():
+            dist.all_reduce(gradient)
+        reference_gradients = {name: p.grad for name, p in reference.named_parameters()}
+        torch.save(
+            {
+                "output": (output.detach(), expected.detach()[rank * 4 : (rank + 1) * 4]),
+                "input_grad": (mine.grad, full.grad[rank * 4 : (rank + 1) * 4]),
+                "parameter_grads": (parameter_gradients, reference_gradients),
+                "state": (synchronised.state_dict(), reference.state_dict()),
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_cpu_synchronised_batch_norm_equals_batch_norm_on_the_whole_batch(tmp_path):
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(_compare_with_full_batch, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name in ("output", "input_grad"):
+            torch.testing.assert_close(*results[name], rtol=1e-4, atol=1e-5, msg=name)
+        synchronised, reference = results["parameter_grads"]
+        for name, gradient in reference.items():
+            torch.testing.assert_close(synchronised[name], gradient, rtol=1e-4, atol=1e-5, msg=name)
+        synchronised_state, reference_state = results["state"]
+        assert synchronised_state.keys() == reference_state.keys()
+        for name, tensor in reference_state.items():
+            torch.testing.assert_close(synchronised_state[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
