@@ -300,3 +300,115 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"{out}: {result.epochs_done} epochs, {result.global_step} steps ({result.seconds:.0f} s)")
+
+
+# --- evaluation and leaderboards (benchmark/evaluate, benchmark/leaderboard) ---------------------------
+@main.command("evaluate")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    help="Dataset folder or .h5 to evaluate on (default: the one the run trained on).",
+)
+@click.option(
+    "--tasks",
+    default="classification,rotation,colour,retrieval",
+    show_default=True,
+    help="Comma-separated tasks (retrieval needs a method with a predictor).",
+)
+@click.option("--epochs", help="Probe epochs: N for every probe or TASK=N,...  [default: 300, the paper's]")
+@click.option("--batch-size", default=256, show_default=True, help="Probe batch size.")
+@click.option("--lr", default=1e-3, show_default=True, help="Probe Adam learning rate.")
+@click.option("--hidden", default=1024, show_default=True, help="Hidden width of the rotation/colour MLP.")
+@click.option(
+    "--val-pairs", default=10, show_default=True, help="Validation pairs per object (rotation, colour)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the probes' initialisation and samples.")
+@click.option("--extract-batch", default=256, show_default=True, help="Images per feature-extraction batch.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader processes decoding images.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Progress bars.")
+def evaluate_command(
+    run,
+    data,
+    tasks,
+    epochs,
+    batch_size,
+    lr,
+    hidden,
+    val_pairs,
+    seed,
+    extract_batch,
+    workers,
+    device,
+    progress,
+) -> None:
+    """Evaluate a trained run with a frozen backbone; writes RUN/results.json (features are cached in
+    RUN/features/, and a rerun adds to or refreshes the results)."""
+    from benchmark.data import DatasetError, worker_error_line
+    from benchmark.evaluate import (
+        EvaluationError,
+        EvaluationSettings,
+        evaluate_run,
+        parse_epochs,
+        parse_tasks,
+    )
+    from benchmark.leaderboard import format_table, row_from_results
+    from benchmark.train import CheckpointError
+
+    try:
+        settings = EvaluationSettings(
+            tasks=parse_tasks(tasks),
+            epochs=parse_epochs(epochs),
+            batch_size=batch_size,
+            lr=lr,
+            hidden=hidden,
+            val_pairs=val_pairs,
+            seed=seed,
+            extract_batch=extract_batch,
+            workers=workers,
+            device=device,
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        results = evaluate_run(run, data, settings, progress=progress, echo=click.echo)
+    except (CheckpointError, EvaluationError) as error:
+        raise click.ClickException(str(error)) from None
+    except DatasetError as error:
+        raise click.ClickException(worker_error_line(error)) from None
+    click.echo(format_table([row_from_results(results)]))
+    click.echo(f"{run / 'results.json'}: {', '.join(results['metrics'])}")
+
+
+@main.command("leaderboard")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Leaderboard CSV to write; its existing rows are merged with the sources'.",
+)
+@click.option(
+    "--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for figures."
+)
+def leaderboard_command(sources, out, plot_dir) -> None:
+    """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
+    method, dataset, image size, epochs and seed, the newest evaluation winning; print it and draw it."""
+    from benchmark.leaderboard import LeaderboardError, format_table, load_rows, merge_rows, write_rows
+
+    try:
+        rows = [
+            row for source in ([out] if out.exists() else []) + list(sources) for row in load_rows(source)
+        ]
+    except LeaderboardError as error:
+        raise click.ClickException(str(error)) from None
+    rows = merge_rows(rows)
+    write_rows(out, rows)
+    click.echo(format_table(rows))
+    click.echo(f"{out}: {len(rows)} rows")
+    if plot_dir is not None:
+        from benchmark.leaderboard import plot_leaderboard
+
+        written = plot_leaderboard(rows, plot_dir)
+        click.echo(f"{plot_dir}: {len(written)} figures")

@@ -1,0 +1,424 @@
+"""`3die evaluate`: every frozen-backbone evaluation of a trained run, written to RUN/results.json.
+
+`evaluate_run(run_dir)` loads the run's newest checkpoint (`benchmark.train.load_trained`), opens the train
+and validation splits of its dataset (or of `data`), extracts or reuses the cached features
+(`benchmark.evaluate.features`) and runs the chosen tasks:
+
+- classification: a linear probe per representation part (`method.parts`: "full", and "inv"/"equi" for
+  split methods): top1, top5, mean_class_acc;
+- rotation: an MLP on pairs of views per part: r2 (pooled over the quaternion, as published), angle_deg;
+- colour: the same for the floor and spot hue differences: r2, r2_floor, r2_spot;
+- retrieval (methods with a predictor): pre, mrr, hit1, hit2, hit5, hit10 (`benchmark.evaluate.retrieval`).
+
+results.json is rewritten after every task, so an interrupted evaluation keeps the tasks it finished, and
+a later call for other tasks adds to it as long as the checkpoint and dataset are the same.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmark.data import DatasetError, ObjectViews, open_dataset
+from benchmark.data.folder import read_dataset_manifest
+from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, file_sha256, split_features
+from benchmark.evaluate.probes import ProbeSettings, classification_probe, colour_probe, rotation_probe
+from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
+from benchmark.train import load_trained
+from benchmark.train.distributed import resolve_device
+from benchmark.train.loop import dataset_fingerprint
+from render import spec
+from sie_models import Method
+
+TASKS = ("classification", "rotation", "colour", "retrieval")
+PROBE_TASKS = ("classification", "rotation", "colour")
+TASK_ALIASES = {"color": "colour"}
+#: Probe epochs of the paper's protocol.
+PAPER_PROBE_EPOCHS = 300
+RESULTS_NAME = "results.json"
+RESULTS_FORMAT = "3die-results/1"
+
+
+class EvaluationError(Exception):
+    """An evaluation that cannot run; the message names the run or dataset and what to do."""
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What to evaluate and how: tasks, probe epochs per probe task, the probes' optimisation
+    (`ProbeSettings`), feature extraction (images per batch, DataLoader workers) and the device."""
+
+    tasks: tuple[str, ...] = TASKS
+    epochs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_TASKS, PAPER_PROBE_EPOCHS))
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    hidden: int = 1024
+    val_pairs: int = 10
+    seed: int = 0
+    extract_batch: int = 256
+    workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown or not self.tasks:
+            given = ", ".join(unknown) or "(none given)"
+            raise ValueError(f"unknown tasks {given}; choose from {', '.join(TASKS)}")
+        for task in PROBE_TASKS:
+            self.probe(task)
+
+    def probe(self, task: str) -> ProbeSettings:
+        """The probe settings of one probe task."""
+        return ProbeSettings(
+            epochs=self.epochs.get(task, PAPER_PROBE_EPOCHS),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            hidden=self.hidden,
+            val_pairs=self.val_pairs,
+            seed=self.seed,
+        )
+
+    def task_settings(self, task: str) -> dict[str, Any]:
+        """The settings that shaped one task's numbers, as recorded in results.json."""
+        if task == "retrieval":
+            return {"queries": "view 0 -> views 1..V-1", "similarity": "cosine", "ties": "pessimistic"}
+        settings = asdict(self.probe(task))
+        if task == "classification":
+            del settings["hidden"], settings["val_pairs"]
+        return settings
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """ "classification,rotation" -> ("classification", "rotation"); "color" is read as "colour"."""
+    tasks = [TASK_ALIASES.get(task.strip(), task.strip()) for task in text.split(",") if task.strip()]
+    return tuple(dict.fromkeys(tasks))
+
+
+def parse_epochs(text: str | None) -> dict[str, int]:
+    """Probe epochs: None -> the paper's 300 for every probe; "20" -> 20 for every probe;
+    "classification=300,rotation=50" -> those two, the paper's for the others."""
+    epochs = dict.fromkeys(PROBE_TASKS, PAPER_PROBE_EPOCHS)
+    if text is None:
+        return epochs
+    text = text.strip()
+    if text.isdigit():
+        return dict.fromkeys(PROBE_TASKS, int(text))
+    for item in text.split(","):
+        task, separator, value = item.partition("=")
+        task = TASK_ALIASES.get(task.strip(), task.strip())
+        if not separator or task not in PROBE_TASKS or not value.strip().isdigit():
+            raise ValueError(
+                f"cannot read epochs {item!r}: give N, or TASK=N,... with TASK in {', '.join(PROBE_TASKS)}"
+            )
+        epochs[task] = int(value)
+    return epochs
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    settings: EvaluationSettings | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    train_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring).
+
+    data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
+    time to record when the caller knows it (`3die benchmark`). Raises CheckpointError (no checkpoint),
+    DatasetError (unreadable data) or EvaluationError.
+    """
+    settings = settings or EvaluationSettings()
+    say = echo or (lambda line: None)
+    run = Path(run_dir)
+    try:
+        device = resolve_device(settings.device, 0)
+    except RuntimeError as error:
+        raise EvaluationError(f"{error}; use --device cpu") from None
+    method, config = load_trained(run, device)
+    data_path = Path(data) if data is not None else Path(config["data"])
+    train_views, val_views = (open_dataset(data_path, split) for split in ("train", "val"))
+    check_splits(data_path, train_views, val_views, settings.tasks)
+    dataset = dataset_identity(data_path, train_views, val_views)
+    checkpoint = {"path": config["checkpoint"]["path"], "sha256": file_sha256(config["checkpoint"]["path"])}
+    key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"])
+    header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
+    results = continue_results(read_results(run / RESULTS_NAME, say), header, run, say)
+
+    started = time.perf_counter()
+    folder = run / FEATURES_DIR / key
+    extract = dict(
+        method=method,
+        folder=folder,
+        image_size=config["image_size"],
+        device=device,
+        batch_images=settings.extract_batch,
+        workers=settings.workers,
+        progress=progress,
+        echo=say,
+    )
+    val = split_features(views=val_views, embeddings=method.has_predictor, **extract)
+    train = split_features(views=train_views, **extract) if set(settings.tasks) & set(PROBE_TASKS) else None
+    results["seconds"]["features"] = round(time.perf_counter() - started, 3)
+    features = FeatureTensors(train, val, device)
+    for task in settings.tasks:
+        started = time.perf_counter()
+        epochs = settings.probe(task).epochs * len(method.parts) if task in PROBE_TASKS else 1
+        with tqdm(total=epochs, desc=task, unit="epoch", disable=not progress) as bar:
+            metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
+        if metrics is None:
+            results["skipped"][task] = f"method {config['method']} has no predictor"
+            results["metrics"].pop(task, None)
+        else:
+            results["metrics"][task] = metrics
+            results["skipped"].pop(task, None)
+        results["settings"][task] = settings.task_settings(task)
+        results["seconds"][task] = round(time.perf_counter() - started, 3)
+        write_results(run / RESULTS_NAME, results)
+        say(f"{run}: {task} done in {results['seconds'][task]:.0f} s")
+    return results
+
+
+class FeatureTensors:
+    """The cached representations as tensors on the evaluation device, copied into memory once, on first
+    use; `train`/`val` are the `SplitFeatures` themselves (latents, labels, embeddings)."""
+
+    def __init__(self, train: SplitFeatures | None, val: SplitFeatures, device: torch.device) -> None:
+        self.train, self.val, self.device = train, val, device
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def representations(self, split: str) -> torch.Tensor:
+        """(N, V, R) float32 representations of "train" or "val"."""
+        if split not in self._tensors:
+            array = getattr(self, split).representations
+            self._tensors[split] = torch.from_numpy(np.array(array, dtype=np.float32)).to(self.device)
+        return self._tensors[split]
+
+
+def run_task(
+    task: str,
+    method: Method,
+    features: FeatureTensors,
+    num_classes: int,
+    settings: EvaluationSettings,
+    on_epoch: Callable[..., object] | None = None,
+) -> dict[str, Any] | None:
+    """One task's metrics: {part: {metric: value}} for probe tasks, {metric: value} for retrieval, None
+    when the task does not apply (retrieval without a predictor)."""
+    train, val, device = features.train, features.val, features.device
+    if task == "retrieval":
+        if not method.has_predictor:
+            return None
+        actions, targets = view_zero_queries(val.latents, method.action_dim)
+        predicted = predict_views(method.predict, val.embeddings, actions, device)
+        scores = retrieval_scores(predicted, val.embeddings, targets, device)
+        if on_epoch is not None:
+            on_epoch()
+        return scores
+    train_features, val_features = features.representations("train"), features.representations("val")
+    probe_settings = settings.probe(task)
+    metrics = {}
+    for part, columns in method.parts.items():
+        train_part, val_part = train_features[..., columns], val_features[..., columns]
+        if task == "classification":
+            metrics[part] = classification_probe(
+                train_part, train.labels, val_part, val.labels, num_classes, probe_settings, on_epoch
+            )
+        elif task == "rotation":
+            metrics[part] = rotation_probe(
+                train_part, train.latents, val_part, val.latents, probe_settings, on_epoch
+            )
+        else:
+            metrics[part] = colour_probe(
+                train_part, train.latents, val_part, val.latents, probe_settings, on_epoch
+            )
+    return metrics
+
+
+# --- the run's and the dataset's identity ----------------------------------------------------------
+def check_splits(path: Path, train: ObjectViews, val: ObjectViews, tasks: tuple[str, ...]) -> None:
+    """Both splits have objects, and pairs of distinct views exist."""
+    for views in (val, train) if set(tasks) & set(PROBE_TASKS) else (val,):
+        if len(views) == 0:
+            raise EvaluationError(
+                f"{path}: the {views.split} split has no objects; render more objects or pick another dataset"
+            )
+    if val.views < 2:
+        raise EvaluationError(f"{path}: {val.views} view per object; the evaluations need at least 2")
+
+
+def dataset_identity(path: Path, train: ObjectViews, val: ObjectViews) -> dict[str, Any]:
+    """Name, hash and size of a dataset. The hash covers the dataset manifest (without package versions)
+    and both splits' objects, labels and view count, so a folder and its packed file hash the same."""
+    manifest = dataset_manifest(path)
+    if manifest is not None:
+        manifest = {key: value for key, value in manifest.items() if key != "versions"}
+    content = {"manifest": manifest, "splits": {v.split: dataset_fingerprint(v) for v in (train, val)}}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "path": str(path.resolve()),
+        "name": path.stem if path.is_file() else path.resolve().name,
+        "hash": digest,
+        "kind": train.kind,
+        "views": val.views,
+        "objects": {"train": len(train), "val": len(val)},
+        "num_classes": train.num_classes,
+    }
+
+
+def dataset_manifest(path: Path) -> dict | None:
+    """manifest.json of a dataset folder, or the copy a packed file keeps; None for the official download."""
+    if path.is_dir():
+        return read_dataset_manifest(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle["manifest"].asstr()[()] if "manifest" in handle else ""
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the packed manifest ({error})") from None
+    return json.loads(text) if text else None
+
+
+def results_header(
+    run: Path,
+    config: dict[str, Any],
+    dataset: dict[str, Any],
+    checkpoint: dict[str, str],
+    key: str,
+    device: torch.device,
+    train_seconds: float | None,
+) -> dict[str, Any]:
+    """Everything in results.json but the metrics: method, training, dataset, checkpoint, evaluation."""
+    trained = config["checkpoint"]
+    return {
+        "format": RESULTS_FORMAT,
+        "run": str(run.resolve()),
+        "method": config["method"],
+        "method_config": config["method_config"],
+        "training": {
+            "preset": config.get("preset"),
+            "epochs": config["epochs"],
+            "epochs_done": trained["epochs_done"],
+            "complete": trained["complete"],
+            "seed": config["seed"],
+            "image_size": config["image_size"],
+            "width": config.get("width"),
+            "batch_size": config.get("batch_size"),
+            "lr": config.get("lr"),
+            "weight_decay": config.get("weight_decay"),
+            "device": config.get("device"),
+            "world_size": config.get("world_size", 1),
+            "hardware": config.get("hardware") or f"{config.get('world_size', 1)}x {config.get('device')}",
+            "seconds": train_seconds if train_seconds is not None else config.get("train_seconds"),
+            "version": config.get("version"),
+        },
+        "dataset": dataset,
+        "checkpoint": checkpoint,
+        "features": {"key": key, "folder": str((run / FEATURES_DIR / key).resolve())},
+        "evaluation": {
+            "device": str(device),
+            "hardware": describe_hardware(device),
+            "code_version": code_version(),
+            "evaluated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def describe_hardware(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def code_version() -> str:
+    """The package version, with the git commit of the source tree when it is a git checkout."""
+    try:
+        version = metadata.version("3die")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(spec.REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}" if commit else version
+
+
+# --- results.json --------------------------------------------------------------------------------
+def read_results(path: Path, echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """A run's results.json, or None when there is none or it cannot be read (said through `echo`)."""
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        echo(f"{path}: unreadable ({error}); writing a new one")
+        return None
+    return results if isinstance(results, dict) and results.get("format") == RESULTS_FORMAT else None
+
+
+def continue_results(
+    previous: dict[str, Any] | None, header: dict[str, Any], run: Path, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """The results to fill: the previous tasks' metrics are kept when they were computed from the same
+    features (checkpoint, dataset, image size); results of another checkpoint are moved aside to
+    results.KEY.json rather than lost."""
+    results = {**header, "settings": {}, "metrics": {}, "seconds": {}, "skipped": {}}
+    if previous is None:
+        return results
+    old_key = previous.get("features", {}).get("key")
+    if old_key == header["features"]["key"]:
+        for section in ("settings", "metrics", "seconds", "skipped"):
+            results[section] = dict(previous.get(section, {}))
+        return results
+    kept = run / f"results.{old_key}.json"
+    os.replace(run / RESULTS_NAME, kept)
+    echo(f"{run / RESULTS_NAME}: results of another checkpoint or dataset moved to {kept.name}")
+    return results
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """Write results.json atomically; NaN scores (e.g. R^2 of constant targets) become null."""
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
+    os.replace(temp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

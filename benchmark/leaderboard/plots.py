@@ -1,0 +1,132 @@
+"""Leaderboard figures (matplotlib, Agg backend, PNG): the invariance-equivariance trade-off (top-1 against
+rotation R^2, one labelled point per method) and one bar chart per metric.
+
+Rows of the same method and setting (dataset, image size, epochs) but different seeds are averaged; bars
+show the spread of seeds as an error bar. A method's top-1 is that of its invariant part when it has one
+(else of the full representation) and its rotation R^2 that of its equivariant part (else of the full
+representation): the part built for each property.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmark.leaderboard.rows import METRIC_COLUMNS, PARTS, Row
+
+TRADEOFF_NAME = "tradeoff.png"
+#: Axis labels of metric columns with a unit or a direction worth saying.
+UNITS = {"top1": "%", "top5": "%", "mean_class_acc": "%", "rot_angle_deg": "degrees"}
+LOWER_IS_BETTER = ("rot_angle_deg", "pre")
+
+
+def plot_leaderboard(rows: list[Row], folder: str | Path) -> list[Path]:
+    """Write tradeoff.png and METRIC.png for every metric with a value (e.g. top1.png with a bar per
+    representation part); returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = group_rows(rows)
+    written = []
+    if any(_tradeoff_point(group) is not None for group in groups.values()):
+        written.append(tradeoff_plot(groups, folder / TRADEOFF_NAME))
+    for metric, columns in metric_columns(rows).items():
+        written.append(metric_bars(groups, metric, columns, folder / f"{metric}.png"))
+    return written
+
+
+def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
+    """Metric -> its columns holding a value in some row: one per part ("top1": top1_inv, top1_equi,
+    top1_full) or the metric itself ("mrr")."""
+    metrics: dict[str, list[str]] = {}
+    for column in METRIC_COLUMNS:
+        if any(row.get(column) is not None for row in rows):
+            metric, _, part = column.rpartition("_")
+            metrics.setdefault(metric if part in PARTS else column, []).append(column)
+    return metrics
+
+
+def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows by label: the method, followed by dataset, image size and epochs when the rows span several."""
+    settings = {(row.get("dataset"), row.get("image_size"), row.get("epochs")) for row in rows}
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        label = str(row.get("method"))
+        if len(settings) > 1:
+            label += f"\n{row.get('dataset')} {row.get('image_size')}px {row.get('epochs')}ep"
+        groups.setdefault(label, []).append(row)
+    return groups
+
+
+def tradeoff_plot(groups: dict[str, list[Row]], path: Path) -> Path:
+    """Top-1 (%) against rotation R^2, one labelled point per group."""
+    figure, axes = _figure(6.4, 4.8)
+    for label, rows in groups.items():
+        point = _tradeoff_point(rows)
+        if point is None:
+            continue
+        axes.scatter(*point, s=40)
+        axes.annotate(label, point, textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xlabel("rotation R$^2$ (equivariant part, else full)")
+    axes.set_ylabel("top-1 accuracy, % (invariant part, else full)")
+    axes.set_title("Invariance-equivariance trade-off")
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def metric_bars(groups: dict[str, list[Row]], metric: str, columns: list[str], path: Path) -> Path:
+    """Bars per group and column (mean over seeds, error bar: standard deviation over seeds)."""
+    labels = list(groups)
+    figure, axes = _figure(max(4.5, 0.5 * len(labels) * len(columns) + 2.5), 4.0)
+    width = 0.8 / len(columns)
+    positions = np.arange(len(labels))
+    for offset, column in enumerate(columns):
+        values = [[row[column] for row in rows if row.get(column) is not None] for rows in groups.values()]
+        means = [float(np.mean(v)) if v else np.nan for v in values]
+        spreads = [float(np.std(v)) if len(v) > 1 else 0.0 for v in values]
+        part = column.removeprefix(metric).lstrip("_") or None
+        axes.bar(
+            positions + (offset - (len(columns) - 1) / 2) * width,
+            means,
+            width,
+            yerr=spreads,
+            capsize=3,
+            label=part,
+        )
+    axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
+    unit = UNITS.get(metric)
+    direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+    axes.set_ylabel(f"{metric}{f' ({unit})' if unit else ''}{direction}")
+    axes.set_title(metric if len(columns) == 1 else f"{metric} per representation part")
+    if len(columns) > 1:
+        axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+def _tradeoff_point(rows: list[Row]) -> tuple[float, float] | None:
+    top1 = _mean_first(rows, ("top1_inv", "top1_full"))
+    r2 = _mean_first(rows, ("rot_r2_equi", "rot_r2_full"))
+    return None if top1 is None or r2 is None else (r2, top1)
+
+
+def _mean_first(rows: list[Row], columns: tuple[str, ...]) -> float | None:
+    """Mean over rows of the first column of `columns` that has values."""
+    for column in columns:
+        values = [row[column] for row in rows if row.get(column) is not None]
+        if values:
+            return float(np.mean(values))
+    return None
+
+
+def _figure(width: float, height: float):
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots()
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=120)
+    return path

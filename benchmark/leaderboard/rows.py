@@ -1,0 +1,231 @@
+"""Leaderboard rows: one row per (method, dataset, image size, epochs, seed), every metric of
+`3die evaluate` and where the numbers came from. The schema is `COLUMNS` (documented in
+docs/leaderboard.md); rows are plain dicts with a value of the column's type or None.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME
+
+#: Representation parts, in column order.
+PARTS = ("inv", "equi", "full")
+#: Per-part metrics: column prefix -> (task, metric in results.json, factor applied for the CSV).
+PART_METRICS = {
+    "top1": ("classification", "top1", 100.0),
+    "top5": ("classification", "top5", 100.0),
+    "mean_class_acc": ("classification", "mean_class_acc", 100.0),
+    "rot_r2": ("rotation", "r2", 1.0),
+    "rot_r2_comp": ("rotation", "r2_components", 1.0),
+    "rot_angle_deg": ("rotation", "angle_deg", 1.0),
+    "colour_r2": ("colour", "r2", 1.0),
+    "colour_r2_floor": ("colour", "r2_floor", 1.0),
+    "colour_r2_spot": ("colour", "r2_spot", 1.0),
+}
+RETRIEVAL_METRICS = ("pre", "mrr", "hit1", "hit2", "hit5", "hit10")
+IDENTITY_COLUMNS = {
+    "method": str,
+    "preset": str,
+    "dataset": str,
+    "dataset_hash": str,
+    "image_size": int,
+    "epochs": int,
+    "seed": int,
+}
+METRIC_COLUMNS = {
+    **{f"{prefix}_{part}": float for prefix in PART_METRICS for part in PARTS},
+    **dict.fromkeys(RETRIEVAL_METRICS, float),
+}
+PROVENANCE_COLUMNS = {
+    "probe_epochs": str,
+    "train_time_s": float,
+    "hardware": str,
+    "eval_hardware": str,
+    "code_version": str,
+    "run": str,
+    "evaluated_at": str,
+}
+#: Every column, in CSV order, with its type.
+COLUMNS: dict[str, type] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
+#: Rows with equal values here describe the same experiment; the newest evaluation wins.
+KEY_COLUMNS = ("method", "dataset", "dataset_hash", "image_size", "epochs", "seed")
+#: Columns `format_table` shows when any row has a value.
+SUMMARY_COLUMNS = (
+    "method", "dataset", "image_size", "epochs", "seed",
+    "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
+    "colour_r2_equi", "colour_r2_full", "pre", "mrr", "hit1", "hit5",
+)  # fmt: skip
+
+Row = dict[str, Any]
+
+
+class LeaderboardError(Exception):
+    """An input that cannot become leaderboard rows; the message names the file and what to do."""
+
+
+def row_from_results(results: dict[str, Any]) -> Row:
+    """The leaderboard row of one run's results.json (accuracies in percent, the rest as computed)."""
+    training, dataset, evaluation = results["training"], results["dataset"], results["evaluation"]
+    metrics = results.get("metrics", {})
+    row: Row = dict.fromkeys(COLUMNS)
+    row.update(
+        method=results["method"],
+        preset=training.get("preset"),
+        dataset=dataset["name"],
+        dataset_hash=dataset["hash"],
+        image_size=training["image_size"],
+        epochs=training["epochs_done"],
+        seed=training["seed"],
+    )
+    for prefix, (task, name, factor) in PART_METRICS.items():
+        for part, values in metrics.get(task, {}).items():
+            if part in PARTS and values.get(name) is not None:
+                row[f"{prefix}_{part}"] = float(values[name]) * factor
+    for name in RETRIEVAL_METRICS:
+        value = metrics.get("retrieval", {}).get(name)
+        row[name] = None if value is None else float(value)
+    settings = results.get("settings", {})
+    epochs = [f"{task}={settings[task]['epochs']}" for task in PROBE_TASKS if task in settings]
+    row.update(
+        probe_epochs=";".join(epochs) or None,
+        train_time_s=training.get("seconds"),
+        hardware=training.get("hardware"),
+        eval_hardware=evaluation.get("hardware"),
+        code_version=evaluation.get("code_version"),
+        run=results.get("run"),
+        evaluated_at=evaluation.get("evaluated_at"),
+    )
+    return row
+
+
+def merge_rows(rows: Iterable[Row]) -> list[Row]:
+    """One row per experiment (`KEY_COLUMNS`): the one evaluated last wins (`evaluated_at`, ISO time;
+    among equal times, the later in `rows`). Sorted by dataset, image size, epochs, method and seed."""
+    newest: dict[tuple, Row] = {}
+    for row in rows:
+        key = tuple(row.get(column) for column in KEY_COLUMNS)
+        kept = newest.get(key)
+        if kept is None or (row.get("evaluated_at") or "") >= (kept.get("evaluated_at") or ""):
+            newest[key] = row
+    return sorted(newest.values(), key=_sort_key)
+
+
+def append_row(csv_path: str | Path, row: Row) -> list[Row]:
+    """Add one row to a leaderboard CSV (created when missing), replacing an older row of the same
+    experiment; returns the rows written."""
+    path = Path(csv_path)
+    rows = merge_rows([*(read_rows(path) if path.exists() else []), row])
+    write_rows(path, rows)
+    return rows
+
+
+def load_rows(source: str | Path) -> list[Row]:
+    """Rows from a leaderboard CSV, a run folder (its results.json) or a results.json file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+        if not path.is_file():
+            raise LeaderboardError(f"{path}: missing; evaluate the run first (`3die evaluate {source}`)")
+    if not path.is_file():
+        raise LeaderboardError(f"{path}: no such run folder, results.json or CSV file")
+    if path.suffix == ".csv":
+        return read_rows(path)
+    return [row_from_results(read_results_file(path))]
+
+
+def read_results_file(path: Path) -> dict[str, Any]:
+    """A results.json written by `3die evaluate`; LeaderboardError naming the file otherwise."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise LeaderboardError(f"{path}: cannot read results ({error})") from None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise LeaderboardError(f"{path}: not a results file of `3die evaluate` (format {RESULTS_FORMAT})")
+    return results
+
+
+# --- CSV ---------------------------------------------------------------------------------------------
+def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
+    """Write rows as CSV with every column of `COLUMNS` (None as an empty cell), atomically."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _cell(row.get(column)) for column in COLUMNS})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(buffer.getvalue())
+    os.replace(temp, path)
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Rows of a leaderboard CSV with their column types; columns missing from the file are None.
+    LeaderboardError for unknown columns or cells that do not parse."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise LeaderboardError(f"{path}: cannot read ({error.strerror or error})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    unknown = [column for column in header if column not in COLUMNS]
+    if unknown or "method" not in header:
+        problem = f"unknown columns {', '.join(unknown)}" if unknown else "no method column"
+        raise LeaderboardError(f"{path}: {problem}; not a leaderboard CSV of this version of 3die")
+    rows = []
+    for line, record in enumerate(reader, start=2):
+        rows.append({column: _parse(path, line, column, record.get(column)) for column in COLUMNS})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _parse(path: Path, line: int, column: str, text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return COLUMNS[column](text)
+    except ValueError:
+        raise LeaderboardError(
+            f"{path}:{line}: column {column} holds {text!r}, expected {COLUMNS[column].__name__}"
+        ) from None
+
+
+# --- display -----------------------------------------------------------------------------------------
+def format_table(rows: list[Row], columns: Iterable[str] = SUMMARY_COLUMNS) -> str:
+    """A fixed-width text table of `rows` with those of `columns` that hold a value in some row."""
+    shown = [column for column in columns if any(row.get(column) is not None for row in rows)]
+    cells = [shown] + [[_display(row.get(column)) for column in shown] for row in rows]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(shown))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
+    return str(value)
+
+
+def _sort_key(row: Row) -> tuple:
+    """Missing values sort last."""
+    settings = [
+        (row.get(column) is None, row.get(column) or 0) for column in ("dataset", "image_size", "epochs")
+    ]
+    return (*settings, str(row.get("method")), row.get("seed") or 0)

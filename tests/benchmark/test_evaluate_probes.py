@@ -1,0 +1,122 @@
+"""Probes on constructed features: features that hold the answer score near perfect, features that hold
+nothing score chance, and the same settings give the same numbers."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from benchmark.evaluate import ProbeSettings, classification_probe, colour_probe, draw_pairs, rotation_probe
+from benchmark.evaluate.metrics import r2_pooled
+from benchmark.evaluate.probes import rotation_targets
+from render import spec
+
+FAST = ProbeSettings(epochs=40, batch_size=64, hidden=256, val_pairs=5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small probes run faster and steadier on one thread when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _latents(seed, objects, views=50):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(objects, views, spec.LATENT_DIM))
+
+
+def _quaternion_features(latents):
+    """Each view's own rotation as a quaternion: the relative rotation is a function of the pair."""
+    quaternions = Rotation.from_euler("xyz", latents[..., spec.ROTATION].reshape(-1, 3)).as_quat()
+    return torch.tensor(quaternions.reshape(*latents.shape[:2], 4), dtype=torch.float32)
+
+
+def _noise(seed, objects, views=50, dim=16):
+    return torch.randn(objects, views, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _class_features(labels, classes, views, seed):
+    rng = np.random.default_rng(seed)
+    one_hot = 5 * np.eye(classes)[labels][:, None, :]
+    features = one_hot + 0.05 * rng.standard_normal((len(labels), views, classes))
+    return torch.tensor(features, dtype=torch.float32)
+
+
+def test_classification_probe_of_label_features_is_perfect_and_of_noise_is_chance():
+    rng = np.random.default_rng(0)
+    train_labels, val_labels = rng.integers(4, size=80), rng.integers(4, size=60)
+    settings = ProbeSettings(epochs=100, batch_size=16)
+    perfect = classification_probe(
+        _class_features(train_labels, 4, 10, 1),
+        train_labels,
+        _class_features(val_labels, 4, 10, 2),
+        val_labels,
+        4,
+        settings,
+    )
+    assert perfect == {"top1": 1.0, "top5": 1.0, "mean_class_acc": 1.0}
+    noise = classification_probe(_noise(3, 80, 10), train_labels, _noise(4, 60, 10), val_labels, 4, settings)
+    assert noise["top1"] == pytest.approx(0.25, abs=0.08)
+    assert noise["mean_class_acc"] == pytest.approx(0.25, abs=0.08)
+
+
+def test_rotation_probe_of_rotation_features_is_near_perfect_and_of_noise_is_chance():
+    train, val = _latents(10, 200), _latents(11, 40)
+    perfect = rotation_probe(_quaternion_features(train), train, _quaternion_features(val), val, FAST)
+    assert perfect["r2"] > 0.95 and perfect["r2_components"] > 0.95 and perfect["angle_deg"] < 15
+    noise = rotation_probe(_noise(12, 200), train, _noise(13, 40), val, FAST)
+    assert noise["r2_components"] == pytest.approx(0.0, abs=0.1)
+    assert noise["angle_deg"] > 60
+    # The pooled (published) R^2 of a head that knows nothing is that of the train mean of each component.
+    objects, first, second = draw_pairs(np.random.default_rng(0), 40, 50, FAST.val_pairs)
+    target = rotation_targets(val, objects, first, second)
+    train_mean = rotation_targets(train, *draw_pairs(np.random.default_rng(1), 200, 50, 20)).mean(axis=0)
+    assert noise["r2"] == pytest.approx(r2_pooled(np.broadcast_to(train_mean, target.shape), target), abs=0.1)
+
+
+def test_colour_probe_of_hue_features_is_near_perfect_and_of_noise_is_chance():
+    train, val = _latents(20, 200), _latents(21, 40)
+    hues = [spec.FLOOR_HUE, spec.SPOT_HUE]
+    perfect = colour_probe(
+        torch.tensor(train[..., hues], dtype=torch.float32),
+        train,
+        torch.tensor(val[..., hues], dtype=torch.float32),
+        val,
+        FAST,
+    )
+    assert min(perfect.values()) > 0.98
+    noise = colour_probe(_noise(22, 200), train, _noise(23, 40), val, FAST)
+    for value in noise.values():
+        assert value == pytest.approx(0.0, abs=0.1)
+
+
+def test_probes_are_reproducible_and_leave_the_global_generator_alone():
+    train, val = _latents(30, 30, views=6), _latents(31, 10, views=6)
+    settings = ProbeSettings(epochs=3, batch_size=8, hidden=32, val_pairs=2, seed=7)
+    features, val_features = _noise(32, 30, 6), _noise(33, 10, 6)
+    state = torch.get_rng_state()
+    first = rotation_probe(features, train, val_features, val, settings)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert rotation_probe(features, train, val_features, val, settings) == first
+    other_seed = ProbeSettings(epochs=3, batch_size=8, hidden=32, val_pairs=2, seed=8)
+    assert rotation_probe(features, train, val_features, val, other_seed) != first
+
+
+def test_draw_pairs_gives_distinct_views_uniformly():
+    objects, first, second = draw_pairs(np.random.default_rng(0), 4000, 5, 3)
+    assert len(objects) == 12_000 and (np.bincount(objects) == 3).all()
+    assert (first != second).all()
+    counts = np.zeros((5, 5))
+    np.add.at(counts, (first, second), 1)
+    off_diagonal = counts[~np.eye(5, dtype=bool)]
+    assert off_diagonal.min() > 0.85 * 600 and off_diagonal.max() < 1.15 * 600
+    with pytest.raises(ValueError, match="at least 2 views"):
+        draw_pairs(np.random.default_rng(0), 3, 1, 1)
+
+
+def test_probe_settings_refuse_nonsense():
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        ProbeSettings(epochs=0)

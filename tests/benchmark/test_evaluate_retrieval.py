@@ -1,0 +1,129 @@
+"""Retrieval and prediction error: the batched ranks equal the per-query reference loop, ties included,
+and perfect or random predictions score the known values."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data import relative_action
+from benchmark.evaluate import (
+    expected_random_mrr,
+    predict_views,
+    prediction_error,
+    retrieval_ranks,
+    retrieval_ranks_loop,
+    retrieval_scores,
+    view_zero_queries,
+)
+from benchmark.evaluate import retrieval as retrieval_module
+from render import spec
+
+
+def _random_case(objects=30, views=50, dim=24, seed=0):
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((objects, views, dim)).astype(np.float32)
+    predicted = rng.standard_normal((objects, views - 1, dim)).astype(np.float32)
+    targets = np.tile(np.arange(1, views), (objects, 1))
+    return predicted, embeddings, targets
+
+
+def _tied_vectors(rng, shape, dim=8, nonzero=4):
+    """Vectors with `nonzero` entries of +-1: every cosine is a multiple of 1/4, exact in any order."""
+    vectors = np.zeros((*shape, dim), np.float32)
+    flat = vectors.reshape(-1, dim)
+    for row in flat:
+        row[rng.choice(dim, nonzero, replace=False)] = rng.choice([-1.0, 1.0], nonzero)
+    return vectors
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_batched_ranks_equal_the_loop_on_random_embeddings(chunk):
+    predicted, embeddings, targets = _random_case()
+    targets = np.random.default_rng(5).integers(0, 50, size=targets.shape)
+    batched = retrieval_ranks(predicted, embeddings, targets, chunk=chunk)
+    np.testing.assert_array_equal(batched, retrieval_ranks_loop(predicted, embeddings, targets))
+    assert batched.min() >= 1 and batched.max() <= 50
+
+
+def test_batched_ranks_equal_the_loop_with_many_exact_ties():
+    rng = np.random.default_rng(6)
+    embeddings = _tied_vectors(rng, (40, 50))
+    predicted = _tied_vectors(rng, (40, 49))
+    targets = np.tile(np.arange(1, 50), (40, 1))
+    batched = retrieval_ranks(predicted, embeddings, targets, chunk=16)
+    np.testing.assert_array_equal(batched, retrieval_ranks_loop(predicted, embeddings, targets))
+    similarity = np.einsum("oqd,ovd->oqv", predicted, embeddings) / 4
+    target = np.take_along_axis(similarity, targets[..., None], axis=2)
+    assert (np.sum(similarity == target, axis=2) > 1).mean() > 0.5, "the case must be full of ties"
+    np.testing.assert_array_equal(batched, np.sum(similarity >= target, axis=2))
+
+
+def test_ties_rank_pessimistically_so_collapse_scores_the_worst_rank():
+    collapsed = np.ones((3, 50, 8), np.float32)
+    predicted = np.ones((3, 49, 8), np.float32)
+    targets = np.tile(np.arange(1, 50), (3, 1))
+    assert (retrieval_ranks(predicted, collapsed, targets) == 50).all()
+    assert (retrieval_ranks_loop(predicted, collapsed, targets) == 50).all()
+    zero = np.zeros_like(collapsed)
+    assert (retrieval_ranks(predicted, zero, targets) == 50).all()
+
+
+def test_perfect_predictions_score_mrr_and_hit1_of_one_and_no_error():
+    _, embeddings, targets = _random_case(seed=1)
+    perfect = 3.0 * embeddings[:, 1:]
+    scores = retrieval_scores(perfect, embeddings, targets)
+    assert scores["mrr"] == 1.0 and scores["hit1"] == 1.0 and scores["hit10"] == 1.0
+    assert scores["pre"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_random_predictions_score_chance():
+    predicted, embeddings, targets = _random_case(objects=400, dim=64, seed=2)
+    scores = retrieval_scores(predicted, embeddings, targets)
+    assert scores["mrr"] == pytest.approx(expected_random_mrr(50), abs=0.005)
+    assert scores["hit1"] == pytest.approx(1 / 50, abs=0.004)
+    assert scores["hit10"] == pytest.approx(10 / 50, abs=0.01)
+    assert scores["pre"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_prediction_error_is_the_squared_distance_of_unit_vectors():
+    predicted = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    true = np.array([[5.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    assert prediction_error(predicted, true) == pytest.approx((0 + 2 + 4) / 3)
+
+
+def test_bad_inputs_are_refused():
+    predicted, embeddings, targets = _random_case(objects=2)
+    broken = embeddings.copy()
+    broken[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        retrieval_ranks(predicted, broken, targets)
+    with pytest.raises(ValueError, match="index the 50 candidates"):
+        retrieval_ranks(predicted, embeddings, targets + 1)
+    with pytest.raises(ValueError, match="disagree"):
+        retrieval_ranks(predicted[..., :5], embeddings, targets)
+
+
+def test_view_zero_queries_give_the_action_from_view_zero_to_each_view():
+    rng = np.random.default_rng(7)
+    latents = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(3, 5, spec.LATENT_DIM))
+    actions, targets = view_zero_queries(latents, 6)
+    assert actions.shape == (3, 4, 6) and actions.dtype == np.float32
+    np.testing.assert_array_equal(targets, np.tile([1, 2, 3, 4], (3, 1)))
+    np.testing.assert_allclose(actions[2, 1], relative_action(latents[2, 0], latents[2, 2], 6), atol=1e-6)
+
+
+def test_predict_views_applies_the_predictor_to_view_zero_in_batches(monkeypatch):
+    rng = np.random.default_rng(8)
+    embeddings = rng.standard_normal((5, 4, 3)).astype(np.float32)
+    actions = rng.standard_normal((5, 3, 2)).astype(np.float32)
+    calls = []
+
+    def predictor(embedding: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        calls.append(len(embedding))
+        return embedding * action[:, :1] + action[:, 1:]
+
+    monkeypatch.setattr(retrieval_module, "PREDICT_BYTES", 4 * 3 * 3 * 4)
+    predicted = predict_views(predictor, embeddings, actions)
+    expected = embeddings[:, :1] * actions[..., :1] + actions[..., 1:]
+    np.testing.assert_allclose(predicted, expected, rtol=1e-6)
+    assert calls == [4, 4, 4, 3]

@@ -1,0 +1,208 @@
+"""`3die evaluate` end to end on tiny trained runs: results.json, the feature cache and its reuse, resumed
+extraction, methods without a predictor, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmark.cli import main
+from benchmark.data import DatasetError, open_dataset, pack_dataset
+from benchmark.evaluate import EvaluationSettings, evaluate_run, parse_epochs, parse_tasks, split_features
+from benchmark.evaluate.run import dataset_identity
+from benchmark.train import load_trained
+
+pytestmark = pytest.mark.slow
+
+TINY_TRAIN = ["--preset", "tiny", "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress"]
+TINY_EVAL = ["--epochs", "2", "--hidden", "16", "--val-pairs", "2", "--batch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small networks and probes run faster and steadier on one thread when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(method, data, out):
+    arguments = ["train", "--method", method, "--data", str(data), "--out", str(out), *TINY_TRAIN]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _evaluate(run, *extra):
+    return CliRunner().invoke(main, ["evaluate", str(run), *TINY_EVAL, "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def sie_run(synthetic_dataset, tmp_path_factory):
+    return _train("sie", synthetic_dataset.root, tmp_path_factory.mktemp("runs") / "sie")
+
+
+@pytest.fixture(scope="module")
+def evaluated_sie_run(sie_run):
+    result = _evaluate(sie_run)
+    assert result.exit_code == 0, result.output
+    return sie_run
+
+
+def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run, synthetic_dataset):
+    results = json.loads((evaluated_sie_run / "results.json").read_text())
+    metrics = results["metrics"]
+    assert set(metrics) == {"classification", "rotation", "colour", "retrieval"}
+    for task, names in {
+        "classification": {"top1", "top5", "mean_class_acc"},
+        "rotation": {"r2", "r2_components", "angle_deg"},
+        "colour": {"r2", "r2_floor", "r2_spot"},
+    }.items():
+        assert set(metrics[task]) == {"inv", "equi", "full"}
+        assert all(set(values) == names for values in metrics[task].values())
+    for values in metrics["classification"].values():
+        assert 0 <= values["top1"] <= values["top5"] <= 1
+    assert set(metrics["retrieval"]) == {"pre", "mrr", "hit1", "hit2", "hit5", "hit10"}
+    assert 1 / 49 <= metrics["retrieval"]["mrr"] <= 1 and 0 <= metrics["retrieval"]["pre"] <= 4
+    assert results["settings"]["rotation"] == {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "hidden": 16,
+        "val_pairs": 2,
+        "seed": 0,
+    }
+    assert results["method"] == "sie" and results["training"]["image_size"] == 16
+    assert results["training"]["epochs_done"] == 1 and results["training"]["complete"] is True
+    dataset = results["dataset"]
+    assert dataset["name"] == synthetic_dataset.root.name and len(dataset["hash"]) == 16
+    assert dataset["objects"] == {"train": 9, "val": 3} and dataset["views"] == 50
+    assert results["evaluation"]["code_version"].startswith("0.1.0")
+
+
+def test_features_are_cached_once_for_every_view(evaluated_sie_run):
+    results = json.loads((evaluated_sie_run / "results.json").read_text())
+    folder = evaluated_sie_run / "features" / results["features"]["key"]
+    method, _ = load_trained(evaluated_sie_run)
+    val = np.load(folder / "val_representations.npy")
+    assert val.shape == (3, 50, method.representation_dim) and val.dtype == np.float32
+    assert np.load(folder / "train_representations.npy").shape == (9, 50, method.representation_dim)
+    assert np.load(folder / "val_embeddings.npy").shape[:2] == (3, 50)
+    assert not (folder / "train_embeddings.npy").exists()
+    assert np.load(folder / "val_latents.npy").shape == (3, 50, 7)
+    assert not list(folder.glob("*.partial")) and not list(folder.glob("*progress*"))
+    # The cache holds what the network computes for each view in eval mode.
+    views = open_dataset(results["dataset"]["path"], "val")
+    from benchmark.data import normalise_views
+
+    image = torch.from_numpy(views.image(2, 7, 16))[None]
+    with torch.no_grad():
+        expected = method.encode(normalise_views(image)).numpy()[0]
+    np.testing.assert_allclose(val[2, 7], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_reuses_features_and_gives_the_same_numbers(evaluated_sie_run):
+    results = json.loads((evaluated_sie_run / "results.json").read_text())
+    folder = evaluated_sie_run / "features" / results["features"]["key"]
+    stamps = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    result = _evaluate(evaluated_sie_run)
+    assert result.exit_code == 0, result.output
+    again = json.loads((evaluated_sie_run / "results.json").read_text())
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == stamps
+    assert again["metrics"] == results["metrics"]
+
+
+def test_evaluating_some_tasks_keeps_the_others(sie_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "checkpoints"):
+        source = sie_run / name
+        target = run / name
+        if source.is_dir():
+            target.mkdir()
+            for item in source.iterdir():
+                (target / item.name).write_bytes(item.read_bytes())
+        else:
+            target.write_bytes(source.read_bytes())
+    assert _evaluate(run, "--tasks", "retrieval").exit_code == 0
+    first = json.loads((run / "results.json").read_text())
+    assert set(first["metrics"]) == {"retrieval"}
+    assert not (run / "features" / first["features"]["key"] / "train_representations.npy").exists()
+    assert _evaluate(run, "--tasks", "color").exit_code == 0
+    second = json.loads((run / "results.json").read_text())
+    assert set(second["metrics"]) == {"retrieval", "colour"}
+    assert second["metrics"]["retrieval"] == first["metrics"]["retrieval"]
+
+
+def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic_dataset, tmp_path):
+    method, _ = load_trained(sie_run)
+    views = open_dataset(synthetic_dataset.root, "train")
+
+    class FailingViews(type(views)):
+        def image(self, index, view, size=None):
+            if index == 5:
+                raise DatasetError("object 5 is unreadable")
+            return super().image(index, view, size)
+
+    failing = FailingViews(views.path, views.split, views.keys, views.labels, views.views, views.classes)
+    options = dict(image_size=16, device=torch.device("cpu"), batch_images=100, progress=False)
+    with pytest.raises(DatasetError, match="object 5"):
+        split_features(method, failing, tmp_path / "resumed", **options)
+    progress = json.loads((tmp_path / "resumed" / "train_progress.json").read_text())
+    assert progress["objects_done"] == 4
+    lines = []
+    resumed = split_features(method, views, tmp_path / "resumed", echo=lines.append, **options)
+    assert "continuing train feature extraction at object 4" in lines[0]
+    fresh = split_features(method, views, tmp_path / "fresh", **options)
+    np.testing.assert_array_equal(resumed.representations, fresh.representations)
+    np.testing.assert_array_equal(resumed.latents, fresh.latents)
+    np.testing.assert_array_equal(resumed.labels, views.labels)
+
+
+def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
+    run = _train("vicreg", synthetic_dataset.root, tmp_path / "vicreg")
+    results = evaluate_run(
+        run,
+        settings=EvaluationSettings(epochs=parse_epochs("1"), hidden=8, val_pairs=1, device="cpu"),
+        progress=False,
+    )
+    assert set(results["metrics"]) == {"classification", "rotation", "colour"}
+    assert set(results["metrics"]["classification"]) == {"full"}
+    assert results["skipped"] == {"retrieval": "method vicreg has no predictor"}
+    assert not list((run / "features").glob("*/val_embeddings.npy"))
+
+
+def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie_run):
+    result = _evaluate(evaluated_sie_run, "--tasks", "classification,segmentation")
+    assert result.exit_code == 1 and "unknown tasks segmentation; choose from" in result.output
+    result = _evaluate(evaluated_sie_run, "--epochs", "rotation=ten")
+    assert result.exit_code == 1 and "cannot read epochs 'rotation=ten'" in result.output
+    result = _evaluate(tmp_path)
+    assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
+    result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
+    assert result.exit_code == 1 and str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_task_and_epoch_parsing():
+    assert parse_tasks("rotation, color,rotation") == ("rotation", "colour")
+    assert parse_epochs(None) == {"classification": 300, "rotation": 300, "colour": 300}
+    assert parse_epochs("5") == {"classification": 5, "rotation": 5, "colour": 5}
+    assert parse_epochs("rotation=50,colour=7") == {"classification": 300, "rotation": 50, "colour": 7}
+
+
+def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):
+    packed = tmp_path / "ours.h5"
+    pack_dataset(synthetic_dataset.root, packed)
+    folder_identity = dataset_identity(
+        synthetic_dataset.root, *(open_dataset(synthetic_dataset.root, split) for split in ("train", "val"))
+    )
+    packed_identity = dataset_identity(packed, *(open_dataset(packed, split) for split in ("train", "val")))
+    assert packed_identity["hash"] == folder_identity["hash"]
+    assert packed_identity["kind"] == "packed" and packed_identity["name"] == "ours"
+    root = official_dataset.root
+    other = dataset_identity(root, *(open_dataset(root, split) for split in ("train", "val")))
+    assert other["hash"] != folder_identity["hash"] and other["name"] == "official"

@@ -1,0 +1,200 @@
+"""Leaderboard rows, CSV round trip, merging, figures and `3die leaderboard`."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmark.cli import main
+from benchmark.evaluate import RESULTS_FORMAT
+from benchmark.leaderboard import (
+    COLUMNS,
+    TRADEOFF_NAME,
+    LeaderboardError,
+    append_row,
+    format_table,
+    load_rows,
+    merge_rows,
+    plot_leaderboard,
+    read_rows,
+    row_from_results,
+    write_rows,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _results(method="sie", seed=0, top1=0.8, r2=0.6, evaluated_at="2026-01-01T00:00:00+00:00", split=True):
+    parts = ("inv", "equi", "full") if split else ("full",)
+    metrics = {
+        "classification": {p: {"top1": top1, "top5": 0.95, "mean_class_acc": top1 - 0.1} for p in parts},
+        "rotation": {p: {"r2": r2, "r2_components": r2 - 0.2, "angle_deg": 30.0} for p in parts},
+        "colour": {p: {"r2": 0.9, "r2_floor": 0.95, "r2_spot": 0.85} for p in parts},
+    }
+    if split:
+        metrics["retrieval"] = {"pre": 0.5, "mrr": 0.4, "hit1": 0.3, "hit2": 0.4, "hit5": 0.6, "hit10": 0.8}
+    return {
+        "format": RESULTS_FORMAT,
+        "run": f"/runs/{method}-{seed}",
+        "method": method,
+        "training": {
+            "preset": "mini",
+            "epochs": 20,
+            "epochs_done": 20,
+            "seed": seed,
+            "image_size": 64,
+            "hardware": "1x cuda:0",
+            "seconds": 123.5,
+        },
+        "dataset": {"name": "procedural", "hash": "0123456789abcdef"},
+        "evaluation": {"hardware": "NVIDIA H100", "code_version": "0.1.0+gabc", "evaluated_at": evaluated_at},
+        "settings": {"classification": {"epochs": 300}, "rotation": {"epochs": 300}, "retrieval": {}},
+        "metrics": metrics,
+    }
+
+
+def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance():
+    row = row_from_results(_results())
+    assert set(row) == set(COLUMNS)
+    assert (row["method"], row["preset"], row["dataset"], row["dataset_hash"]) == (
+        "sie",
+        "mini",
+        "procedural",
+        "0123456789abcdef",
+    )
+    assert (row["image_size"], row["epochs"], row["seed"]) == (64, 20, 0)
+    assert row["top1_inv"] == pytest.approx(80.0) and row["mean_class_acc_full"] == pytest.approx(70.0)
+    assert (
+        row["rot_r2_equi"] == 0.6 and row["rot_angle_deg_inv"] == 30.0 and row["colour_r2_spot_full"] == 0.85
+    )
+    assert row["mrr"] == 0.4 and row["hit10"] == 0.8 and row["train_time_s"] == 123.5
+    assert row["probe_epochs"] == "classification=300;rotation=300"
+    assert row["code_version"] == "0.1.0+gabc" and row["evaluated_at"].startswith("2026-01-01")
+    baseline = row_from_results(_results("vicreg", split=False))
+    assert baseline["top1_full"] == pytest.approx(80.0) and baseline["top1_inv"] is None
+    assert baseline["mrr"] is None and baseline["pre"] is None
+
+
+def test_csv_round_trip_keeps_values_and_types(tmp_path):
+    rows = [row_from_results(_results()), row_from_results(_results("vicreg", seed=3, split=False))]
+    rows[0]["top1_equi"] = 1 / 3
+    path = tmp_path / "board.csv"
+    write_rows(path, rows)
+    back = read_rows(path)
+    assert back == rows
+    for original, read in zip(rows, back, strict=True):
+        assert {k: type(v) for k, v in read.items()} == {k: type(v) for k, v in original.items()}
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_merge_keeps_the_newest_row_of_each_experiment():
+    old = row_from_results(_results(top1=0.5, evaluated_at="2026-01-01T00:00:00+00:00"))
+    new = row_from_results(_results(top1=0.7, evaluated_at="2026-02-01T00:00:00+00:00"))
+    other_seed = row_from_results(_results(seed=1))
+    other_method = row_from_results(_results("equimod-simclr"))
+    merged = merge_rows([new, other_seed, old, other_method])
+    assert [(r["method"], r["seed"]) for r in merged] == [("equimod-simclr", 0), ("sie", 0), ("sie", 1)]
+    assert merged[1]["top1_inv"] == pytest.approx(70.0)
+    same_time = dict(new, top1_inv=1.0)
+    assert merge_rows([new, same_time])[0]["top1_inv"] == 1.0
+
+
+def test_append_row_creates_then_replaces(tmp_path):
+    path = tmp_path / "boards" / "mini.csv"
+    append_row(path, row_from_results(_results(top1=0.5)))
+    append_row(path, row_from_results(_results(seed=1)))
+    rows = append_row(path, row_from_results(_results(top1=0.6, evaluated_at="2026-03-01T00:00:00+00:00")))
+    assert read_rows(path) == rows
+    assert [(r["seed"], round(r["top1_inv"])) for r in rows] == [(0, 60), (1, 80)]
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("method,flops\nsie,3\n")
+    with pytest.raises(LeaderboardError, match=r"unknown.csv: unknown columns flops"):
+        read_rows(unknown)
+    bad_cell = tmp_path / "bad.csv"
+    bad_cell.write_text("method,seed\nsie,zero\n")
+    with pytest.raises(LeaderboardError, match=r"bad.csv:2: column seed holds 'zero', expected int"):
+        read_rows(bad_cell)
+    with pytest.raises(LeaderboardError, match="evaluate the run first"):
+        load_rows(tmp_path)
+    not_results = tmp_path / "other.json"
+    not_results.write_text(json.dumps({"format": "something"}))
+    with pytest.raises(LeaderboardError, match="not a results file"):
+        load_rows(not_results)
+
+
+def test_old_csv_without_newer_columns_reads_as_none(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("method,dataset,seed,top1_full\nsimclr,procedural,0,81.5\n")
+    (row,) = read_rows(path)
+    assert row["top1_full"] == 81.5 and row["seed"] == 0 and row["mrr"] is None
+
+
+def test_format_table_shows_filled_summary_columns():
+    rows = merge_rows([row_from_results(_results()), row_from_results(_results("vicreg", split=False))])
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[:5] == ["method", "dataset", "image_size", "epochs", "seed"]
+    assert "top1_inv" in lines[0] and "mrr" in lines[0]
+    assert lines[1].split()[:2] == ["sie", "procedural"] and "80.00" in lines[1]
+    assert lines[2].split()[0] == "vicreg" and " - " in lines[2]
+
+
+def _assert_png(path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    rows = merge_rows(
+        [
+            row_from_results(_results(seed=0)),
+            row_from_results(_results(seed=1, top1=0.82)),
+            row_from_results(_results("vicreg", split=False, r2=0.2)),
+        ]
+    )
+    written = plot_leaderboard(rows, tmp_path / "figures")
+    names = {path.name for path in written}
+    assert TRADEOFF_NAME in names and {"top1.png", "rot_r2.png", "mrr.png", "pre.png"} <= names
+    assert len(names) == 16
+    for path in written:
+        _assert_png(path)
+
+
+def test_no_tradeoff_figure_without_both_axes(tmp_path):
+    row = row_from_results(_results())
+    row.update({column: None for column in COLUMNS if column.startswith("rot_")})
+    names = {path.name for path in plot_leaderboard([row], tmp_path)}
+    assert TRADEOFF_NAME not in names and "top1.png" in names
+
+
+def test_leaderboard_command_merges_runs_and_csvs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(_results(evaluated_at="2026-05-01T00:00:00+00:00")))
+    earlier = tmp_path / "earlier.csv"
+    write_rows(
+        earlier, [row_from_results(_results(top1=0.1)), row_from_results(_results("simclr", split=False))]
+    )
+    out = tmp_path / "board.csv"
+    result = CliRunner().invoke(
+        main, ["leaderboard", str(run), str(earlier), "--out", str(out), "--plot", str(tmp_path / "plots")]
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert [(r["method"], round(r["top1_full"])) for r in rows] == [("sie", 80), ("simclr", 80)]
+    assert "sie" in result.output and f"{out}: 2 rows" in result.output
+    _assert_png(tmp_path / "plots" / TRADEOFF_NAME)
+    # A second call merges into the existing CSV.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps(_results("sen", split=False)))
+    assert CliRunner().invoke(main, ["leaderboard", str(other), "--out", str(out)]).exit_code == 0
+    assert [r["method"] for r in read_rows(out)] == ["sen", "sie", "simclr"]
+    missing = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "plots"), "--out", str(out)])
+    assert missing.exit_code == 1 and "results.json: missing; evaluate the run first" in missing.output
