@@ -412,3 +412,108 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 
         written = plot_leaderboard(rows, plot_dir)
         click.echo(f"{plot_dir}: {len(written)} figures")
+
+
+@main.command("benchmark")
+@click.option("--method", required=True, help="Method name (see `3die methods`).")
+@click.option("--preset", default="mini", show_default=True, help="Training preset: paper, mini or tiny.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    help="Dataset folder or .h5 (default: the procedural dataset under OUT/data, rendered when missing).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/benchmark"),
+    show_default=True,
+    help="Folder for the dataset, the run and the leaderboard.",
+)
+@click.option(
+    "--leaderboard",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV  [default: OUT/leaderboard.csv]",
+)
+@click.option("--seed", default=0, show_default=True, help="Training seed (and probe seed).")
+@click.option("--epochs", type=int, help="Training epochs (default: the preset's).")
+@click.option("--probe-epochs", help="Probe epochs: N or TASK=N,...  [default: paper 300, mini 50, tiny 2]")
+@click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
+@click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
+@click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
+@click.option("--workers", type=int, help="Training DataLoader workers (default: the preset's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
+@click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
+@click.option("--views", default=50, show_default=True, help="Views per procedural object.")
+@click.option("--quality", default="fast", show_default=True, help="Cycles preset of the procedural render.")
+@click.option("--render-workers", default=1, show_default=True, help="Blender worker processes.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars.")
+def benchmark_command(
+    method,
+    preset,
+    data,
+    out,
+    leaderboard,
+    seed,
+    epochs,
+    probe_epochs,
+    device,
+    classes,
+    per_class,
+    views,
+    quality,
+    render_workers,
+    progress,
+    **train_options,
+) -> None:
+    """Benchmark one method: render the procedural dataset if no data is given, train, evaluate, and add
+    one row to the leaderboard CSV. Rerun to resume any stage."""
+    from benchmark.data import DatasetError, worker_error_line
+    from benchmark.evaluate import EvaluationError, parse_epochs
+    from benchmark.leaderboard import format_table
+    from benchmark.pipeline import BenchmarkConfig, ProceduralData, run_benchmark
+    from benchmark.train import INTERRUPTED_EXIT_STATUS, CheckpointError, ConfigError, TrainingError
+    from render.launch import RenderSetupError
+    from render.sources import SourceError
+    from render.writer import DatasetMismatchError
+
+    stage_errors = (
+        ConfigError,
+        TrainingError,
+        CheckpointError,
+        EvaluationError,
+        SourceError,
+        DatasetMismatchError,
+        RenderSetupError,
+        ValueError,
+    )
+
+    try:
+        config = BenchmarkConfig(
+            method=method,
+            preset=preset,
+            data=data,
+            out=out,
+            leaderboard=leaderboard,
+            seed=seed,
+            epochs=epochs,
+            probe_epochs=parse_epochs(probe_epochs) if probe_epochs else None,
+            device=device,
+            procedural=ProceduralData(
+                classes=tuple(classes.split(",")) if classes else None,
+                per_class=per_class,
+                views=views,
+                quality=quality,
+                workers=render_workers,
+            ),
+            train_options={key: value for key, value in train_options.items() if value is not None},
+        )
+        result = run_benchmark(config, progress=progress, echo=click.echo)
+    except stage_errors as error:
+        raise click.ClickException(str(error)) from None
+    except DatasetError as error:
+        raise click.ClickException(worker_error_line(error)) from None
+    if not result.trained:
+        raise SystemExit(INTERRUPTED_EXIT_STATUS)
+    click.echo(format_table([result.row]))
+    click.echo(f"{result.leaderboard}: row of {method} added")

@@ -1,0 +1,161 @@
+"""`3die benchmark`: one method from dataset to leaderboard row - render the procedural dataset when no data
+is given (reusing it when it is already there), train, evaluate, and add the row to a leaderboard CSV.
+
+Every stage resumes: the renderer skips complete objects, training continues from its last checkpoint,
+evaluation reuses cached features, and the row replaces an older row of the same experiment. Rerunning an
+interrupted `3die benchmark` therefore finishes the work instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.evaluate import EvaluationSettings, evaluate_run
+from benchmark.evaluate.run import RESULTS_NAME, read_results
+from benchmark.leaderboard import Row, append_row, row_from_results
+from benchmark.train import presets, resolve_config, train
+from benchmark.train.loop import CHECKPOINTS_DIR
+
+if TYPE_CHECKING:
+    from render.launch import RunSummary
+
+#: Probe epochs of `3die evaluate` for each training preset (the paper's 300 for the paper's setting).
+PROBE_EPOCHS = {"paper": 300, "mini": 50, "tiny": 2}
+#: Probe epochs for presets not listed above.
+DEFAULT_PROBE_EPOCHS = 50
+LEADERBOARD_NAME = "leaderboard.csv"
+
+
+@dataclass(frozen=True)
+class ProceduralData:
+    """The procedural dataset rendered when no data is given: classes (None: all), objects per class,
+    views per object, image size (None: the training preset's), Cycles quality preset, dataset seed,
+    render worker processes."""
+
+    classes: tuple[str, ...] | None = None
+    per_class: int = 10
+    views: int = 50
+    size: int | None = None
+    quality: str = "fast"
+    seed: int = 0
+    workers: int = 1
+
+    def folder_name(self, size: int) -> str:
+        """A folder name that changes with every setting that changes the images."""
+        classes = (
+            "all" if self.classes is None else hashlib.sha256(",".join(self.classes).encode()).hexdigest()[:8]
+        )
+        return f"procedural-{classes}-{self.per_class}x{self.views}-{size}px-{self.quality}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One benchmark: method and training preset, the dataset (None: `procedural` under OUT/data), the
+    output folder, the leaderboard CSV (None: OUT/leaderboard.csv), the training seed, training and probe
+    epochs (None: the preset's), the device, and further training settings for `resolve_config`."""
+
+    method: str
+    preset: str = "mini"
+    data: Path | None = None
+    out: Path = Path("out/benchmark")
+    leaderboard: Path | None = None
+    seed: int = 0
+    epochs: int | None = None
+    probe_epochs: dict[str, int] | None = None
+    device: str = "auto"
+    procedural: ProceduralData = field(default_factory=ProceduralData)
+    train_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Where the benchmark stands: the dataset, the run folder, whether training finished, the results
+    and the row added to `leaderboard` (None while training is unfinished)."""
+
+    data: Path
+    run: Path
+    trained: bool
+    results: dict[str, Any] | None
+    row: Row | None
+    leaderboard: Path
+
+
+def run_benchmark(
+    config: BenchmarkConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+) -> BenchmarkResult:
+    """Render (when needed), train, evaluate and add the leaderboard row; see the module docstring.
+
+    Raises the stages' own errors (SourceError, DatasetError, ConfigError, TrainingError, CheckpointError,
+    EvaluationError). When training is stopped by a signal, returns with `trained` False and no row.
+    """
+    say = echo or (lambda line: None)
+    image_size = config.train_options.get("image_size") or _preset(config.preset)["image_size"]
+    render_size = config.procedural.size or image_size
+    procedural = config.out / "data" / config.procedural.folder_name(render_size)
+    data = config.data or procedural
+    run = config.out / "runs" / f"{config.method}-{config.preset}-{data.stem}-s{config.seed}"
+    leaderboard = config.leaderboard or config.out / LEADERBOARD_NAME
+    training = resolve_config(
+        config.preset,
+        method=config.method,
+        data=str(data),
+        out=str(run),
+        epochs=config.epochs,
+        seed=config.seed,
+        device=config.device,
+        **config.train_options,
+    )
+    if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
+        render_procedural(procedural, config.procedural, render_size, progress, say)
+
+    fresh = not (run / CHECKPOINTS_DIR).is_dir() or not any((run / CHECKPOINTS_DIR).iterdir())
+    say(f"{run}: training {config.method} ({config.preset}) on {data}")
+    trained = train(training, progress=progress, echo=say)
+    if not trained.complete:
+        say(f"{run}: training stopped by {trained.interrupted_by}; rerun the same command to resume")
+        return BenchmarkResult(data, run, False, None, None, leaderboard)
+    train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)
+
+    probe_epochs = config.probe_epochs or dict.fromkeys(
+        ("classification", "rotation", "colour"), PROBE_EPOCHS.get(config.preset, DEFAULT_PROBE_EPOCHS)
+    )
+    settings = EvaluationSettings(epochs=probe_epochs, seed=config.seed, device=config.device)
+    results = evaluate_run(run, data, settings, progress=progress, echo=say, train_seconds=train_seconds)
+    row = row_from_results(results)
+    append_row(leaderboard, row)
+    return BenchmarkResult(data, run, True, results, row, leaderboard)
+
+
+def render_procedural(
+    out: Path, settings: ProceduralData, size: int, progress: bool, echo: Callable[[str], None]
+) -> RunSummary:
+    """Render the procedural dataset into `out`, or finish it; a complete one is left as it is."""
+    from render import launch, sources
+
+    source = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed)
+    config = launch.RenderConfig(out, settings.views, size, settings.quality, settings.seed)
+    summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
+    failed = f", {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    echo(f"{out}: {summary.rendered} objects rendered, {summary.skipped} already there{failed}")
+    return summary
+
+
+def _preset(name: str) -> dict[str, Any]:
+    from benchmark.train import ConfigError
+
+    table = presets()
+    if name not in table:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(table)}")
+    return table[name]
+
+
+def _recorded_train_seconds(run: Path, epochs_done: int, echo: Callable[[str], None]) -> float | None:
+    """The training time recorded by an earlier benchmark of the same training (same epochs), else None:
+    a resumed run only knows the time of its last part."""
+    previous = read_results(run / RESULTS_NAME, echo)
+    training = {} if previous is None else previous.get("training", {})
+    return training.get("seconds") if training.get("epochs_done") == epochs_done else None
