@@ -154,6 +154,10 @@ def evaluate_run(
         raise EvaluationError(f"{error}; use --device cpu") from None
     method, config = load_trained(run, device)
     data_path = Path(data) if data is not None else Path(config["data"])
+    if data is None and not data_path.exists():
+        raise EvaluationError(
+            f"{run}: trained on {data_path}, which is not there; give the dataset with --data"
+        )
     train_views, val_views = (open_dataset(data_path, split) for split in ("train", "val"))
     check_splits(data_path, train_views, val_views, settings.tasks)
     dataset = dataset_identity(data_path, train_views, val_views)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from synthetic_data import write_dataset
 
 from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset
@@ -29,8 +30,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _train(method, data, out):
-    arguments = ["train", "--method", method, "--data", str(data), "--out", str(out), *TINY_TRAIN]
+def _train(method, data, out, *extra):
+    arguments = ["train", "--method", method, "--data", str(data), "--out", str(out), *TINY_TRAIN, *extra]
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 0, result.output
     return out
@@ -186,6 +187,17 @@ def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie
     assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
     result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
     assert result.exit_code == 1 and str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_a_run_whose_dataset_moved_asks_for_data(tmp_path):
+    dataset = write_dataset(tmp_path / "data", classes=2, train_per_class=2, views=4, size=16)
+    run = _train("sie", dataset.root, tmp_path / "run", "--batch-size", "2")
+    moved = dataset.root.rename(tmp_path / "moved")
+    result = _evaluate(run)
+    assert result.exit_code == 1
+    expected = f"trained on {dataset.root.resolve()}, which is not there; give the dataset with --data"
+    assert expected in result.output
+    assert _evaluate(run, "--data", str(moved), "--tasks", "retrieval").exit_code == 0
 
 
 def test_task_and_epoch_parsing():
