@@ -58,7 +58,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for every reader")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=10, help="batches timed per round and reader")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per reader")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds per reader")
     parser.add_argument("--scratch", type=Path, help="folder for the packed files (default: system temp)")
     return parser.parse_args()
 

@@ -5,7 +5,8 @@ Layout (N objects, V views, C classes; attributes on the root group: `format`, `
 `storage` ("jpeg" or "raw"), `image_size` (0: as rendered), `jpeg_quality` (0: the rendered bytes, not
 re-encoded), `source`):
 ```
-images        (N, V) vlen uint8          storage "jpeg": one encoded JPEG per view, chunk = one object
+jpeg_bytes    (B,) uint8                 storage "jpeg": every view's encoded JPEG, object after object
+jpeg_offsets  (N, V + 1) int64           view v of object i is jpeg_bytes[offsets[i, v]:offsets[i, v + 1]]
 pixels        (N, V, S, S, 3) uint8      storage "raw": RGB pixels, S = image_size, chunk = one object
 latents       (N, V, 7) float64          chunk = one object
 labels        (N,) int64
@@ -15,8 +16,10 @@ manifest      str                        the source folder's manifest.json ("" f
 objects_csv   str                        the source folder's objects.csv ("" when it has none)
 packed        (N,) bool                  objects written so far (an interrupted pack resumes from it)
 ```
-The file is written as FILE.partial and renamed into place when every object is in. Raw storage skips
-JPEG decoding while training (the fastest reader, at S x S x 3 bytes per view).
+The file is written as FILE.partial and renamed into place when every object is in. The JPEGs are one flat
+byte array rather than an HDF5 variable-length dataset: reading a slice of it took about 26 us against
+300-500 us for one variable-length element (h5py 3.16, see BENCHMARKS.md). Raw storage skips JPEG decoding
+while training (the fastest reader, at S x S x 3 bytes per view).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from h5py import h5s
 
 from benchmark.data.folder import FolderViews, open_folder
 from benchmark.data.views import (
@@ -49,6 +51,8 @@ FORMAT_VERSION = 1
 DEFAULT_QUALITY = 95
 #: Objects written between two flushes of the partial file (the resume granularity).
 FLUSH_EVERY = 64
+#: Chunk of the flat JPEG byte array (bytes).
+JPEG_CHUNK = 1 << 20
 STRING = h5py.string_dtype()
 
 
@@ -94,17 +98,18 @@ def pack_dataset(
         "jpeg_quality": quality if size and not raw else 0,
         "source": str(root.resolve()),
     }
-    image_dataset = "pixels" if raw else "images"
     with _partial_file(partial, readers, options) as handle:
         done = handle["packed"][()]
-        todo = np.flatnonzero(~done)
-        for _ in range(len(tasks) - len(todo)):
+        first = len(done) if done.all() else int(np.argmin(done))  # objects are written in order
+        done[first:] = False
+        todo = range(first, len(done))
+        for _ in range(first):
             if on_object:
                 on_object()
         try:
             objects = _map_objects([tasks[row] for row in todo], size, quality, raw, workers)
             for count, (row, (images, latents)) in enumerate(zip(todo, objects, strict=True), start=1):
-                handle[image_dataset][row] = images
+                _write_images(handle, row, images, raw)
                 handle["latents"][row] = latents
                 done[row] = True
                 if count % FLUSH_EVERY == 0:
@@ -119,20 +124,33 @@ def pack_dataset(
 
 def read_object(
     task: tuple[str, str, int], size: int | None, quality: int, raw: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """One object's views, task = (root, "SYNSET/OBJECT_ID", views): ((V,) object array of uint8 JPEG
-    buffers, or with `raw` (V, size, size, 3) uint8 pixels; (V, 7) float64 latents)."""
+) -> tuple[list[bytes] | np.ndarray, np.ndarray]:
+    """One object's views, task = (root, "SYNSET/OBJECT_ID", views): (V encoded JPEGs, or with `raw`
+    (V, size, size, 3) uint8 pixels; (V, 7) float64 latents)."""
     root, key, views = task
     reader = FolderViews(Path(root), "", [key], np.zeros(1, np.int64), views, ())
     if raw:
         return np.stack([reader.image(0, view, size) for view in range(views)]), reader.latents(0)
-    images = np.empty(views, dtype=object)
-    for view in range(views):
-        data = reader.jpeg(0, view)
-        if size is not None:
-            data = encode_jpeg(decode_jpeg(data, size, reader.describe_view(0, view)), quality)
-        images[view] = np.frombuffer(data, dtype=np.uint8)
+    images = [reader.jpeg(0, view) for view in range(views)]
+    if size is not None:
+        images = [
+            encode_jpeg(decode_jpeg(data, size, reader.describe_view(0, view)), quality)
+            for view, data in enumerate(images)
+        ]
     return images, reader.latents(0)
+
+
+def _write_images(handle: h5py.File, row: int, images: list[bytes] | np.ndarray, raw: bool) -> None:
+    """Store one object's views; JPEGs go right after the previous object's (rows are written in order)."""
+    if raw:
+        handle["pixels"][row] = images
+        return
+    start = int(handle["jpeg_offsets"][row - 1, -1]) if row else 0
+    offsets = start + np.concatenate([[0], np.cumsum([len(data) for data in images])])
+    data = handle["jpeg_bytes"]
+    data.resize((int(offsets[-1]),))
+    data[start:] = np.frombuffer(b"".join(images), dtype=np.uint8)
+    handle["jpeg_offsets"][row] = offsets
 
 
 def _read_object_args(arguments: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -192,13 +210,14 @@ def _create(path: Path, readers: list[FolderViews], options: dict) -> h5py.File:
             **options,
         }
     )
-    chunk = (1, views)
     if options["storage"] == "raw":
         pixels = (count, views, options["image_size"], options["image_size"], 3)
         handle.create_dataset("pixels", pixels, dtype=np.uint8, chunks=(1, *pixels[1:]))
     else:
-        handle.create_dataset("images", (count, views), dtype=h5py.vlen_dtype(np.uint8), chunks=chunk)
-    handle.create_dataset("latents", (count, views, spec.LATENT_DIM), dtype=np.float64, chunks=(*chunk, 7))
+        handle.create_dataset("jpeg_bytes", (0,), maxshape=(None,), dtype=np.uint8, chunks=(JPEG_CHUNK,))
+        handle.create_dataset("jpeg_offsets", (count, views + 1), dtype=np.int64, chunks=(1, views + 1))
+    latents = (count, views, spec.LATENT_DIM)
+    handle.create_dataset("latents", latents, dtype=np.float64, chunks=(1, *latents[1:]))
     keys = [key.split("/") for reader in readers for key in reader.keys]
     handle["labels"] = np.concatenate([reader.labels for reader in readers]).astype(np.int64)
     handle["object_ids"] = np.array([object_id for _, object_id in keys], dtype=STRING)
@@ -257,7 +276,7 @@ def open_packed(path: Path, split: str = "train") -> PackedViews:
         if raw:
             expected["pixels"] = (count, views, image_size, image_size, 3)
         else:
-            expected["images"] = (count, views)
+            expected["jpeg_offsets"] = (count, views + 1)
         for name, shape in expected.items():
             if name not in handle:
                 raise DatasetError(f"{path}: no {name} dataset; pack the dataset again")
@@ -268,6 +287,9 @@ def open_packed(path: Path, split: str = "train") -> PackedViews:
         rows = np.flatnonzero(np.array(_strings(handle, "split")) == split)
         every_key = _keys(handle)
         keys = [every_key[row] for row in rows]
+        offsets = None if raw else handle["jpeg_offsets"][()][rows]
+        if not raw and count and handle["jpeg_offsets"][-1, -1] != handle["jpeg_bytes"].shape[0]:
+            raise DatasetError(f"{path}: jpeg_offsets do not match jpeg_bytes; pack the dataset again")
         latents = handle["latents"][()][rows]
         labels = handle["labels"][()][rows].astype(np.int64)
         classes = tuple(
@@ -279,7 +301,7 @@ def open_packed(path: Path, split: str = "train") -> PackedViews:
     if not np.isfinite(latents).all():
         row = int(np.flatnonzero(~np.isfinite(latents).all(axis=(1, 2)))[0])
         raise DatasetError(f"{path}: latents of {keys[row]} have non-finite values")
-    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, raw)
+    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
 
 
 class PackedViews(ObjectViews):
@@ -300,7 +322,7 @@ class PackedViews(ObjectViews):
         rows: np.ndarray,
         latents: np.ndarray,
         image_size: int | None,
-        raw: bool = False,
+        jpeg_offsets: np.ndarray | None,
     ) -> None:
         self.path = Path(path)
         self.split = split
@@ -311,35 +333,20 @@ class PackedViews(ObjectViews):
         self.rows = rows
         self.latent_array = latents
         self.image_size = image_size
-        self.raw = raw
+        self.jpeg_offsets = jpeg_offsets
+        self.raw = jpeg_offsets is None
         self._images: h5py.Dataset | None = None
         self._owner = -1
 
     def jpeg(self, index: int, view: int) -> bytes:
         if self.raw:
             raise DatasetError(f"{self.path}: holds decoded pixels (packed with --raw), not JPEG files")
+        start, end = self.jpeg_offsets[index, view : view + 2]
         try:
-            return self._image_dataset()[self.rows[index], view].tobytes()
+            return self._image_dataset()[start:end].tobytes()
         except (OSError, KeyError) as error:
-            raise DatasetError(
-                f"{self.describe_view(index, view)}: cannot read the image ({error})"
-            ) from None
-
-    def jpegs(self, index: int, views: tuple[int, ...]) -> list[bytes]:
-        """Several views of one object in one HDF5 read (a point selection in the object's chunk)."""
-        if self.raw:
-            return [self.jpeg(index, view) for view in views]
-        images = self._image_dataset()
-        points = np.array([(self.rows[index], view) for view in views], dtype=np.uint64)
-        selection = images.id.get_space()
-        selection.select_elements(points)
-        buffers = np.empty(len(views), dtype=object)
-        try:
-            images.id.read(h5s.create_simple((len(views),)), selection, buffers)
-        except (OSError, KeyError) as error:
-            where = self.describe_view(index, views[0])
-            raise DatasetError(f"{where}: cannot read the images ({error})") from None
-        return [buffer.tobytes() for buffer in buffers]
+            where = self.describe_view(index, view)
+            raise DatasetError(f"{where}: cannot read the image ({error})") from None
 
     def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:
         if not self.raw:
@@ -372,7 +379,7 @@ class PackedViews(ObjectViews):
 
     def _image_dataset(self) -> h5py.Dataset:
         if self._images is None or self._owner != os.getpid():
-            self._images = h5py.File(self.path, "r")["pixels" if self.raw else "images"]
+            self._images = h5py.File(self.path, "r")["pixels" if self.raw else "jpeg_bytes"]
             self._owner = os.getpid()
         return self._images
 

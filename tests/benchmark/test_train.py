@@ -2,7 +2,9 @@
 
 import json
 import multiprocessing
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 from synthetic_data import write_dataset
 
 from benchmark.cli import main
+from benchmark.data import pack_dataset
 from benchmark.train import (
     ConfigError,
     NonFiniteLossError,
@@ -20,6 +23,7 @@ from benchmark.train import (
     resolve_config,
     train,
 )
+from benchmark.train.loop import STOP_SIGNALS, StopSignals
 from render import spec
 from sie_models import list_methods, losses
 
@@ -201,3 +205,31 @@ def test_a_batch_larger_than_the_dataset_is_refused(synthetic_dataset, tmp_path)
     assert (
         result.exit_code == 1 and "batch size 32" in result.output and "lower --batch-size" in result.output
     )
+
+
+def test_stop_signals_are_recorded_then_handlers_restored():
+    before = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    with StopSignals() as signals:
+        assert signals.received is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert signals.received == "SIGUSR1"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C interrupts at once
+    assert {number: signal.getsignal(number) for number in STOP_SIGNALS} == before
+
+
+def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic_dataset, tmp_path):
+    packed = tmp_path / "data.h5"
+    pack_dataset(synthetic_dataset.root, packed)
+    folder_run, packed_run = tmp_path / "folder", tmp_path / "packed"
+    assert _train(synthetic_dataset.root, folder_run, "--epochs", "1").exit_code == 0
+    result = _train(packed, packed_run, "--epochs", "1", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    packed_dataset = json.loads((packed_run / "config.json").read_text())["dataset"]
+    folder_dataset = json.loads((folder_run / "config.json").read_text())["dataset"]
+    assert packed_dataset["kind"] == "packed" and folder_dataset["kind"] == "folder"
+    assert packed_dataset["fingerprint"] == folder_dataset["fingerprint"]
+    from_folder = read_checkpoint(folder_run / "checkpoints" / "last.pt")["model"]
+    from_packed = read_checkpoint(packed_run / "checkpoints" / "last.pt")["model"]
+    for name, tensor in from_folder.items():
+        assert torch.equal(tensor, from_packed[name]), name
