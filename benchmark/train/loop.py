@@ -140,7 +140,8 @@ class Trainer:
                 f"{self.sampler.per_rank} training objects of each process; lower --batch-size"
             )
         self.amp_dtype = resolve_amp_dtype(config, context.device)
-        self.resolved = resolved_config(config, self.method, self.views, context, self, self.amp_dtype)
+        self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
+        self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
         checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo)
         if checkpoint is not None:
             check_resumable(checkpoint, self.resolved)
@@ -163,12 +164,11 @@ class Trainer:
     def run(self, progress: bool) -> TrainResult:
         started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
-        if self.global_step >= total:
+        if self.epoch >= self.config.epochs:
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
             return self._result(None, started)
-        bar = tqdm(
-            total=total, initial=self.global_step, unit="step", disable=not progress, dynamic_ncols=True
-        )
+        done = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        bar = tqdm(total=total, initial=done, unit="step", disable=not progress, dynamic_ncols=True)
         with StopSignals() as signals, bar, self._tensorboard() as writer, self._batches() as batches:
             meter = Throughput(self.config.batch_size)
             for epoch in range(self.epoch, self.config.epochs):
@@ -363,7 +363,6 @@ def resolved_config(
     method: Method,
     views: ObjectViews,
     context: ProcessContext,
-    trainer: Trainer,
     amp_dtype: torch.dtype | None,
 ) -> dict[str, Any]:
     """Everything the run depends on, JSON-serialisable (RUN/config.json)."""
@@ -376,8 +375,6 @@ def resolved_config(
         "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
         "method_config": method.config,
         "world_size": context.world_size,
-        "per_process_batch": trainer.per_process_batch,
-        "steps_per_epoch": trainer.steps_per_epoch,
         "dataset": {
             "kind": views.kind,
             "split": views.split,
@@ -411,6 +408,11 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
             differences.append(f"{key}: {saved[key]!r} -> {resolved[key]!r}")
     if saved["dataset"]["fingerprint"] != resolved["dataset"]["fingerprint"]:
         differences.append("dataset: other objects or labels")
+    if saved["world_size"] != resolved["world_size"] and checkpoint.payload["step_in_epoch"]:
+        differences.append(
+            f"world size: {saved['world_size']} -> {resolved['world_size']} in the middle of epoch "
+            f"{checkpoint.payload['epoch'] + 1} (finish the epoch with {saved['world_size']} processes)"
+        )
     if differences:
         raise TrainingError(
             f"{checkpoint.path}: cannot resume, this run was trained with other settings "

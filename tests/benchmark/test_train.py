@@ -16,6 +16,7 @@ from benchmark.data import pack_dataset
 from benchmark.train import (
     ConfigError,
     NonFiniteLossError,
+    TrainingError,
     load_trained,
     parse_method_options,
     presets,
@@ -23,7 +24,8 @@ from benchmark.train import (
     resolve_config,
     train,
 )
-from benchmark.train.loop import STOP_SIGNALS, StopSignals
+from benchmark.train.checkpoint import LoadedCheckpoint
+from benchmark.train.loop import STOP_SIGNALS, StopSignals, check_resumable
 from render import spec
 from sie_models import list_methods, losses
 
@@ -233,3 +235,12 @@ def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic
     from_packed = read_checkpoint(packed_run / "checkpoints" / "last.pt")["model"]
     for name, tensor in from_folder.items():
         assert torch.equal(tensor, from_packed[name]), name
+
+
+def test_a_different_world_size_resumes_only_at_an_epoch_boundary(tiny_run):
+    saved = read_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    other = {**saved["config"], "world_size": 2}
+    check_resumable(LoadedCheckpoint(saved, tiny_run / "last.pt"), other)  # end of an epoch: allowed
+    mid_epoch = {**saved, "step_in_epoch": 1}
+    with pytest.raises(TrainingError, match=r"world size: 1 -> 2 in the middle of epoch 3"):
+        check_resumable(LoadedCheckpoint(mid_epoch, tiny_run / "last.pt"), other)
