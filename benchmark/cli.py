@@ -129,6 +129,11 @@ def render_command(
         )
     except (sources.SourceError, writer.DatasetMismatchError, launch.RenderSetupError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # a full disk, a read-only folder: complete objects stay, a rerun resumes
+        raise click.ClickException(
+            f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
+            "complete are kept: free disk space or make the folder writable, then rerun the same command"
+        ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
     click.echo(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "

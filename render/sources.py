@@ -19,6 +19,10 @@ from render import spec
 SHAPENET_MODEL = Path("models") / "model_normalized.obj"
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
 UP_AXES = ("z", "y")
+#: Mesh files above this size (bytes) are refused before they are read: decimate them first.
+MAX_MESH_BYTES = 2 * 2**30
+#: Below this total face area (of the normalised mesh, diagonal 1) a mesh is flat or a line: nothing to see.
+MIN_SURFACE_AREA = 1e-9
 
 
 class SourceError(Exception):
@@ -72,7 +76,8 @@ def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     """Normalised MeshArrays of a trimesh.Trimesh: turned Z up (from Y up when up_axis is "y"), bounding-box
     centre at the origin, bounding-box diagonal 1, colours kept when the mesh has vertex or face colours.
 
-    Raises MeshError for a mesh without faces, with non-finite vertices or with a zero-size bounding box.
+    Raises MeshError for a mesh without faces, with non-finite vertices, faces naming missing vertices, a
+    zero-size bounding box or a zero surface area (every face degenerate).
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -80,7 +85,11 @@ def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
         raise MeshError("the mesh has no faces")
     if not np.all(np.isfinite(vertices)):
         raise MeshError("the mesh has non-finite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError(f"faces name vertices outside 0..{len(vertices) - 1}")
     vertices = normalise_vertices(turn_z_up(vertices, up_axis))
+    if surface_area(vertices, faces) < MIN_SURFACE_AREA:
+        raise MeshError("the mesh has zero surface area (every face is degenerate)")
     colors, domain = _mesh_colours(mesh)
     return MeshArrays(vertices, faces, colors, domain)
 
@@ -100,10 +109,33 @@ def turn_z_up(vertices: np.ndarray, up_axis: str) -> np.ndarray:
 def normalise_vertices(vertices: np.ndarray) -> np.ndarray:
     """(N, 3) vertices moved so the bounding-box centre is the origin and scaled to a diagonal of 1."""
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    diagonal = float(np.linalg.norm(high - low))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing extent is refused below
+        extent = high - low
+        diagonal = float(np.linalg.norm(extent))
+        if np.isinf(diagonal) and np.isfinite(extent).all():  # the sum of squares overflowed, not the extent
+            diagonal = float(extent.max() * np.linalg.norm(extent / extent.max()))
     if diagonal <= 0:
         raise MeshError("the mesh has a zero-size bounding box")
+    if not np.isfinite(diagonal):
+        raise MeshError("the mesh's coordinates span more than float64 can hold")
     return (vertices - (low + high) / 2) / diagonal
+
+
+def surface_area(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Total area of the triangles: vertices (N, 3), faces (M, 3) indices."""
+    corners = vertices[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return float(np.linalg.norm(normals, axis=1).sum() / 2)
+
+
+def check_mesh_file_size(path: Path) -> None:
+    """MeshError when the file is larger than MAX_MESH_BYTES (it would exhaust a worker's memory)."""
+    size = Path(path).stat().st_size
+    if size > MAX_MESH_BYTES:
+        raise MeshError(
+            f"{path}: {size / 2**30:.1f} GiB, above the {MAX_MESH_BYTES / 2**30:.0f} GiB a mesh file may "
+            "have; decimate or split it"
+        )
 
 
 def _mesh_colours(mesh) -> tuple[np.ndarray | None, str]:
@@ -133,6 +165,7 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     path = Path(path)
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
+    check_mesh_file_size(path)
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for broken files
@@ -206,6 +239,7 @@ class ShapeNetSource:
             raise MeshError(f"{path}: missing (the object folder has no {SHAPENET_MODEL})")
         if path.stat().st_size == 0:
             raise MeshError(f"{path}: empty file")
+        check_mesh_file_size(path)
         return ObjFile(path)
 
     def describe(self) -> dict:

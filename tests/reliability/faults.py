@@ -1,0 +1,158 @@
+"""Fault injection for the reliability tests: a render source that kills its run at a chosen point, child
+processes under resource limits or without root's permission override, and file comparisons.
+
+`FaultySource` is the procedural library; in the worker process that loads object `target` it injects
+`fault`: "jpeg-write" kills the whole run (its process group) halfway through writing the JPEG of view 1,
+"between-objects" kills it before the object is started (every earlier object is complete). With `log`,
+every worker appends "PID SYNSET/OBJECT_ID" to that file when it starts an object. Run this file as a
+script (`python faults.py OUT --fault F --target ID`, see `main`) to render the test dataset with
+such a source.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import resource
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from render.launch import RenderConfig, Shard, render_dataset
+from render.sources import ProceduralSource
+
+#: The test dataset: 2 classes x 1 object, 3 views of 32 px, draft quality, on the CPU.
+CLASSES, PER_CLASS, VIEWS, SIZE, QUALITY = ("chair", "mug"), 1, 3, 32, "draft"
+CLI_OPTIONS = [
+    "--classes", ",".join(CLASSES), "--per-class", str(PER_CLASS), "--views", str(VIEWS),
+    "--size", str(SIZE), "--quality", QUALITY, "--device", "cpu",
+]  # fmt: skip
+#: Linux capabilities that let root ignore file permissions (linux/capability.h) and prctl's
+#: PR_CAPBSET_DROP: without them in the bounding set, root's processes obey chmod like anyone's.
+PERMISSION_OVERRIDES = (1, 2, 3)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+PR_CAPBSET_DROP = 24
+
+
+@dataclass(frozen=True)
+class FaultySource(ProceduralSource):
+    """The procedural library with one injected fault (see the module docstring); manifest.json records it
+    exactly as the plain library, so a plain `3die render` resumes its dataset."""
+
+    fault: str = ""
+    target: str = ""
+    log: str = ""
+
+    def load(self, obj):
+        if self.log:
+            with open(self.log, "a") as handle:
+                handle.write(f"{os.getpid()} {obj.key}\n")
+        if obj.object_id == self.target:
+            inject(self.fault)
+        return super().load(obj)
+
+
+def inject(fault: str) -> None:
+    """Kill the run now ("between-objects") or arm the kill inside the next JPEG write but one."""
+    if fault == "between-objects":
+        os.killpg(0, signal.SIGKILL)
+    elif fault == "jpeg-write":
+        arm_jpeg_kill(after=1)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+
+
+def arm_jpeg_kill(after: int) -> None:
+    """Let `after` JPEG saves through, then write half of the next JPEG's bytes and kill the process group."""
+    from PIL import Image
+
+    original, saves = Image.Image.save, []
+
+    def save(image, fp, format=None, **params):
+        if format != "JPEG" or len(saves) < after:
+            saves.append(1)
+            return original(image, fp, format=format, **params)
+        encoded = io.BytesIO()
+        original(image, encoded, format=format, **params)
+        data = encoded.getvalue()
+        fp.write(data[: len(data) // 2])
+        fp.flush()
+        os.killpg(0, signal.SIGKILL)
+
+    Image.Image.save = save
+
+
+def plain_source() -> ProceduralSource:
+    return ProceduralSource(CLASSES, PER_CLASS, seed=0)
+
+
+def render_config(out: Path) -> RenderConfig:
+    """The RenderConfig that `3die render --out OUT *CLI_OPTIONS` builds."""
+    return RenderConfig(Path(out), VIEWS, SIZE, QUALITY, seed=0, device="cpu")
+
+
+def child_command(*arguments: str) -> list[str]:
+    """A command running this file as a script with `arguments`."""
+    return [sys.executable, str(Path(__file__)), *arguments]
+
+
+def cli_command(*arguments: str) -> list[str]:
+    """The `3die` command line with `arguments`, in a fresh interpreter."""
+    return [sys.executable, "-c", "from benchmark.cli import main; main()", *arguments]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child: this folder importable, one thread per library."""
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def limit_file_size(limit: int):
+    """A preexec_fn: files written may not grow beyond `limit` bytes; a write past it fails with EFBIG
+    (SIGXFSZ, which would kill the process instead, is ignored), as on a full disk."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def obey_permissions() -> None:
+    """A preexec_fn: drop root's permission overrides (nothing to drop for other users), so that a
+    folder without write permission is read-only for the child and its workers."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in PERMISSION_OVERRIDES:
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    """Relative path -> content of every file under `root`."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def main(arguments: list[str]) -> None:
+    """OUT [--fault F --target ID] [--log FILE] [--shard K/N] [--workers W]: render the test dataset."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--fault", default="")
+    parser.add_argument("--target", default="")
+    parser.add_argument("--log", default="")
+    parser.add_argument("--shard", default="0/1")
+    parser.add_argument("--workers", type=int, default=1)
+    options = parser.parse_args(arguments)
+    source = FaultySource(CLASSES, PER_CLASS, 0, fault=options.fault, target=options.target, log=options.log)
+    config = render_config(options.out)
+    render_dataset(config, source, shard=Shard.parse(options.shard), workers=options.workers, progress=False)
+
+
+if __name__ == "__main__":
+    import faults  # the classes workers unpickle must come from the module, not from __main__
+
+    faults.main(sys.argv[1:])
