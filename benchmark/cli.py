@@ -272,6 +272,12 @@ def pack_command(root, out, size, quality, raw, workers) -> None:
 @click.option("--log-every", type=int, help="Steps between two TensorBoard entries.")
 @click.option("--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on rank 0.")
+@click.option(
+    "--skip-bad-objects",
+    is_flag=True,
+    default=None,
+    help="Train without the objects whose files are unusable (default: refuse such a dataset).",
+)
 def train_command(method, data, out, preset, options, progress, **settings) -> None:
     """Train a method on the train split of a dataset; works under torchrun (DDP). Rerun to resume."""
     import os

@@ -8,6 +8,7 @@ holds any problem.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -231,10 +232,23 @@ def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> No
             report.add(f"{split}_labels.npy", "missing")
             continue
         labels = np.load(labels_path, allow_pickle=False)
-        if labels.shape != (len(keys),) or labels.dtype != np.int64:
+        if labels.ndim == 1 and len(labels) != len(keys):
+            relation = "longer" if len(labels) > len(keys) else "shorter"
+            report.add(
+                labels_path.name,
+                f"{len(labels)} labels for {len(keys)} objects in {split}_images.npy ({relation}); the two "
+                "files must list the same objects in the same order",
+            )
+        elif labels.shape != (len(keys),) or labels.dtype != np.int64:
             report.add(
                 labels_path.name, f"shape {labels.shape} {labels.dtype}, expected ({len(keys)},) int64"
             )
+        for key, count in sorted(Counter(keys).items()):
+            if count > 1:
+                report.add(key, f"listed {count} times in {split}_images.npy")
+    if len(present) == len(SPLITS):
+        for key in sorted(set(present["train"]) & set(present["val"])):
+            report.add(key, "listed in both train_images.npy and val_images.npy")
     if not (root / spec.OBJECTS_CSV_NAME).is_file():
         return
     if not present:

@@ -21,6 +21,7 @@ from benchmark.data.pairs import (
     normalise_views,
     relative_action,
 )
+from benchmark.data.validate import find_bad_objects, training_split
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, decode_jpeg, worker_error_line
 
 PACKED_SUFFIXES = (".h5", ".hdf5")
@@ -51,11 +52,13 @@ __all__ = [
     "ViewPairs",
     "decode_jpeg",
     "draw_view_pairs",
+    "find_bad_objects",
     "normalise_views",
     "open_dataset",
     "open_folder",
     "open_packed",
     "pack_dataset",
     "relative_action",
+    "training_split",
     "worker_error_line",
 ]

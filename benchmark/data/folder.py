@@ -110,9 +110,9 @@ def read_dataset_manifest(root: Path) -> dict | None:
     return manifest
 
 
-def read_split_files(root: Path, split: str) -> tuple[list[str], np.ndarray]:
+def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[str], np.ndarray]:
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
-    misaligned file."""
+    misaligned file, or (`unique`) an object listed twice."""
     images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
     for path in (images_path, labels_path):
         if not path.is_file():
@@ -136,7 +136,7 @@ def read_split_files(root: Path, split: str) -> tuple[list[str], np.ndarray]:
             f"{labels_path}: {len(labels)} labels for {len(keys)} objects in {images_path.name} "
             f"({relation}); the two files must list the same objects in the same order"
         )
-    if len(set(keys)) != len(keys):
+    if unique and len(set(keys)) != len(keys):
         raise DatasetError(f"{images_path}: lists an object more than once")
     return keys, labels.astype(np.int64)
 

@@ -32,7 +32,8 @@ class TrainConfig:
 
     batch_size is global (split across processes); lr and weight_decay are Adam's; `amp` enables mixed
     precision on CUDA (ignored on the CPU) in `amp_dtype` ("auto": bfloat16 where supported, else float16
-    with a gradient scaler); `method_options` go to sie_models.build_method.
+    with a gradient scaler); `method_options` go to sie_models.build_method; `skip_bad_objects` trains
+    without the objects whose files are unusable instead of refusing the dataset.
     """
 
     method: str
@@ -52,6 +53,7 @@ class TrainConfig:
     amp_dtype: str = "auto"
     log_every: int = 10
     method_options: dict[str, Any] = field(default_factory=dict)
+    skip_bad_objects: bool = False
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "image_size", "width", "log_every")

@@ -36,7 +36,7 @@ from benchmark.data import (
     ObjectViews,
     ViewPairs,
     normalise_views,
-    open_dataset,
+    training_split,
 )
 from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from benchmark.train.config import ConfigError, TrainConfig
@@ -127,7 +127,7 @@ class Trainer:
         self.config, self.context, self.echo = config, context, echo
         self.run_dir = Path(config.out)
         seed_everything(config.seed, context.device)
-        self.views = open_dataset(config.data, "train")
+        self.views = training_split(config.data, "train", config.skip_bad_objects, config.workers, echo)
         self.method = build_configured_method(config, self.views.num_classes)
         self.per_process_batch = per_process_batch(config.batch_size, context.world_size)
         self.sampler = ObjectSampler(

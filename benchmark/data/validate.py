@@ -1,0 +1,234 @@
+"""Checking a training split before the first step: training refuses a broken dataset, or skips its bad
+objects when asked (`3die train --skip-bad-objects`).
+
+An object is bad when any view cannot be used: a missing folder, image or latent, no completion marker
+(our folders), a JPEG without its start or end-of-image marker (truncated), a latent that does not load,
+is not (7,) floats, is non-finite or is outside the dataset's latent range, or an object listed a second
+time. Folders are checked file by file without decoding (as `3die check --quick`); packed files have their
+latents checked (their JPEG bytes were copied by `3die pack`). Problems of the whole split (split files
+missing or misaligned, labels outside the classes) always refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.folder import (
+    FolderViews,
+    check_labels,
+    manifest_classes,
+    read_dataset_manifest,
+    read_split_files,
+)
+from benchmark.data.packed import PackedViews, open_packed
+from benchmark.data.views import DatasetError, ObjectViews
+from render import spec
+from render.manifest import SPLITS
+from render.sampling import latent_bounds
+
+COMPLETE_MARKER = ".complete"  # render.writer.COMPLETE_MARKER (not imported: it would pull in the renderer)
+RANGE_TOLERANCE = 1e-9
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+#: Objects per task when the check runs in several processes.
+CHUNK = 64
+
+
+def training_split(
+    path: str | Path,
+    split: str = "train",
+    skip_bad_objects: bool = False,
+    workers: int = 0,
+    echo: Callable[[str], None] | None = None,
+) -> ObjectViews:
+    """The split of the dataset at `path` with every object checked (see the module docstring).
+
+    Raises DatasetError naming the first bad object and how many there are, unless `skip_bad_objects`:
+    then the split without them is returned and `echo` gets one line saying how many were skipped.
+    `workers` > 1 checks a folder in that many processes.
+    """
+    views = open_unchecked(Path(path), split)
+    bad = find_bad_objects(views, workers)
+    if not bad:
+        return views
+    first = min(bad)
+    summary = f"{len(bad)} of {len(views)} {split} objects cannot be used"
+    summary += f" (first: {bad[first]})"
+    if not skip_bad_objects:
+        raise DatasetError(
+            f"{path}: {summary}; run `3die check {path}` for the full list, repair the dataset (rerun "
+            "`3die render`) or train without them with --skip-bad-objects"
+        )
+    if echo is not None:
+        echo(f"{path}: skipping {summary}")
+    return subset(views, [index for index in range(len(views)) if index not in bad])
+
+
+def open_unchecked(path: Path, split: str) -> ObjectViews:
+    """A split whose dataset-level files are valid, its objects not checked yet (duplicates kept)."""
+    if not path.is_dir():
+        if not path.exists():
+            raise DatasetError(f"{path}: no such dataset folder or packed file")
+        return open_packed(path, split)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    manifest = read_dataset_manifest(path)
+    keys, labels = read_split_files(path, split, unique=False)
+    classes = manifest_classes(path, manifest)
+    check_labels(path / f"{split}_labels.npy", labels, len(classes))
+    views = int((manifest or {}).get("settings", {}).get("views", spec.VIEWS_PER_OBJECT))
+    reader = FolderViews(path, split, keys, labels, views, classes)
+    reader.manifest = manifest  # read again by find_bad_objects (latent range, completion markers)
+    return reader
+
+
+def find_bad_objects(views: ObjectViews, workers: int = 0) -> dict[int, str]:
+    """Index -> the first problem of each unusable object of the split."""
+    bad = {}
+    seen: set[str] = set()
+    for index, key in enumerate(views.keys):
+        if key in seen:
+            bad[index] = f"{key}: listed more than once in {views.split}_images.npy"
+        seen.add(key)
+    if isinstance(views, FolderViews):
+        problems = _folder_problems(views, workers)
+    else:
+        low, high = latent_bounds(_rotation(packed_manifest(views.path)))
+        problems = [_packed_problem(views, index, low, high) for index in range(len(views))]
+    for index, problem in enumerate(problems):
+        if problem is not None and index not in bad:
+            bad[index] = problem
+    return bad
+
+
+def subset(views: ObjectViews, indices: list[int]) -> ObjectViews:
+    """The same split restricted to the objects `indices` (in that order)."""
+    keys, labels = [views.keys[i] for i in indices], views.labels[indices]
+    if isinstance(views, FolderViews):
+        return FolderViews(views.path, views.split, keys, labels, views.views, views.classes)
+    if isinstance(views, PackedViews):
+        offsets = None if views.raw else views.jpeg_offsets[indices]
+        return PackedViews(
+            views.path,
+            views.split,
+            keys,
+            labels,
+            views.views,
+            views.classes,
+            views.rows[indices],
+            views.latent_array[indices],
+            views.image_size,
+            offsets,
+        )
+    raise TypeError(f"cannot take a subset of a {type(views).__name__}")
+
+
+# --- one object -----------------------------------------------------------------------------------
+def object_problem(folder: Path, views: int, low: np.ndarray, high: np.ndarray, marker: bool) -> str | None:
+    """The first reason the object folder cannot be trained on, naming the file, or None."""
+    try:
+        names = set(os.listdir(folder))
+    except FileNotFoundError:
+        return f"{folder}: missing folder"
+    except OSError as error:
+        return f"{folder}: cannot list the folder ({error.strerror})"
+    if marker and COMPLETE_MARKER not in names:
+        return f"{folder}: incomplete, no completion marker (rerun `3die render` to finish it)"
+    for view in range(views):
+        for name in (spec.image_name(view), spec.latent_name(view)):
+            if name not in names:
+                return f"{folder / name}: missing"
+        problem = jpeg_problem(folder / spec.image_name(view)) or latent_file_problem(
+            folder / spec.latent_name(view), low, high
+        )
+        if problem is not None:
+            return problem
+    return None
+
+
+def jpeg_problem(path: Path) -> str | None:
+    """Whether the file starts and ends like a JPEG (a truncated one lacks its end-of-image marker)."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(2)
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < 4:
+                return f"{path}: cannot decode the image (truncated to {handle.tell()} bytes)"
+            handle.seek(-2, os.SEEK_END)
+            end = handle.read(2)
+    except OSError as error:
+        return f"{path}: cannot read the image ({error.strerror or error})"
+    if start != JPEG_START:
+        return f"{path}: cannot decode the image (not a JPEG)"
+    if end != JPEG_END:
+        return f"{path}: cannot decode the image (truncated: no end-of-image marker)"
+    return None
+
+
+def latent_file_problem(path: Path, low: np.ndarray, high: np.ndarray) -> str | None:
+    """Whether the latent file loads as (7,) finite floats inside [low, high]."""
+    try:
+        latent = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        return f"{path}: cannot read the latent ({error})"
+    if latent.shape != (spec.LATENT_DIM,):
+        return f"{path}: latent of shape {latent.shape}, expected ({spec.LATENT_DIM},)"
+    problem = latents_problem(latent[None], low, high)
+    return None if problem is None else f"{path}: latent {problem.removeprefix('view 0 ')}"
+
+
+def latents_problem(latents: np.ndarray, low: np.ndarray, high: np.ndarray) -> str | None:
+    """Problem of one object's (V, 7) latents: dtype, non-finite values, values outside [low, high]."""
+    if not np.issubdtype(latents.dtype, np.floating):
+        return f"has dtype {latents.dtype}, expected float64"
+    if not np.isfinite(latents).all():
+        return "holds non-finite values"
+    outside = (latents < low - RANGE_TOLERANCE) | (latents > high + RANGE_TOLERANCE)
+    if outside.any():
+        view, field = np.argwhere(outside)[0]
+        return f"view {view} out of range: {spec.LATENT_FIELDS[field]}={latents[view, field]:.4g}"
+    return None
+
+
+# --- the whole folder -------------------------------------------------------------------------------
+def _folder_problems(views: FolderViews, workers: int) -> list[str | None]:
+    manifest = getattr(views, "manifest", None)
+    low, high = latent_bounds(_rotation(manifest))
+    check = partial(
+        _check_key, views.path, views=views.views, low=low, high=high, marker=manifest is not None
+    )
+    if workers <= 1 or len(views) < 4 * CHUNK:
+        return [check(key) for key in views.keys]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(check, views.keys, chunksize=CHUNK))
+
+
+def _check_key(
+    root: Path, key: str, views: int, low: np.ndarray, high: np.ndarray, marker: bool
+) -> str | None:
+    return object_problem(root / key, views, low, high, marker)
+
+
+def _packed_problem(views: ObjectViews, index: int, low: np.ndarray, high: np.ndarray) -> str | None:
+    problem = latents_problem(views.latents(index), low, high)
+    return None if problem is None else f"{views.path}:{views.keys[index]}: latents {problem}"
+
+
+def packed_manifest(path: Path) -> dict | None:
+    """The manifest.json copied into a packed file, None when its source folder had none."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        text = handle["manifest"][()] if "manifest" in handle else b""
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return json.loads(text) if text else None
+
+
+def _rotation(manifest: dict | None) -> str:
+    return str((manifest or {}).get("settings", {}).get("rotation", "published"))

@@ -1,0 +1,166 @@
+"""Bad input to `3die render`: broken mesh files, a ShapeNet folder with missing textures, materials and
+models, an objects CSV naming objects that do not exist, missing or misspelled folders.
+
+A per-object problem is one line in failures.jsonl (a fallback, such as a missing texture, one line in
+warnings.jsonl) and the run renders every other object; a problem with the whole input is one error line.
+Broken OBJ/PLY/STL files inside a run are also in tests/render/test_launch.py
+(test_broken_meshes_go_to_failures_and_the_run_goes_on); manifest syntax errors in test_manifest.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmark.cli import main
+from render import spec, writer
+from render.check import check_dataset
+from render.launch import RenderConfig, render_dataset
+from render.sources import MAX_MESH_BYTES, MeshDirSource
+
+AIRPLANE = "02691156"
+TINY = ["--views", "2", "--size", "16", "--quality", "draft", "--device", "cpu"]
+
+
+def config(out) -> RenderConfig:
+    return RenderConfig(out, views=2, size=16, quality="draft", device="cpu")
+
+
+def write_bad_meshes(root) -> dict[str, str]:
+    """ROOT/thing/NAME.EXT for one good mesh and one of each kind of bad mesh; returns the expected reason
+    of each bad one."""
+    folder = root / "thing"
+    folder.mkdir(parents=True)
+    sphere = trimesh.creation.icosphere(subdivisions=1)
+    sphere.export(folder / "good.ply")
+    data = sphere.export(file_type="ply")
+    (folder / "truncated.ply").write_bytes(data[: len(data) // 2])
+    (folder / "empty.stl").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(folder / "picture.png")
+    (folder / "picture.png").rename(folder / "picture.obj")  # not a mesh
+    (folder / "nan.obj").write_text("v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (folder / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nv 3 0 0\nf 1 2 3\nf 2 3 4\n")  # a line
+    with (folder / "enormous.stl").open("wb") as handle:
+        handle.truncate(MAX_MESH_BYTES + 1)  # sparse: takes no disk space
+    return {
+        "truncated": "PLY is unexpected length",
+        "empty": "the mesh has no faces",
+        "picture": "the mesh has no faces",
+        "nan": "non-finite vertex coordinates",
+        "flat": "zero surface area",
+        "enormous": "decimate or split it",
+    }
+
+
+@pytest.mark.slow
+def test_every_broken_mesh_is_one_failure_and_the_good_one_renders(tmp_path):
+    reasons = write_bad_meshes(tmp_path / "meshes")
+    out = tmp_path / "out"
+    summary = render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False)
+    assert (summary.rendered, summary.failed) == (1, len(reasons))
+    failures = writer.read_failures(out)
+    assert set(failures) == {f"thing/{name}" for name in reasons}
+    for name, reason in reasons.items():
+        assert name in failures[f"thing/{name}"] and reason in failures[f"thing/{name}"], failures
+    report = check_dataset(out)
+    assert report.ok and report.objects == 1 and len(report.failures) == len(reasons)
+
+
+def write_shapenet_object(root, object_id, mtl: str | None, texture: bool) -> None:
+    """A ShapeNetCore v2 object (a Y-up box); `mtl`: the .mtl text (None: the .mtl file is missing);
+    `texture`: whether the image its material names exists."""
+    folder = root / AIRPLANE / object_id
+    (folder / "models").mkdir(parents=True)
+    (folder / "images").mkdir()
+    if texture:
+        Image.new("RGB", (4, 4), (0, 0, 255)).save(folder / "images" / "texture0.png")
+    if mtl is not None:
+        (folder / "models" / "model_normalized.mtl").write_text(mtl)
+    box = trimesh.creation.box((0.2, 0.8, 0.3))
+    lines = ["mtllib model_normalized.mtl", *(f"v {x} {y} {z}" for x, y, z in box.vertices)]
+    lines += ["vt 0 0", "vt 1 0", "vt 1 1", "usemtl body"]
+    lines += [f"f {a}/1 {b}/2 {c}/3" for a, b, c in box.faces + 1]
+    (folder / "models" / "model_normalized.obj").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(tmp_path):
+    root = tmp_path / "ShapeNetCore.v2"
+    material = "newmtl body\nKd 0.5 0.5 0.5\nmap_Kd ../images/texture0.png\n"
+    write_shapenet_object(root, "textured", material, texture=True)
+    write_shapenet_object(root, "no-texture", material, texture=False)
+    write_shapenet_object(root, "no-material", None, texture=False)
+    (root / AIRPLANE / "no-model" / "models").mkdir(parents=True)
+    (root / AIRPLANE / "garbage" / "models").mkdir(parents=True)
+    (root / AIRPLANE / "garbage" / "models" / "model_normalized.obj").write_text("v 0 0\nf 1 x\n")
+    objects = ["textured", "no-texture", "no-material", "no-model", "garbage", "not-on-disk"]
+    objects_csv = tmp_path / "objects.csv"
+    rows = [f"{AIRPLANE},{object_id},0,train,shapenet" for object_id in objects]
+    objects_csv.write_text("synset,object_id,label,split,source\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["render", "--out", str(out), "--shapenet-dir", str(root), "--objects", str(objects_csv), *TINY]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rendered 3 objects" in result.output and "3 failed" in result.output
+    failures = writer.read_failures(out)
+    assert set(failures) == {f"{AIRPLANE}/{name}" for name in ("no-model", "garbage", "not-on-disk")}
+    assert (
+        "missing (the object folder has no models/model_normalized.obj)" in failures[f"{AIRPLANE}/no-model"]
+    )
+    assert "not-on-disk" in failures[f"{AIRPLANE}/not-on-disk"]
+    assert failures[f"{AIRPLANE}/garbage"].endswith(
+        "garbage/models/model_normalized.obj: the mesh has no faces"
+    )
+    warnings = [json.loads(line) for line in (out / writer.WARNINGS_NAME).read_text().splitlines()]
+    assert [w["object"] for w in warnings] == [f"{AIRPLANE}/no-texture"]
+    assert "texture0.png is missing or unreadable" in warnings[0]["reason"]
+    assert check_dataset(out).ok
+    for name in ("no-texture", "no-material"):  # rendered with the material's colour, never magenta
+        image = np.asarray(Image.open(out / AIRPLANE / name / spec.image_name(0))).astype(int)
+        magenta = (image[..., 0] > 150) & (image[..., 2] > 150) & (image[..., 1] < 80)
+        assert not magenta.any(), name
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--shapenet-dir", "{tmp}/ShapeNetCore.v3"], "ShapeNetCore.v3' does not exist"),
+        (["--mesh-dir", "{tmp}/mehses"], "mehses' does not exist"),
+        (["--objects", "{tmp}/objcts.csv"], "objcts.csv' does not exist"),
+        (["--shapenet-dir", "{tmp}"], "no ShapeNetCore v2 synset folders"),
+        (["--mesh-dir", "{tmp}"], "no meshes; expected ROOT/CLASS/NAME"),
+        (["--objects", "{tmp}/bad.csv"], "missing column split"),
+        (
+            ["--objects", "{tmp}/other.csv"],
+            "lists objects of source shapenet, but this render reads procedural",
+        ),
+        (["--classes", "chair,chiar"], "unknown procedural classes chiar"),
+    ],
+)
+def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, message):
+    (tmp_path / "bad.csv").write_text("synset,object_id,label,source\n")
+    (tmp_path / "other.csv").write_text(
+        f"synset,object_id,label,split,source\n{AIRPLANE},a,0,train,shapenet\n"
+    )
+    out = tmp_path / "out"
+    options = [argument.format(tmp=tmp_path) for argument in arguments]
+    result = CliRunner().invoke(main, ["render", "--out", str(out), *options, *TINY])
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not list(out.glob("*/*")), "nothing rendered"
+
+
+@pytest.mark.slow
+def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_path):
+    objects_csv = tmp_path / "objects.csv"
+    rows = ["03001627,chair-s0-i00000,0,train,procedural", "03001627,armchair-42,0,train,procedural"]
+    objects_csv.write_text("synset,object_id,label,split,source\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["render", "--out", str(out), "--objects", str(objects_csv), *TINY])
+    assert result.exit_code == 0 and "rendered 1 objects" in result.output and "1 failed" in result.output
+    assert "armchair-42" in writer.read_failures(out)["03001627/armchair-42"]
+    assert check_dataset(out).ok
