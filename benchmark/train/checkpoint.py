@@ -2,7 +2,8 @@
 
 A checkpoint file is one header line, `3die-checkpoint 1 sha256=HEX bytes=N`, followed by the N bytes of
 `torch.save(payload)`. Saving writes a temporary file, syncs it, moves last.pt to previous.pt and renames
-the temporary file to last.pt (`os.replace`), so a killed process leaves either checkpoint readable.
+the temporary file to last.pt (`os.replace`), so a killed process leaves either checkpoint readable (and a
+temporary file, which the next save deletes).
 Loading verifies the checksum and falls back to previous.pt when last.pt is missing, truncated or corrupt.
 """
 
@@ -50,6 +51,8 @@ def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
         hashlib.sha256(data).hexdigest().encode(),
         len(data),
     )
+    for stale in folder.glob(f".{LAST}.tmp-*"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
     temp = folder / f".{LAST}.tmp-{os.getpid()}"
     try:
         with temp.open("wb") as handle:

@@ -1,0 +1,132 @@
+"""Training killed while it saves a checkpoint, and a corrupted checkpoint, each followed by a rerun that
+reaches the weights of an uninterrupted run.
+
+Also real and elsewhere: SIGKILL and SIGTERM mid-training then resume (tests/benchmark/test_train_resume.py),
+damaged checkpoint files falling back to previous.pt (test_checkpoint.py), a NaN loss and a config that
+does not match the checkpoint, other method or width (test_train.py).
+"""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmark.cli import main
+from benchmark.train import read_checkpoint, save_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmark"))
+from synthetic_data import write_dataset
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3  # of 2 steps: 8 objects in batches of 4
+#: Runs `3die train` with os.fsync replaced so that the process kills itself inside its second checkpoint
+#: save, after the checkpoint's bytes are written to the temporary file and before it is renamed.
+KILLED_IN_SECOND_SAVE = """
+import os, signal, sys
+real_fsync, saves = os.fsync, []
+def fsync(fd):
+    saves.append(fd)
+    if len(saves) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_fsync(fd)
+os.fsync = fsync
+from benchmark.cli import main
+sys.argv[0] = "3die"
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-faults") / "data"
+    return write_dataset(root, classes=2, train_per_class=4, val_per_class=0, views=4, size=16)
+
+
+def train_arguments(data, run, epochs=EPOCHS) -> list[str]:
+    return [
+        "train", "--method", "sie", "--data", str(data), "--out", str(run), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--epochs", str(epochs), "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+
+
+def run(arguments, script="from benchmark.cli import main; main()") -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def trained(arguments) -> subprocess.CompletedProcess:
+    finished = run(arguments)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """The weights of an uninterrupted run."""
+    folder = tmp_path_factory.mktemp("train-faults") / "reference"
+    trained(train_arguments(dataset.root, folder))
+    return read_checkpoint(folder / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_weights(run_dir, reference) -> None:
+    payload = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert payload["epoch"] == EPOCHS and payload["step_in_epoch"] == 0
+    for name, tensor in reference.items():
+        assert torch.equal(payload["model"][name], tensor), f"{name} differs from the uninterrupted run"
+
+
+def test_sigkill_while_saving_a_checkpoint_then_rerun(dataset, reference, tmp_path):
+    folder = tmp_path / "run"
+    killed = run(train_arguments(dataset.root, folder), script=KILLED_IN_SECOND_SAVE)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoints = folder / "checkpoints"
+    half_saved = list(checkpoints.glob(".last.pt.tmp-*"))
+    assert len(half_saved) == 1 and half_saved[0].stat().st_size > 0, "killed inside the save"
+    assert read_checkpoint(checkpoints / "last.pt")["epoch"] == 1, "the previous save is intact"
+
+    resumed = trained(train_arguments(dataset.root, folder))
+    assert "resuming from last.pt at epoch 2, step 0" in resumed.stdout + resumed.stderr
+    assert_same_weights(folder, reference)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt", "previous.pt"], (
+        "temporary file removed"
+    )
+
+
+def test_a_corrupted_last_checkpoint_resumes_from_the_previous_one(dataset, reference, tmp_path):
+    folder = tmp_path / "run"
+    trained(train_arguments(dataset.root, folder, epochs=2))
+    last = folder / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the payload
+    last.write_bytes(bytes(data))
+
+    resumed = trained(train_arguments(dataset.root, folder))
+    said = resumed.stdout + resumed.stderr
+    assert (
+        f"{last}: checksum mismatch (the file is corrupt); resuming from {last.with_name('previous.pt')}"
+        in said
+    )
+    assert "resuming from previous.pt at epoch 2, step 0" in said
+    assert_same_weights(folder, reference)
+
+
+def test_truncated_last_and_previous_checkpoints_stop_with_one_line(dataset, tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    for epoch in (1, 2):
+        save_checkpoint(folder, {"epoch": epoch, "model": {"weight": torch.zeros(100)}})
+    for name in ("last.pt", "previous.pt"):
+        (folder / name).write_bytes((folder / name).read_bytes()[:200])
+    refused = CliRunner().invoke(main, train_arguments(dataset.root, folder.parent))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    error = [line for line in refused.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "last.pt: truncated" in error[0] and "previous.pt: truncated" in error[0]
+    assert "delete the checkpoints folder to start again" in error[0]
