@@ -3,6 +3,11 @@
 The representation is the global-average-pooled output of the last stage: 8 * width dims
 (512 at the published width 64). The last batch-norm of every residual block starts at zero so that
 each block starts as the identity, as in the published SIE and VICReg code.
+
+The blocks follow torchvision's ResNet-18. The published SIE code uses VICReg's variant, which differs in
+details that leave the representation size unchanged: TensorFlow-style asymmetric padding before the 7x7
+stem convolution and the max-pool, the stride on the second 3x3 convolution of a downsampling block, and a
+1x1-convolution shortcut on the first block of every stage (the first stage included).
 """
 
 from __future__ import annotations

@@ -101,7 +101,12 @@ class HypernetworkPredictor(nn.Module):
     `hypernetwork="linear"` (default) is one Linear(a, d*d) layer, bias-free unless `hypernetwork_bias`;
     "deep" is Linear(a, a)-ReLU-Linear(a, a)-ReLU-Linear(a, d*d) as in the published code. With `bias` the
     hypernetwork also emits a d-vector added after the map. Every sample gets its own matrix, applied with
-    one batched matrix product.
+    one batched matrix product. As published: PyTorch's default Linear initialisation, and the matrix is
+    used as is (not added to the identity). The published code can also chain several generated layers
+    (its `--predictor` widths, optional ReLU between them); here the map is always one d x d matrix, its
+    default. Because the training action is SciPy's quaternion of R1^-1 R2 without sign canonicalisation,
+    q2 = q1 * q12 holds exactly, so an embedding carrying the pose quaternion can be mapped exactly by a
+    matrix linear in the action.
     """
 
     def __init__(
@@ -144,7 +149,11 @@ class HypernetworkPredictor(nn.Module):
 
 
 class MLPPredictor(nn.Module):
-    """MLP on [embedding, action]: (layers - 1) hidden Linear-ReLU layers of width d, then a Linear."""
+    """MLP on [embedding, action]: (layers - 1) hidden Linear-ReLU layers of width d, then a Linear.
+
+    The published MLPPredictor defaults to one layer (a single Linear on [action, embedding], in which the
+    action only shifts the output); the SIE methods here default to 2 layers (`predictor_layers`).
+    """
 
     def __init__(self, dim: int, action_dim: int, layers: int = 2) -> None:
         super().__init__()

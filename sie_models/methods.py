@@ -373,8 +373,10 @@ class SIE(Method):
     Ablations are options: predictor_variance=False (sie-no-predvar), equivariant_fraction=1.0 with
     equi_factor 1.0 (sie-equi-only: one projector on the whole representation, equivariance weighted by
     sim alone, as the published SIEOnlyEqui), action "rotation+color" (sie-rotcolor), predictor "mlp"
-    (sie-mlp: an MLP on [embedding, action], one hidden layer of width d by default, which the published
-    code leaves to a flag).
+    (sie-mlp: an MLP on [embedding, action], one hidden layer of width d by default; the published
+    `--tf-num-layers` flag defaults to a single Linear layer, so set predictor_layers=1 to match it).
+    Otherwise this matches the published SIE, SIENoVar, SIEOnlyEqui and SIERotColor term by term (inputs,
+    targets not detached, normalisations); the objective is computed in float32 under mixed precision.
     """
 
     has_predictor = True
@@ -576,7 +578,8 @@ class EquiModSimCLR(_PredictiveMethod):
     own setting predicts each augmented view from the unaugmented image; 3DIEBench has no canonical view,
     so view 2 is predicted from view 1. Predictor: the hypernetwork (SIE code default; predictor="mlp"
     gives EquiMod's MLP on [embedding, action]). Weight of the equivariant term: 1, as in the EquiMod
-    paper and the published rotation+colour variant.
+    paper and the published rotation+colour variant; the published rotation variant multiplies it by its
+    `--equi-factor` flag instead, whose value for EquiMod is not published.
     """
 
     def __init__(

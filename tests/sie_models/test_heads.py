@@ -90,6 +90,44 @@ def test_default_hypernetwork_is_one_bias_free_linear_map_of_the_action():
     assert biases is None and torch.allclose(weights, manual, atol=1e-6)
 
 
+def hamilton_product(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """p * q for (..., 4) quaternions in SciPy order (x, y, z, w)."""
+    x1, y1, z1, w1 = np.moveaxis(p, -1, 0)
+    x2, y2, z2, w2 = np.moveaxis(q, -1, 0)
+    return np.stack(
+        [
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        ],
+        axis=-1,
+    )
+
+
+def test_linear_hypernetwork_is_exactly_equivariant_on_pose_quaternions_under_the_dataset_action():
+    # The training action is SciPy's quaternion of R1^-1 R2, not sign-canonicalised, so q2 = q1 * q12 holds
+    # with its sign: an embedding holding the pose quaternion q1 maps to q2 by a matrix linear in q12,
+    # which the bias-free linear hypernetwork represents exactly. Canonicalising the action (w >= 0) would
+    # flip the sign of some predictions and break this.
+    from benchmark.data import relative_action
+
+    rng = np.random.default_rng(0)
+    latents = np.zeros((2, 200, 7))
+    latents[..., :3] = rng.uniform(-np.pi / 2, np.pi / 2, (2, 200, 3))
+    action = relative_action(latents[0], latents[1]).astype(np.float64)
+    assert (action[:, 3] < 0).any()  # some actions have a negative real part: the sign matters
+    basis = np.eye(4)
+    # coefficient of p_i q_j in (p * q)_o, laid out as the hypernetwork's (out * in, action) weight
+    coefficients = np.stack([[hamilton_product(basis[i], basis[j]) for j in range(4)] for i in range(4)])
+    predictor = HypernetworkPredictor(4, 4).double()
+    with torch.no_grad():
+        predictor.hypernetwork[0].weight.copy_(torch.tensor(coefficients.transpose(2, 0, 1).reshape(16, 4)))
+    pose1, pose2 = (Rotation.from_euler("xyz", latents[view, :, :3]).as_quat() for view in (0, 1))
+    predicted = predictor(torch.tensor(pose1), torch.tensor(action)).detach().numpy()
+    np.testing.assert_allclose(predicted, pose2, atol=1e-6)
+
+
 def test_mlp_predictor_reads_embedding_and_action():
     torch.manual_seed(0)
     predictor = MLPPredictor(8, 4, layers=2)
