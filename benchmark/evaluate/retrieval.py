@@ -6,15 +6,21 @@ object's V view embeddings (view 0 included) by cosine similarity. This follows 
 (eval_MRR_Hk.py), which uses the equivariant projector's output, L2-normalises predictions and targets
 and ranks within the object; it also scores i = 0 (the identity action), which we leave out.
 
-Ranks are computed in float64, and a candidate whose cosine similarity is within `TIE_TOLERANCE` of the
-true view's counts as a tie; ties rank pessimistically (the true view is placed after every tied
-candidate), so a collapsed embedding scores the worst rank instead of a lucky one. `retrieval_ranks` is
-the batched implementation; `retrieval_ranks_loop` is the plain per-query reference it must equal.
+Ranks are defined in float64: a candidate whose cosine similarity is within `TIE_TOLERANCE` of the true
+view's counts as a tie, and ties rank pessimistically (the true view is placed after every tied
+candidate), so a collapsed embedding scores the worst rank instead of a lucky one. `retrieval_ranks_loop`
+is the plain per-query reference (similarities, argsort, the target's position); `retrieval_ranks` is the
+vectorised implementation that must equal it: float32 batched matrix products, with every comparison too
+close to call in float32 (`near_tie_margin`, a rigorous float32 error bound) decided again in float64.
+Float64 implementations summing in different orders differ by ~1e-13, so two float64 computations of a
+rank can only disagree when a candidate lies within ~1e-13 of the tie boundary, TIE_TOLERANCE below the
+true view (exact ties, duplicate views and last-bit differences are far from it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,8 +32,13 @@ from benchmark.evaluate.metrics import ranking_metrics
 TIE_TOLERANCE = 1e-9
 #: Vectors shorter than this are left at zero length by normalisation (cosine 0 with everything).
 UNIT_EPS = 1e-12
-#: Objects per batched similarity block in `retrieval_ranks` (64 x 50 x 1024 float64: 26 MB).
-RANK_CHUNK = 64
+#: Objects per batched similarity block in `retrieval_ranks` (128 x 50 x 1024 float32: 26 MB).
+RANK_CHUNK = 128
+#: Unit roundoff of float32 (round to nearest).
+FLOAT32_ROUNDING = 2.0**-24
+#: Nonzero embedding norms outside this range could underflow or overflow float32 products; objects with
+#: such a vector are ranked in float64.
+FLOAT32_SAFE_NORMS = (1e-15, 1e15)
 #: Bytes of per-sample predictor weights (a hypernetwork's d x d matrices) allowed per predictor call.
 PREDICT_BYTES = 2**28
 
@@ -121,34 +132,118 @@ def retrieval_ranks(
     device: str | torch.device = "cpu",
     chunk: int = RANK_CHUNK,
 ) -> np.ndarray:
-    """1-based rank of each query's target among its object's candidates by cosine similarity, batched.
+    """1-based rank of each query's target among its object's candidates by cosine similarity, vectorised.
 
     predicted: (N, Q, d); candidates: (N, V, d); targets: (N, Q) indices into V -> (N, Q) int64.
     rank = number of candidates j with cos(p, c_j) >= cos(p, c_target) - TIE_TOLERANCE (the target
-    included), with cos(p, c) = p.c / (max(|p|, eps) max(|c|, eps)). One (chunk, Q, V) similarity block per
-    `chunk` objects, in float64 on `device`.
+    included), with cos(p, c) = p.c / (max(|p|, eps) max(|c|, eps)): the ranks of the float64 reference
+    `retrieval_ranks_loop`. Cosines are float32 batched matrix products over float32 norms (`chunk`
+    objects at a time); every comparison of a candidate with the target that falls within the float32
+    error bound (`near_tie_margin`) is decided again in float64, and objects with more such candidates
+    than views, or with a vector too short or too long for the bound, are ranked wholly in float64.
     """
-    _check_retrieval_inputs(predicted, candidates, targets)
+    _check_retrieval_shapes(predicted, candidates, targets)
     ranks = np.empty(np.shape(targets), np.int64)
-    # Reused float64 buffers: a fresh allocation per chunk costs more in page faults than the copy itself.
-    query_buffer = np.empty((min(chunk, len(ranks)), *np.shape(predicted)[1:]), np.float64)
-    views_buffer = np.empty((min(chunk, len(ranks)), *np.shape(candidates)[1:]), np.float64)
-    for start in range(0, len(ranks), chunk):
-        stop = min(start + chunk, len(ranks))
-        query = _float64(predicted[start:stop], query_buffer[: stop - start], device)
-        views = _float64(candidates[start:stop], views_buffer[: stop - start], device)
-        # Cosines as dot products over both norms: the division touches (n, Q, V) values, not (n, V, d).
-        similarity = torch.bmm(query, views.transpose(1, 2))
-        similarity /= query.norm(dim=2, keepdim=True).clamp_min(UNIT_EPS)
-        similarity /= views.norm(dim=2).clamp_min(UNIT_EPS).unsqueeze(1)
-        target = torch.as_tensor(np.asarray(targets[start:stop]), device=device).unsqueeze(2)
-        target_similarity = similarity.gather(2, target)
-        ranks[start:stop] = (similarity >= target_similarity - TIE_TOLERANCE).sum(2).cpu().numpy()
+    with _full_precision_float32():
+        for start in range(0, len(ranks), chunk):
+            stop = min(start + chunk, len(ranks))
+            ranks[start:stop] = _chunk_ranks(
+                predicted[start:stop], candidates[start:stop], np.asarray(targets[start:stop]), device
+            )
     return ranks
 
 
+def near_tie_margin(dim: int) -> tuple[float, float]:
+    """(absolute, relative): the float32 gap s_j - s_target + TIE_TOLERANCE of two d-dimensional cosines
+    has the sign of the exact gap when |gap| > absolute + relative (|s_j| + |s_target|) (float32 values).
+
+    For float32 inputs, a float32 dot product (any summation order) differs from the exact one by at most
+    gamma_d |p||c|, gamma_d = d u / (1 - d u), u = 2^-24; a float32 norm by a relative gamma_d / 2 + u;
+    the two reciprocals and two products add 4u relative. So a float32 cosine s is within
+    gamma_d + (gamma_d + 6u) |s| of the exact one; the gap adds two roundings (4u), and second-order terms
+    and the float64 reference's own error (~1e-13) stay below 2u more.
+    """
+    gamma = dim * FLOAT32_ROUNDING / (1 - dim * FLOAT32_ROUNDING)
+    return 2 * gamma + 6 * FLOAT32_ROUNDING, gamma + 6 * FLOAT32_ROUNDING
+
+
+def _chunk_ranks(
+    predicted: np.ndarray, candidates: np.ndarray, targets: np.ndarray, device: str | torch.device
+) -> np.ndarray:
+    """`retrieval_ranks` of one block of n objects: (n, Q, d), (n, V, d), (n, Q) -> (n, Q) int64."""
+    query, views = _float32(predicted, device), _float32(candidates, device)
+    target = torch.as_tensor(targets, device=device).unsqueeze(2)
+    query_norm, view_norm = query.norm(dim=2), views.norm(dim=2)
+    for name, norms, values in (("predicted", query_norm, predicted), ("candidate", view_norm, candidates)):
+        if not torch.isfinite(norms).all():
+            _check_finite(name, values)  # also raises for a finite vector whose float32 norm overflows
+    similarity = torch.bmm(query, views.transpose(1, 2))
+    similarity *= query_norm.clamp_min(UNIT_EPS).reciprocal().unsqueeze(2)
+    similarity *= view_norm.clamp_min(UNIT_EPS).reciprocal().unsqueeze(1)
+    target_similarity = similarity.gather(2, target)
+    absolute, relative = near_tie_margin(query.shape[2])
+    margin = (similarity.abs() + target_similarity.abs()).mul_(relative).add_(absolute)
+    gap = similarity.sub_(target_similarity - TIE_TOLERANCE)
+    gap.scatter_(2, target, 1.0)  # the target itself always counts
+    near = gap.abs() <= margin
+    ranks = (gap > margin).sum(2)
+    whole = _outside_float32_range(query_norm).any(1) | _outside_float32_range(view_norm).any(1)
+    whole |= near.sum((1, 2)) > views.shape[1]
+    near &= ~whole[:, None, None]
+    if near.any():
+        obj, row, candidate = near.nonzero().unbind(1)
+        rows = (query[obj, row], views[obj, candidate], views[obj, target[obj, row, 0]])
+        decisions = _float64_decisions(*(vectors.cpu().numpy() for vectors in rows))
+        ranks.index_put_((obj, row), torch.from_numpy(decisions).to(ranks.device), accumulate=True)
+    if whole.any():
+        objects = whole.nonzero()[:, 0]
+        ranks[objects] = _float64_ranks(query[objects], views[objects], target[objects])
+    return ranks.cpu().numpy()
+
+
+def _float64_decisions(query: np.ndarray, candidate: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Whether cos(p, c) >= cos(p, c_target) - TIE_TOLERANCE in float64, row by row: (k, d) x3 -> (k,)
+    int64 (NumPy's einsum sums float32 rows in float64 without float64 copies)."""
+
+    def dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("kd,kd->k", a, b, dtype=np.float64)
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return np.maximum(np.sqrt(dots(a, a)), UNIT_EPS)
+
+    query_norm = norm(query)
+    similarity = dots(query, candidate) / (query_norm * norm(candidate))
+    target_similarity = dots(query, target) / (query_norm * norm(target))
+    return (similarity >= target_similarity - TIE_TOLERANCE).astype(np.int64)
+
+
+def _float64_ranks(query: torch.Tensor, views: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ranks of whole objects in float64: (m, Q, d), (m, V, d), (m, Q, 1) -> (m, Q) int64."""
+    query, views = query.double(), views.double()
+    similarity = torch.bmm(query, views.transpose(1, 2))
+    similarity /= query.norm(dim=2, keepdim=True).clamp_min(UNIT_EPS)
+    similarity /= views.norm(dim=2).clamp_min(UNIT_EPS).unsqueeze(1)
+    return (similarity >= similarity.gather(2, target) - TIE_TOLERANCE).sum(2)
+
+
+def _outside_float32_range(norms: torch.Tensor) -> torch.Tensor:
+    """Nonzero norms for which float32 products could underflow or overflow (the bound would not hold)."""
+    return ((norms > 0) & (norms < FLOAT32_SAFE_NORMS[0])) | (norms > FLOAT32_SAFE_NORMS[1])
+
+
+@contextlib.contextmanager
+def _full_precision_float32() -> Iterator[None]:
+    """float32 matrix products in full float32 (no TF32 or bfloat16 passes), which the bound assumes."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def retrieval_ranks_loop(predicted: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """The reference for `retrieval_ranks`: one query at a time, same definition (see there)."""
+    """The reference for `retrieval_ranks`: one query at a time, in float64 (definition there)."""
     _check_retrieval_inputs(predicted, candidates, targets)
     count, queries = np.shape(targets)
     ranks = np.empty((count, queries), np.int64)
@@ -156,30 +251,39 @@ def retrieval_ranks_loop(predicted: np.ndarray, candidates: np.ndarray, targets:
         views = np.asarray(candidates[obj], np.float64)
         for query in range(queries):
             ranks[obj, query] = rank_of(
-                np.asarray(predicted[obj, query], np.float64), views, targets[obj, query]
+                np.asarray(predicted[obj, query], np.float64), views, int(targets[obj, query])
             )
     return ranks
 
 
 def rank_of(prediction: np.ndarray, views: np.ndarray, target: int) -> int:
-    """Rank of views[target] among views (V, d) by cosine similarity to prediction (d,), float64."""
+    """Rank of views[target] among views (V, d) by cosine similarity to prediction (d,), float64: its
+    position in the views sorted by decreasing similarity, after every view within TIE_TOLERANCE of it."""
     norms = np.maximum(np.linalg.norm(views, axis=1), UNIT_EPS) * max(np.linalg.norm(prediction), UNIT_EPS)
     similarity = views @ prediction / norms
-    return int(np.count_nonzero(similarity >= similarity[target] - TIE_TOLERANCE))
+    order = np.argsort(-similarity, kind="stable")
+    position = int(np.flatnonzero(order == target)[0])
+    tied_after = np.count_nonzero(similarity[order[position + 1 :]] >= similarity[target] - TIE_TOLERANCE)
+    return position + 1 + tied_after
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), UNIT_EPS)
 
 
-def _float64(values: np.ndarray, buffer: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """`values` (also a read-only memory map) copied into the float64 `buffer`, as a tensor on `device`."""
-    np.copyto(buffer, values)
-    return torch.from_numpy(buffer).to(device)
+def _float32(values: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """`values` as a float32 tensor on `device`, copied only when not already writable float32."""
+    return torch.from_numpy(np.require(values, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(device)
 
 
 def _check_retrieval_inputs(predicted: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> None:
     """Shapes agree, targets index the candidates, every embedding is finite."""
+    _check_retrieval_shapes(predicted, candidates, targets)
+    _check_finite("predicted", predicted)
+    _check_finite("candidate", candidates)
+
+
+def _check_retrieval_shapes(predicted: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> None:
     count, queries, dim = np.shape(predicted)
     if np.shape(candidates)[0] != count or np.shape(candidates)[2] != dim:
         raise ValueError(f"predicted {np.shape(predicted)} and candidates {np.shape(candidates)} disagree")
@@ -188,6 +292,8 @@ def _check_retrieval_inputs(predicted: np.ndarray, candidates: np.ndarray, targe
     views = np.shape(candidates)[1]
     if np.size(targets) and (np.min(targets) < 0 or np.max(targets) >= views):
         raise ValueError(f"targets must index the {views} candidates")
-    for name, values in (("predicted", predicted), ("candidate", candidates)):
-        if not np.isfinite(values).all():
-            raise ValueError(f"{name} embeddings have non-finite values")
+
+
+def _check_finite(name: str, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} embeddings have non-finite values")

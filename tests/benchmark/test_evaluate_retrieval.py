@@ -7,6 +7,7 @@ import torch
 
 from benchmark.data import relative_action
 from benchmark.evaluate import (
+    TIE_TOLERANCE,
     expected_random_mrr,
     predict_views,
     prediction_error,
@@ -56,6 +57,57 @@ def test_batched_ranks_equal_the_loop_with_many_exact_ties():
     target = np.take_along_axis(similarity, targets[..., None], axis=2)
     assert (np.sum(similarity == target, axis=2) > 1).mean() > 0.5, "the case must be full of ties"
     np.testing.assert_array_equal(batched, np.sum(similarity >= target, axis=2))
+
+
+def _near_tie_case(objects=12, views=50, dim=512, seed=9):
+    """Query 0 of every object ranks view 1 among exact copies of it (views 2, 3), copies differing in the
+    last float32 bit of one entry (4-7) and copies whose cosine to the query differs from view 1's by
+    -3e-9 ... 1e-8 (8-15): far below float32 resolution, around the TIE_TOLERANCE boundary."""
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((objects, views, dim)).astype(np.float32)
+    predicted = rng.standard_normal((objects, views - 1, dim)).astype(np.float32)
+    predicted[:, 0] = embeddings[:, 1] + 0.3 * predicted[:, 0]
+    shifts = [-3e-9, -1.5e-9, -5e-10, 5e-10, 2e-9, 1e-8, -1e-8, -2e-8]
+    for obj in range(objects):
+        target, query = embeddings[obj, 1].astype(np.float64), predicted[obj, 0].astype(np.float64)
+        cosine = query @ target / (np.linalg.norm(query) * np.linalg.norm(target))
+        slope = query / (np.linalg.norm(query) * np.linalg.norm(target)) - cosine * target / (target @ target)
+        k = int(np.argmax(np.abs(slope)))  # d cos / d target[k] is largest here
+        embeddings[obj, 2:16] = embeddings[obj, 1]
+        for view, direction in zip(range(4, 8), (np.inf, -np.inf, np.inf, -np.inf), strict=True):
+            embeddings[obj, view, view] = np.nextafter(embeddings[obj, 1, view], np.float32(direction))
+        for view, shift in zip(range(8, 16), shifts, strict=True):
+            embeddings[obj, view, k] += np.float32(shift / slope[k])
+    return predicted, embeddings, np.tile(np.arange(1, views), (objects, 1))
+
+
+def _float32_only_ranks(predicted, embeddings, targets):
+    """What plain float32 cosines would give (the vectorised path without its float64 near-tie pass)."""
+    query = torch.nn.functional.normalize(torch.from_numpy(predicted), dim=2)
+    views = torch.nn.functional.normalize(torch.from_numpy(embeddings), dim=2)
+    similarity = torch.bmm(query, views.transpose(1, 2))
+    target = similarity.gather(2, torch.from_numpy(targets)[..., None])
+    return (similarity >= target - TIE_TOLERANCE).sum(2).numpy()
+
+
+@pytest.mark.parametrize("chunk", [5, 128])
+def test_near_ties_that_float32_gets_wrong_are_ranked_exactly(chunk):
+    predicted, embeddings, targets = _near_tie_case()
+    reference = retrieval_ranks_loop(predicted, embeddings, targets)
+    # The target, its 2 copies, 4 last-bit copies and the 4 shifts above -TIE_TOLERANCE: rank 11.
+    assert (reference[:, 0] == 11).all()
+    assert (_float32_only_ranks(predicted, embeddings, targets) != reference).sum() > 20
+    np.testing.assert_array_equal(retrieval_ranks(predicted, embeddings, targets, chunk=chunk), reference)
+
+
+def test_embeddings_beyond_float32_range_are_ranked_in_float64(monkeypatch):
+    predicted, embeddings, targets = _random_case(objects=6, seed=4)
+    embeddings[2] *= np.float32(1e21)  # float32 squares and products overflow here
+    predicted[2] *= np.float32(1e21)
+    reference = retrieval_ranks_loop(predicted, embeddings, targets)
+    np.testing.assert_array_equal(retrieval_ranks(predicted, embeddings, targets), reference)
+    monkeypatch.setattr(retrieval_module, "FLOAT32_SAFE_NORMS", (0.0, np.inf))
+    assert (retrieval_ranks(predicted, embeddings, targets)[2] != reference[2]).any(), "float32 alone errs"
 
 
 def test_ties_rank_pessimistically_so_collapse_scores_the_worst_rank():
