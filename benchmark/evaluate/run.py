@@ -142,8 +142,8 @@ def evaluate_run(
     """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring).
 
     data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
-    time to record when the caller knows it (`3die benchmark`). Raises CheckpointError (no checkpoint),
-    DatasetError (unreadable data) or EvaluationError.
+    time to record when the run's config lacks `train_seconds` (runs trained before it was recorded).
+    Raises CheckpointError (no checkpoint), DatasetError (unreadable data) or EvaluationError.
     """
     settings = settings or EvaluationSettings()
     say = echo or (lambda line: None)
@@ -329,7 +329,7 @@ def results_header(
             "device": config.get("device"),
             "world_size": config.get("world_size", 1),
             "hardware": config.get("hardware") or f"{config.get('world_size', 1)}x {config.get('device')}",
-            "seconds": train_seconds if train_seconds is not None else config.get("train_seconds"),
+            "seconds": config["train_seconds"] if config.get("train_seconds") is not None else train_seconds,
             "version": config.get("version"),
         },
         "dataset": dataset,

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import random
 import signal
 import sys
@@ -143,6 +144,15 @@ class Trainer:
         self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
         self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
         checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo)
+        saved = {} if checkpoint is None else checkpoint.payload["config"]
+        # Training time and hardware add up over the sessions of a run (None: a run begun before they
+        # were recorded); this session's count from `run` and join at the first save.
+        self.earlier_seconds = saved.get("train_seconds", 0.0 if checkpoint is None else None)
+        self.earlier_hardware, self.session_hardware = saved.get("hardware"), training_hardware(context)
+        self.resolved.update(
+            hardware=self.earlier_hardware or self.session_hardware, train_seconds=self.earlier_seconds
+        )
+        self.session_started = time.perf_counter()
         if checkpoint is not None:
             check_resumable(checkpoint, self.resolved)
             self.method.load_state_dict(checkpoint.payload["model"])
@@ -162,7 +172,7 @@ class Trainer:
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
     def run(self, progress: bool) -> TrainResult:
-        started = time.perf_counter()
+        started = self.session_started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
         if self.epoch >= self.config.epochs:
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
@@ -254,8 +264,13 @@ class Trainer:
         bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4g}", img_s=f"{images_per_second:.0f}")
 
     def _save(self) -> None:
+        if self.earlier_seconds is not None:
+            session = time.perf_counter() - self.session_started
+            self.resolved["train_seconds"] = round(self.earlier_seconds + session, 3)
+        self.resolved["hardware"] = merged_hardware(self.earlier_hardware, self.session_hardware)
         if self.context.is_main:
             save_checkpoint(self.run_dir / CHECKPOINTS_DIR, self._payload())
+            write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved)
         if self.context.distributed:
             torch.distributed.barrier()
 
@@ -385,6 +400,28 @@ def resolved_config(
         },
         "version": _version(),
     }
+
+
+def training_hardware(context: ProcessContext) -> str:
+    """Processes x device model: "8x NVIDIA A100-SXM4-80GB", "1x CPU (AMD EPYC 7763, 2 cores)"."""
+    if context.device.type == "cuda":
+        return f"{context.world_size}x {torch.cuda.get_device_name(context.device)}"
+    return f"{context.world_size}x CPU ({cpu_model()}, {os.cpu_count()} cores)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def merged_hardware(earlier: str | None, current: str) -> str:
+    """The hardware of every session of a run, in first-use order, joined by " + "."""
+    sessions = earlier.split(" + ") if earlier else []
+    return " + ".join(sessions if current in sessions else [*sessions, current])
 
 
 def dataset_fingerprint(views: ObjectViews) -> str:
