@@ -21,7 +21,7 @@ from tqdm import tqdm
 from render import spec, writer
 from render.manifest import SPLITS, read_manifest
 from render.sampling import latent_bounds
-from render.sources import SourceError, read_images_npy
+from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
 RANGE_TOLERANCE = 1e-9
 MAX_MESSAGES_PER_OBJECT = 6
@@ -170,7 +170,7 @@ def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
     """Problems of one latent file: unreadable, not a float (7,) array, non-finite or out of range."""
     try:
         latent = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except NPY_ERRORS as error:
         return [f"{path.name} does not load ({error})"]
     if latent.shape != (spec.LATENT_DIM,):
         return [f"{path.name} has shape {latent.shape}, expected ({spec.LATENT_DIM},)"]
@@ -231,7 +231,11 @@ def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> No
         if not labels_path.is_file():
             report.add(f"{split}_labels.npy", "missing")
             continue
-        labels = np.load(labels_path, allow_pickle=False)
+        try:
+            labels = np.load(labels_path, allow_pickle=False)
+        except NPY_ERRORS as error:
+            report.add(labels_path.name, f"does not load ({error})")
+            continue
         if labels.ndim == 1 and len(labels) != len(keys):
             relation = "longer" if len(labels) > len(keys) else "shorter"
             report.add(

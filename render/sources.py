@@ -8,6 +8,7 @@ Sources are small picklable dataclasses so worker processes and SLURM jobs can r
 
 from __future__ import annotations
 
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,8 @@ from render import spec
 SHAPENET_MODEL = Path("models") / "model_normalized.obj"
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
 UP_AXES = ("z", "y")
+#: What np.load raises for a damaged .npy file (its header is parsed as a Python literal).
+NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, MemoryError)
 #: Mesh files above this size (bytes) are refused before they are read: decimate them first.
 MAX_MESH_BYTES = 2 * 2**30
 #: Below this total face area (of the normalised mesh, diagonal 1) a mesh is flat or a line: nothing to see.
@@ -439,7 +442,7 @@ def read_images_npy(path: Path) -> list[tuple[str, str]]:
     `--objects` file, all_objects.npy)."""
     try:
         entries = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except NPY_ERRORS as error:
         raise SourceError(f"{path}: not a NumPy array of '/SYNSET/OBJECT_ID/' strings ({error})") from None
     if entries.ndim == 2 and entries.shape[1] == 2:
         return [(str(synset), str(object_id)) for synset, object_id in entries]

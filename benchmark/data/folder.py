@@ -17,7 +17,7 @@ import numpy as np
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
 from render import spec
 from render.manifest import SPLITS
-from render.sources import SourceError, read_images_npy
+from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
 #: How many missing files an error message names before summarising.
 NAMED_MISSING = 4
@@ -85,7 +85,7 @@ class FolderViews(ObjectViews):
         path = self.view_path(index, view, latent=True)
         try:
             latent = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
+        except NPY_ERRORS as error:
             raise DatasetError(f"{path}: cannot read the latent ({error})") from None
         return check_latent(latent, str(path))
 
@@ -126,7 +126,7 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
         raise DatasetError(str(error)) from None
     try:
         labels = np.load(labels_path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except NPY_ERRORS as error:
         raise DatasetError(f"{labels_path}: cannot read the labels ({error})") from None
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(f"{labels_path}: expected a 1-d integer array, got {labels.shape} {labels.dtype}")

@@ -32,6 +32,7 @@ from benchmark.data.views import DatasetError, ObjectViews
 from render import spec
 from render.manifest import SPLITS
 from render.sampling import latent_bounds
+from render.sources import NPY_ERRORS
 
 COMPLETE_MARKER = ".complete"  # render.writer.COMPLETE_MARKER (not imported: it would pull in the renderer)
 RANGE_TOLERANCE = 1e-9
@@ -175,7 +176,7 @@ def latent_file_problem(path: Path, low: np.ndarray, high: np.ndarray) -> str | 
     """Whether the latent file loads as (7,) finite floats inside [low, high]."""
     try:
         latent = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except NPY_ERRORS as error:
         return f"{path}: cannot read the latent ({error})"
     if latent.shape != (spec.LATENT_DIM,):
         return f"{path}: latent of shape {latent.shape}, expected ({spec.LATENT_DIM},)"

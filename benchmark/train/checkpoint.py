@@ -107,11 +107,18 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not newline or len(parts) != 4 or parts[0] != MAGIC:
         raise CheckpointError(f"{path}: not a 3die checkpoint (no header line)")
     if parts[1] != str(FORMAT_VERSION).encode():
-        raise CheckpointError(f"{path}: checkpoint format {parts[1].decode()}, expected {FORMAT_VERSION}")
-    expected_sha = parts[2].removeprefix(b"sha256=").decode()
-    expected_bytes = int(parts[3].removeprefix(b"bytes="))
+        version = parts[1].decode(errors="replace")
+        raise CheckpointError(f"{path}: checkpoint format {version}, expected {FORMAT_VERSION}")
+    expected_sha = parts[2].removeprefix(b"sha256=").decode(errors="replace")
+    size = parts[3].removeprefix(b"bytes=")
+    if not size.isdigit():
+        raise CheckpointError(f"{path}: damaged header line (bytes={size.decode(errors='replace')})")
+    expected_bytes = int(size)
     if len(data) != expected_bytes:
         raise CheckpointError(f"{path}: truncated ({len(data)} of {expected_bytes} bytes)")
     if hashlib.sha256(data).hexdigest() != expected_sha:
         raise CheckpointError(f"{path}: checksum mismatch (the file is corrupt)")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # a verified file that is no torch.save payload: torch raises many kinds
+        raise CheckpointError(f"{path}: the payload does not load ({type(error).__name__})") from None

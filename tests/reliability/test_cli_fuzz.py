@@ -1,0 +1,211 @@
+"""Fuzzing the command line and the file readers with hypothesis: any input gives a clear error, never a
+traceback.
+
+Commands are fuzzed where they cannot start real work: `3die render` always ends with `--limit 0` (the
+options are parsed, the source listed and the folder prepared, no object rendered), `3die train` gets data
+that is not a usable dataset.
+"""
+
+import io
+import json
+import tempfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmark.cli import main
+from benchmark.data import DatasetError
+from benchmark.data.folder import read_split_files
+from benchmark.train import CheckpointError, ConfigError, parse_method_options, read_checkpoint
+from render import spec, writer
+from render.check import check_dataset
+from render.launch import Shard
+from render.manifest import ManifestError, read_manifest
+from render.sources import SourceError, read_images_npy
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: Whole commands cost more per example.
+FUZZ_COMMAND = settings(FUZZ, max_examples=30)
+
+#: Values that options meet in the wild: numbers of every sign and size, paths, names, empty strings.
+VALUES = st.one_of(
+    st.integers(-(2**40), 2**40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(
+        ["", "0", "-1", "1/2", "3/2", "a/b", "x", "chair,mug", "chair,,", "published", "ood", "gpu"]
+    ),
+    st.sampled_from(["sie", "vicreg", "tiny", "paper", "auto", "cuda", "bfloat16", "KEY=1", "=", "nan"]),
+    st.text(max_size=12),
+)
+RENDER_OPTIONS = [
+    "--views", "--size", "--quality", "--rotation", "--seed", "--shard", "--workers", "--device", "--classes",
+    "--per-class", "--up-axis", "--recycle-every", "--objects", "--shapenet-dir", "--mesh-dir", "--jobs",
+]  # fmt: skip
+TRAIN_OPTIONS = [
+    "--method", "--preset", "--epochs", "--batch-size", "--lr", "--weight-decay", "--image-size", "--width",
+    "--workers", "--seed", "--device", "--amp-dtype", "--log-every", "--option",
+]  # fmt: skip
+
+
+def options(names: list[str]) -> st.SearchStrategy[list[str]]:
+    """Up to 6 (option, value) pairs, flattened, with the odd stray word."""
+    pair = st.tuples(st.sampled_from(names), VALUES).map(list)
+    stray = st.sampled_from(["--retry-failed", "--no-amp", "--amp", "--skip-bad-objects", "--what", "-h"])
+    return st.lists(st.one_of(pair, stray.map(lambda word: [word])), max_size=6).map(
+        lambda chunks: [word for chunk in chunks for word in chunk]
+    )
+
+
+def assert_clean(result) -> None:
+    """Exit 0, 1 (an error line) or 2 (a usage error); never an exception escaping the command."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code:
+        assert "Error" in result.output or result.output == "", result.output
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory):
+    """A folder with files that fuzzed options may name: an empty folder, a text file, a broken CSV."""
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "empty").mkdir()
+    (root / "notes.txt").write_text("not an objects file\n")
+    (root / "objects.csv").write_text("synset,object_id,label,split,source\n0,x,zero,test,mars\n")
+    return root
+
+
+@FUZZ_COMMAND
+@given(arguments=options(RENDER_OPTIONS))
+def test_render_options_never_raise(playground, arguments):
+    paths = {"--objects": "notes.txt", "--shapenet-dir": "empty", "--mesh-dir": "empty"}
+    arguments = [str(playground / paths[word]) if word in paths.values() else word for word in arguments]
+    with tempfile.TemporaryDirectory() as out:
+        assert_clean(CliRunner().invoke(main, ["render", "--out", out, *arguments, "--limit", "0"]))
+
+
+@FUZZ_COMMAND
+@given(arguments=options(TRAIN_OPTIONS), data=st.sampled_from(["empty", "notes.txt", "objects.csv"]))
+def test_train_options_never_raise(playground, arguments, data):
+    with tempfile.TemporaryDirectory() as out:
+        command = ["train", "--method", "sie", "--data", str(playground / data), "--out", out, *arguments]
+        assert_clean(CliRunner().invoke(main, command))
+
+
+@FUZZ
+@given(
+    arguments=st.lists(st.sampled_from(["--workers", "0", "-3", "x", "--quick", "--help", "."]), max_size=4)
+)
+def test_check_options_never_raise(playground, arguments):
+    assert_clean(CliRunner().invoke(main, ["check", str(playground / "empty"), *arguments]))
+
+
+@FUZZ
+@given(name=st.text(max_size=20))
+def test_methods_with_any_name_never_raise(name):
+    assert_clean(CliRunner().invoke(main, ["methods", name]))
+
+
+# --- readers --------------------------------------------------------------------------------------------
+CSV_TEXT = st.one_of(
+    st.text(max_size=300),
+    st.lists(
+        st.lists(
+            st.sampled_from(["02691156", "x", "", "0", "-1", "9" * 30, "train", "val", "procedural", '"'])
+        ).map(",".join),
+        max_size=6,
+    ).map(lambda rows: "synset,object_id,label,split,source\n" + "\n".join(rows)),
+)
+
+
+@FUZZ
+@given(text=CSV_TEXT)
+def test_objects_csv_reader_raises_only_manifest_errors(tmp_path, text):
+    path = tmp_path / "objects.csv"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        read_manifest(path)
+    except ManifestError as error:
+        assert str(path) in str(error)
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+NPY = st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.text(max_size=12), max_size=5).map(lambda items: npy_bytes(np.array(items, dtype=str))),
+    st.lists(st.integers(-5, 5), max_size=5).map(lambda items: npy_bytes(np.array(items))),
+    st.binary(max_size=200).map(lambda data: npy_bytes(np.array(["/a/b/"]))[:-3] + data[:3]),
+)
+
+
+@FUZZ
+@given(images=NPY, labels=NPY)
+def test_split_file_readers_raise_only_dataset_errors(tmp_path, images, labels):
+    (tmp_path / "train_images.npy").write_bytes(images)
+    (tmp_path / "train_labels.npy").write_bytes(labels)
+    with _only(DatasetError):
+        read_split_files(tmp_path, "train")
+    with _only(SourceError):
+        read_images_npy(tmp_path / "train_images.npy")
+    report = check_dataset(tmp_path)  # never raises: every problem is in the report
+    assert report.lines()[-1].startswith(str(tmp_path))
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+def test_failures_file_reader_raises_only_its_error(tmp_path, text):
+    (tmp_path / spec.FAILURES_NAME).write_text(text, encoding="utf-8", errors="surrogatepass")
+    with _only(writer.DatasetMismatchError):
+        writer.read_failures(tmp_path)
+
+
+HEADER = st.builds(
+    lambda magic, version, digest, size: b"%s %s sha256=%s bytes=%s\n" % (magic, version, digest, size),
+    st.sampled_from([b"3die-checkpoint", b"3die", b""]),
+    st.sampled_from([b"1", b"2", b"x", b"\xff"]),
+    st.sampled_from([b"00", b"\xfe\xff", b""]),
+    st.sampled_from([b"0", b"12", b"-1", b"lots", b"\xff", b""]),
+)
+
+
+@FUZZ
+@given(header=HEADER, payload=st.binary(max_size=64))
+def test_checkpoint_reader_raises_only_checkpoint_errors(tmp_path, header, payload):
+    path = tmp_path / "last.pt"
+    path.write_bytes(header + payload)
+    with _only(CheckpointError):
+        read_checkpoint(path)
+
+
+@FUZZ
+@given(items=st.lists(st.text(max_size=10), max_size=4), shard=st.text(max_size=8))
+def test_option_parsers_raise_only_value_errors(items, shard):
+    with _only(ConfigError):
+        json.dumps(parse_method_options(tuple(items)))
+    with _only(ValueError):
+        Shard.parse(shard)
+
+
+class _only:
+    """A context that lets the block succeed or raise `kind` (with a message), and fails on anything else."""
+
+    def __init__(self, kind: type[Exception]) -> None:
+        self.kind = kind
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is None:
+            return False
+        assert issubclass(kind, self.kind), f"{kind.__name__} escaped: {error}"
+        assert str(error), "an error without a message"
+        return True
