@@ -204,7 +204,9 @@ def render_object(scene, source: ObjectSource, obj: ObjectSpec, config: RenderCo
 
     A broken, empty or missing mesh is recorded in failures.jsonl and skipped; warnings about the mesh
     (such as missing textures) go to warnings.jsonl. The object's folder is emptied first, so an object
-    interrupted by an earlier run is redone from scratch, with the same latents.
+    interrupted by an earlier run is redone from scratch, with the same latents. The mesh is loaded once;
+    each view only applies its latent and renders, while the previous view is encoded and written on a
+    background thread; the completion marker follows the last written view.
     """
     folder = writer.object_dir(config.out, obj)
     latents = object_latents(config.seed, obj.synset, obj.object_id, config.views, config.rotation)
@@ -217,9 +219,10 @@ def render_object(scene, source: ObjectSource, obj: ObjectSpec, config: RenderCo
         writer.record_warning(config.out, obj, message)
     try:
         writer.start_object(folder)
-        for view, latent in enumerate(latents):
-            scene.apply_latent(latent)
-            writer.write_view(folder, view, scene.render(), latent)
+        with writer.ViewWriter() as views:  # each view is encoded and written while the next one renders
+            for view, latent in enumerate(latents):
+                scene.apply_latent(latent)
+                views.write(folder, view, scene.render(), latent)
         writer.finish_object(folder, config.views)
     finally:
         scene.clear_object()

@@ -4,12 +4,20 @@ One `Scene` per process owns all Blender state. It builds the floor, sun, spot l
 `set_object` replaces the object (and purges the previous one's orphan data); `apply_latent` poses the
 object, colours the floor and places and colours the spot light for one view; `render` returns the
 image as a true-RGB uint8 array.
+
+Cycles keeps its scene data between renders (`use_persistent_data`): a view re-syncs only what the
+latent changed. Settings that Cycles reads once (light tree, sampling pattern, denoiser, bounces) are
+therefore set when the scene is built and never changed afterwards. Each render is written by Blender as
+an uncompressed BMP into a folder in memory (/dev/shm where there is one) and read back, because Blender
+offers no in-memory access to a finished render from Python; the view transform is applied on that
+write, exactly as for any other file format.
 """
 
 from __future__ import annotations
 
 import colorsys
 import contextlib
+import dataclasses
 import math
 import os
 import tempfile
@@ -31,6 +39,8 @@ LIGHT_SOFT_SIZE = 0.25  # radius of the spot lamp in metres: the soft shadow edg
 SPOT_BLEND = 0.15
 WORLD_GREY = 0.05  # dim uniform world light
 VIEW_TRANSFORM = "Filmic"
+RENDER_FILE = "view.bmp"  # the scene's render output: uncompressed, so writing and reading it is cheap
+MEMORY_TMP = Path("/dev/shm")
 SMOOTH_ANGLE = math.radians(30.0)  # edges sharper than this stay sharp on imported arrays
 OBJECT_GREY = 0.8  # base colour of meshes that carry no colours
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
@@ -38,13 +48,14 @@ GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """What a Scene needs to know: image size in pixels, quality preset, device ("auto", "cpu", "gpu")
-    and CPU threads (0 lets Cycles use every core)."""
+    """What a Scene needs to know: image size in pixels, quality preset, device ("auto", "cpu", "gpu"),
+    CPU threads (0 lets Cycles use every core) and Cycles' sampling seed."""
 
     size: int
     quality: Quality
     device: str = "auto"
     threads: int = 0
+    seed: int = 0
 
 
 class Scene:
@@ -54,7 +65,7 @@ class Scene:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         self.settings = settings
         self.scene = bpy.context.scene
-        self._tmp = tempfile.TemporaryDirectory(prefix="3die-scene-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="3die-scene-", dir=memory_tmp_dir())
         self.device = _configure_cycles(self.scene, settings)
         self.floor_colour = _build_floor(self.scene)
         _build_world(self.scene)
@@ -67,6 +78,15 @@ class Scene:
         self.spot.data.spot_blend = SPOT_BLEND
         self.camera = _build_camera(self.scene)
         self.object: bpy.types.Object | None = None
+
+    def set_quality(self, quality: Quality) -> None:
+        """Render the next views with another preset (Cycles rebuilds its scene data on the next render)."""
+        apply_quality(self.scene.cycles, quality)
+        if quality.denoise:
+            self.scene.cycles.denoiser = denoiser_for(self.device)
+        self.scene.render.use_persistent_data = False  # frees Cycles' kept data...
+        self.scene.render.use_persistent_data = True  # ...and keeps the next render's again
+        self.settings = dataclasses.replace(self.settings, quality=quality)
 
     # --- object ----------------------------------------------------------------------------------
     def set_object(self, mesh: MeshArrays | ObjFile) -> list[str]:
@@ -114,7 +134,7 @@ class Scene:
 
     def render(self) -> np.ndarray:
         """Render the current view: (size, size, 3) uint8, true RGB."""
-        path = Path(self._tmp.name) / "view.png"
+        path = Path(self._tmp.name) / RENDER_FILE
         self.scene.render.filepath = str(path)
         with _quiet_stdout():
             bpy.ops.render.render(write_still=True)
@@ -158,6 +178,11 @@ class Scene:
 
 
 # --- pure helpers ----------------------------------------------------------------------------------
+def memory_tmp_dir() -> str | None:
+    """/dev/shm when it is a writable folder (files there live in memory), else the system default."""
+    return str(MEMORY_TMP) if MEMORY_TMP.is_dir() and os.access(MEMORY_TMP, os.W_OK) else None
+
+
 def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[float, float, float]:
     """HSV (each in [0, 1]) -> RGB in [0, 1], used as linear colour like the published scene."""
     return colorsys.hsv_to_rgb(float(hue), saturation, value)
@@ -177,34 +202,52 @@ def _configure_cycles(scene, settings: RenderSettings) -> str:
     scene.render.engine = "CYCLES"
     scene.render.resolution_x = scene.render.resolution_y = settings.size
     scene.render.resolution_percentage = 100
-    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.file_format = "BMP"
     scene.render.image_settings.color_mode = "RGB"
-    scene.render.image_settings.color_depth = "8"
     scene.render.use_persistent_data = True
+    scene.render.use_compositing = False  # no compositor nodes, no sequencer strips: skip both stages
+    scene.render.use_sequencer = False
     scene.render.film_transparent = False
     scene.view_settings.view_transform = VIEW_TRANSFORM
     scene.view_settings.look = "None"
-    cycles = scene.cycles
-    quality = settings.quality
+    apply_quality(scene.cycles, settings.quality)
+    scene.cycles.seed = settings.seed
+    if settings.threads > 0:
+        scene.render.threads_mode = "FIXED"
+        scene.render.threads = settings.threads
+    device = _select_device(settings.device)
+    scene.cycles.device = "CPU" if device == "CPU" else "GPU"
+    if settings.quality.denoise:
+        scene.cycles.denoiser = denoiser_for(device)
+    return device
+
+
+def denoiser_for(device: str) -> str:
+    """The denoiser Cycles runs after rendering on `device`: OptiX on NVIDIA's OptiX backend, otherwise
+    Open Image Denoise (the only denoiser Cycles offers on the CPU)."""
+    return "OPTIX" if device == "OPTIX" else "OPENIMAGEDENOISE"
+
+
+def apply_quality(cycles, quality: Quality) -> None:
+    """Copy a quality preset onto Cycles' scene settings (`scene.cycles`); the denoiser itself is chosen
+    with the device."""
     cycles.samples = quality.samples
     cycles.use_adaptive_sampling = quality.adaptive_threshold > 0
     if quality.adaptive_threshold > 0:
         cycles.adaptive_threshold = quality.adaptive_threshold
+        cycles.adaptive_min_samples = quality.adaptive_min_samples
     cycles.use_denoising = quality.denoise
+    cycles.denoising_prefilter = quality.denoise_prefilter
+    cycles.denoising_quality = quality.denoise_quality
+    cycles.denoising_input_passes = quality.denoise_passes
+    cycles.sampling_pattern = quality.sampling_pattern
+    cycles.use_light_tree = quality.light_tree
     cycles.max_bounces = quality.max_bounces
     cycles.diffuse_bounces = quality.diffuse_bounces
     cycles.glossy_bounces = quality.glossy_bounces
     cycles.transmission_bounces = quality.transmission_bounces
     cycles.transparent_max_bounces = quality.transparent_max_bounces
-    cycles.seed = 0
-    if settings.threads > 0:
-        scene.render.threads_mode = "FIXED"
-        scene.render.threads = settings.threads
-    device = _select_device(settings.device)
-    cycles.device = "CPU" if device == "CPU" else "GPU"
-    if quality.denoise:
-        cycles.denoiser = "OPTIX" if device == "OPTIX" else "OPENIMAGEDENOISE"
-    return device
+    cycles.caustics_reflective = cycles.caustics_refractive = quality.caustics
 
 
 def _select_device(request: str) -> str:

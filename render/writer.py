@@ -6,6 +6,8 @@ completion marker exists; the marker is written after the last view. A rerun ski
 and renders incomplete ones again from scratch (their latents come from a per-object seed, so they are
 the same). Images are true RGB JPEGs: the published generator handed an RGB array to OpenCV, which
 expects BGR, so the published JPEGs very likely have red and blue swapped relative to their latent hues.
+`ViewWriter` does the JPEG encoding and file writes of `write_view` on a background thread, so that
+they overlap the next view's render (Blender releases the GIL while it renders).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import contextlib
 import fcntl
 import json
 import os
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +60,68 @@ def start_object(folder: Path) -> None:
 
 def write_view(folder: Path, view: int, image: np.ndarray, latent: np.ndarray) -> None:
     """Atomically write view `view`: image (H, W, 3) uint8 true RGB as JPEG, then latent (7,) float64."""
+    _write_checked(folder, view, *checked_view(image, latent))
+
+
+def checked_view(image: np.ndarray, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image, latent) as written: image (H, W, 3) uint8 and latent (7,) float64; ValueError otherwise."""
     latent = np.asarray(latent, dtype=np.float64)
     if latent.shape != (spec.LATENT_DIM,):
         raise ValueError(f"latent must have shape ({spec.LATENT_DIM},), got {latent.shape}")
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    return image, latent
+
+
+def _write_checked(folder: Path, view: int, image: np.ndarray, latent: np.ndarray) -> None:
     with _atomic(folder / spec.image_name(view)) as handle:
         Image.fromarray(image).save(handle, format="JPEG", quality=JPEG_QUALITY)
     with _atomic(folder / spec.latent_name(view)) as handle:
         np.save(handle, latent)
+
+
+class ViewWriter:
+    """`write_view` on one background thread: `write` checks the view and queues it; the JPEG encoding and
+    the atomic file writes run while the caller renders the next view.
+
+    At most `max_pending` views wait (their images stay in memory). A failed write is raised by the next
+    `write` or by `flush`; leaving a `with` block flushes, so when the block ends normally every view is on
+    disk. Leaving it with an exception waits for the queued writes and keeps the first exception.
+    """
+
+    def __init__(self, max_pending: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="3die-view-writer")
+        self._pending: deque[Future] = deque()
+        self._max_pending = max(1, max_pending)
+
+    def write(self, folder: Path, view: int, image: np.ndarray, latent: np.ndarray) -> None:
+        """Queue view `view` (same arguments as `write_view`; a wrong shape raises here, at once)."""
+        checked = checked_view(image, latent)
+        while len(self._pending) >= self._max_pending:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(_write_checked, folder, view, *checked))
+
+    def flush(self) -> None:
+        """Wait until every queued view is written; raises the first failed write."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Flush, then stop the thread."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ViewWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+            return
+        self._pool.shutdown(wait=True)  # the block's exception wins over any failed write
 
 
 def finish_object(folder: Path, views: int) -> None:

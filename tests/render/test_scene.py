@@ -3,6 +3,7 @@ colours, object import and clean-up. All renders are tiny (see conftest.TEST_SIZ
 
 import colorsys
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from render import spec
+from render.quality import QUALITY_PRESETS
 from render.sources import MeshArrays, MeshError, ObjFile, mesh_arrays_from_trimesh
 
 pytestmark = pytest.mark.slow
@@ -203,3 +205,74 @@ def test_shapenet_layout_export_imports_as_the_procedural_mesh(scene, tmp_path):
     imported = np.unique(np.round(scene.object_vertices_world(), 5), axis=0)
     direct = np.unique(np.round(procedural.make_mesh("chair", 0, 0).vertices, 5), axis=0)
     np.testing.assert_allclose(imported, direct, atol=2e-5)
+
+
+def test_every_preset_reaches_cycles_settings(scene):
+    import bpy
+
+    from render.scene import apply_quality
+
+    probe = bpy.data.scenes.new("quality-probe")  # beside the test scene, which stays as it is
+    try:
+        probe.render.engine = "CYCLES"
+        for name, quality in QUALITY_PRESETS.items():
+            apply_quality(probe.cycles, quality)
+            cycles = probe.cycles
+            assert cycles.samples == quality.samples, name
+            assert cycles.use_adaptive_sampling == (quality.adaptive_threshold > 0), name
+            if quality.adaptive_threshold > 0:
+                assert cycles.adaptive_threshold == pytest.approx(quality.adaptive_threshold), name
+            assert cycles.use_denoising == quality.denoise, name
+            assert (cycles.denoising_prefilter, cycles.denoising_quality, cycles.denoising_input_passes) == (
+                quality.denoise_prefilter,
+                quality.denoise_quality,
+                quality.denoise_passes,
+            ), name
+            assert (cycles.sampling_pattern, cycles.use_light_tree) == (
+                quality.sampling_pattern,
+                quality.light_tree,
+            ), name
+            assert (cycles.max_bounces, cycles.diffuse_bounces, cycles.glossy_bounces) == (
+                quality.max_bounces,
+                quality.diffuse_bounces,
+                quality.glossy_bounces,
+            ), name
+            assert cycles.caustics_reflective == cycles.caustics_refractive == quality.caustics, name
+    finally:
+        bpy.data.scenes.remove(probe)
+
+
+def high_frequency(image: np.ndarray) -> float:
+    """Mean absolute difference between horizontally adjacent pixels of the bottom half (floor and
+    object): large for sampling noise, small for a denoised image."""
+    bottom = image[image.shape[0] // 2 :].astype(float)
+    return float(np.abs(np.diff(bottom, axis=1)).mean())
+
+
+def test_denoiser_setting_reaches_the_render_and_set_quality_switches_back(scene):
+    original = scene.settings.quality  # the test scene's: few samples, no denoiser
+    scene.set_object(mesh_arrays_from_trimesh(trimesh.creation.icosphere(subdivisions=2)))
+    scene.apply_latent(latent(spot_theta=0.3))
+    noisy = scene.render()
+    try:
+        scene.set_quality(replace(original, denoise=True, denoise_prefilter="NONE"))
+        cycles = scene.scene.cycles
+        assert cycles.use_denoising and cycles.denoiser == "OPENIMAGEDENOISE"
+        denoised = scene.render()
+    finally:
+        scene.set_quality(original)
+    assert not scene.scene.cycles.use_denoising and scene.settings.quality == original
+    assert high_frequency(denoised) < 0.5 * high_frequency(noisy)
+    np.testing.assert_array_equal(scene.render(), noisy)  # back to the same settings, the same pixels
+
+
+def test_render_goes_through_an_uncompressed_file_in_memory(scene):
+    from render.scene import memory_tmp_dir
+
+    scene.set_object(mesh_arrays_from_trimesh(trimesh.creation.icosphere(subdivisions=1)))
+    scene.apply_latent(latent())
+    scene.render()
+    written = Path(scene.scene.render.filepath)
+    assert written.suffix == ".bmp" and scene.scene.render.image_settings.file_format == "BMP"
+    if Path("/dev/shm").is_dir():
+        assert memory_tmp_dir() == "/dev/shm" and written.parent.parent == Path("/dev/shm")

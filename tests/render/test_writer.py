@@ -109,3 +109,62 @@ def test_split_files_hold_complete_objects_in_published_format(tmp_path):
     labels = np.load(tmp_path / "val_labels.npy")
     assert labels.dtype == np.int64 and labels.tolist() == [49]
     assert not any(writer.TEMP_TAG in name for name in os.listdir(tmp_path))
+
+
+def view_image(view, size=24):
+    """A smooth image of its own per view: a diagonal ramp in a view-specific colour, plus some noise."""
+    ramp = np.add.outer(np.arange(size), np.arange(size)) / (2 * size - 2)
+    colour = np.array([(view * 50) % 256, 255 - (view * 40) % 256, 120])
+    noise = np.random.default_rng(view).normal(0, 8, (size, size, 3))
+    return np.clip(ramp[..., None] * colour + noise, 0, 255).astype(np.uint8)
+
+
+def test_background_writer_writes_the_same_files_as_write_view(tmp_path):
+    sync, background = tmp_path / "sync", tmp_path / "background"
+    sync.mkdir(), background.mkdir()
+    views = [(view_image(view), np.arange(7) * 0.5 + view) for view in range(5)]
+    for view, (image, latent) in enumerate(views):
+        writer.write_view(sync, view, image, latent)
+    with writer.ViewWriter(max_pending=2) as queue:
+        for view, (image, latent) in enumerate(views):
+            queue.write(background, view, image, latent)
+    names = sorted(p.name for p in sync.iterdir())
+    assert names == sorted(p.name for p in background.iterdir()) and len(names) == 10
+    for name in names:
+        assert (sync / name).read_bytes() == (background / name).read_bytes(), name
+    for view, (_, latent) in enumerate(views):  # each file holds its own view's pixels and latent
+        with Image.open(background / f"image_{view}.jpg") as jpeg:
+            decoded = np.asarray(jpeg).astype(int)
+        errors = [np.abs(decoded - other).mean() for other, _ in views]
+        assert int(np.argmin(errors)) == view and errors[view] < 6, errors
+        np.testing.assert_array_equal(np.load(background / f"latent_{view}.npy"), latent)
+
+
+def test_background_writer_checks_shapes_at_once(tmp_path):
+    with writer.ViewWriter() as queue, pytest.raises(ValueError, match="latent"):
+        queue.write(tmp_path, 0, image(), np.zeros(6))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_background_writer_raises_a_failed_write_and_leaves_no_temp_file(tmp_path):
+    missing = tmp_path / "not-created"
+    queue = writer.ViewWriter()
+    queue.write(missing, 0, image(), np.zeros(7))
+    with pytest.raises(FileNotFoundError):
+        queue.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_background_writer_finishes_queued_views_when_the_block_fails(tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    with pytest.raises(Interrupted), writer.ViewWriter(max_pending=4) as queue:
+        for view in range(3):
+            queue.write(tmp_path, view, image(), np.full(7, view))
+        raise Interrupted
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        *(f"image_{v}.jpg" for v in range(3)),
+        *(f"latent_{v}.npy" for v in range(3)),
+    ]
+    assert not writer.remove_temp_files(tmp_path)
