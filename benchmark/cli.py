@@ -47,7 +47,10 @@ def main() -> None:
 @click.option("--views", default=50, show_default=True, help="Views per object.")
 @click.option("--size", default=256, show_default=True, help="Image width and height in pixels.")
 @click.option(
-    "--quality", default="default", show_default=True, help="Cycles preset: published, default, fast, draft."
+    "--quality",
+    default="default",
+    show_default=True,
+    help="Cycles preset: published-raw, published, default, fast, draft (docs/rendering.md).",
 )
 @click.option(
     "--rotation",
@@ -307,6 +310,11 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
         raise click.ClickException(str(error)) from None
     except DatasetError as error:
         raise click.ClickException(worker_error_line(error)) from None
+    except OSError as error:  # a full disk, a read-only run folder: the verified checkpoints stay
+        raise click.ClickException(
+            f"{error.filename or out}: {error.strerror or error}; training stopped and the checkpoints "
+            "already saved are kept: free disk space or make the folder writable, then rerun the same command"
+        ) from None
     if not result.complete:
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -6,6 +6,8 @@ damaged checkpoint files falling back to previous.pt (test_checkpoint.py), a NaN
 does not match the checkpoint, other method or width (test_train.py).
 """
 
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -55,8 +57,6 @@ def train_arguments(data, run, epochs=EPOCHS) -> list[str]:
 
 
 def run(arguments, script="from benchmark.cli import main; main()") -> subprocess.CompletedProcess:
-    import os
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=300, env=env
@@ -130,3 +130,31 @@ def test_truncated_last_and_previous_checkpoints_stop_with_one_line(dataset, tmp
     error = [line for line in refused.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "last.pt: truncated" in error[0] and "previous.pt: truncated" in error[0]
     assert "delete the checkpoints folder to start again" in error[0]
+
+
+def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(dataset, tmp_path):
+    """A checkpoint save that hits the file-size limit (as on a full disk) ends `3die train` with one error
+    line, no traceback, and the checkpoint of the epoch before it intact; a rerun without the limit
+    finishes the run."""
+    folder = tmp_path / "run"
+    trained(train_arguments(dataset.root, folder, epochs=1))
+    size = (folder / "checkpoints" / "last.pt").stat().st_size
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    command = [sys.executable, "-c", "from benchmark.cli import main; main()"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = subprocess.run(
+        [*command, *train_arguments(dataset.root, folder)],
+        capture_output=True, text=True, timeout=300, env=env, preexec_fn=limit,
+    )  # fmt: skip
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "free disk space" in errors[0], full.stderr[-3000:]
+    assert read_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not list((folder / "checkpoints").glob("*.tmp*"))
+    trained(train_arguments(dataset.root, folder))
+    assert read_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] == EPOCHS
