@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The mini benchmark: render the procedural mini set (10 classes x 40 objects x 50 views, 64 px), train and
+# evaluate every method of `3die methods` with the `mini` preset and the same seed, then merge the rows into
+# manifests/leaderboards/mini.csv with its figures and the dataset manifest (docs/mini.md).
+#
+# Every stage resumes: run the script again after an interruption and it finishes the work. Methods run
+# PARALLEL at a time (default 2, one thread each, which keeps 2 cores busier than one run with 2 threads).
+#
+#   scripts/mini_benchmark.sh                    # everything, about 1.5 hours on 2 CPU cores
+#   METHODS="sie vicreg" scripts/mini_benchmark.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-out/mini}
+PARALLEL=${PARALLEL:-2}
+BOARD=${BOARD:-manifests/leaderboards/mini.csv}
+CLASSES=airplane,bench,bookshelf,bottle,car,chair,guitar,lamp,mug,table
+METHODS=${METHODS:-$("$BIN/python" -c 'import sie_models; print(" ".join(sie_models.list_methods()))')}
+
+"$BIN/3die" render --out "$OUT/data" --classes "$CLASSES" --per-class 40 --views 50 --size 64 \
+    --quality fast --workers 2
+"$BIN/3die" check "$OUT/data" > "$OUT/check.txt" || { cat "$OUT/check.txt"; exit 1; }
+"$BIN/3die" pack "$OUT/data" --out "$OUT/mini64.h5" --size 64 --raw
+
+mkdir -p "$OUT/rows"
+export BIN OUT
+# shellcheck disable=SC2016
+printf '%s\n' $METHODS | xargs -P "$PARALLEL" -I{} env OMP_NUM_THREADS=1 bash -c \
+    '"$BIN/3die" benchmark --method {} --preset mini --data "$OUT/mini64.h5" --out "$OUT" \
+        --leaderboard "$OUT/rows/{}.csv" --no-progress > "$OUT/{}.log" 2>&1 \
+        && tail -n 4 "$OUT/{}.log" || { echo "{} failed: see $OUT/{}.log"; exit 255; }'
+
+mkdir -p "$(dirname "$BOARD")"
+"$BIN/3die" leaderboard "$OUT"/rows/*.csv --out "$BOARD" --plot "${BOARD%.csv}"
+cp "$OUT/data/manifest.json" "${BOARD%.csv}/dataset_manifest.json"
+cp "$OUT/data/objects.csv" "${BOARD%.csv}/dataset_objects.csv"
