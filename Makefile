@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= out/demo
+# The demo: a tiny procedural set (13 classes x 6 objects x 20 views, 32 px), SIE for 20 short epochs.
+DEMO_ARGS ?= --method sie --preset tiny --epochs 20 --per-class 6 --views 20 --render-workers 2
 
 .PHONY: demo test install lint clean
 
@@ -17,7 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/3die demo --out $(DEMO)
+	$(BIN)/3die benchmark $(DEMO_ARGS) --out $(DEMO)
+	$(BIN)/3die leaderboard $(DEMO)/leaderboard.csv --out $(DEMO)/leaderboard.csv --plot $(DEMO)/plots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,6 +8,9 @@
 #
 #   scripts/mini_benchmark.sh                    # everything, about 1.5 hours on 2 CPU cores
 #   METHODS="sie vicreg" scripts/mini_benchmark.sh
+#
+# The other variables (OUT, BOARD, CLASSES, PER_CLASS, VIEWS, SIZE, PRESET) size a smaller version of the
+# same pipeline, as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,19 +18,24 @@ BIN=${BIN:-.venv/bin}
 OUT=${OUT:-out/mini}
 PARALLEL=${PARALLEL:-2}
 BOARD=${BOARD:-manifests/leaderboards/mini.csv}
-CLASSES=airplane,bench,bookshelf,bottle,car,chair,guitar,lamp,mug,table
+CLASSES=${CLASSES:-airplane,bench,bookshelf,bottle,car,chair,guitar,lamp,mug,table}
+PER_CLASS=${PER_CLASS:-40}
+VIEWS=${VIEWS:-50}
+SIZE=${SIZE:-64}
+PRESET=${PRESET:-mini}
 METHODS=${METHODS:-$("$BIN/python" -c 'import sie_models; print(" ".join(sie_models.list_methods()))')}
+DATA="$OUT/mini$SIZE.h5"
 
-"$BIN/3die" render --out "$OUT/data" --classes "$CLASSES" --per-class 40 --views 50 --size 64 \
-    --quality fast --workers 2
+"$BIN/3die" render --out "$OUT/data" --classes "$CLASSES" --per-class "$PER_CLASS" --views "$VIEWS" \
+    --size "$SIZE" --quality fast --workers 2
 "$BIN/3die" check "$OUT/data" > "$OUT/check.txt" || { cat "$OUT/check.txt"; exit 1; }
-"$BIN/3die" pack "$OUT/data" --out "$OUT/mini64.h5" --size 64 --raw
+"$BIN/3die" pack "$OUT/data" --out "$DATA" --size "$SIZE" --raw
 
 mkdir -p "$OUT/rows"
-export BIN OUT
+export BIN OUT PRESET DATA
 # shellcheck disable=SC2016
 printf '%s\n' $METHODS | xargs -P "$PARALLEL" -I{} env OMP_NUM_THREADS=1 bash -c \
-    '"$BIN/3die" benchmark --method {} --preset mini --data "$OUT/mini64.h5" --out "$OUT" \
+    '"$BIN/3die" benchmark --method {} --preset "$PRESET" --data "$DATA" --out "$OUT" \
         --leaderboard "$OUT/rows/{}.csv" --no-progress > "$OUT/{}.log" 2>&1 \
         && tail -n 4 "$OUT/{}.log" || { echo "{} failed: see $OUT/{}.log"; exit 255; }'
 

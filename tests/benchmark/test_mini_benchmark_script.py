@@ -1,0 +1,52 @@
+"""scripts/mini_benchmark.sh end to end at a tiny size: render, check, pack, two methods side by side,
+the merged leaderboard with its figures and the dataset manifest beside it."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from render.spec import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path):
+    board = tmp_path / "boards" / "mini.csv"
+    env = {
+        **os.environ,
+        "BIN": str(Path(sys.executable).parent),
+        "OUT": str(tmp_path / "out"),
+        "BOARD": str(board),
+        "CLASSES": "chair,mug,lamp,table",
+        "PER_CLASS": "5",
+        "VIEWS": "4",
+        "SIZE": "32",
+        "PRESET": "tiny",
+        "METHODS": "sie vicreg",
+    }
+    finished = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "mini_benchmark.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+
+    with board.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["method"] for row in rows) == ["sie", "vicreg"]
+    assert {row["preset"] for row in rows} == {"tiny"} and {row["image_size"] for row in rows} == {"32"}
+    assert all(float(row["top1_full"]) >= 0 for row in rows)
+    figures = board.with_suffix("")
+    assert (figures / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((figures / "dataset_manifest.json").read_text())
+    assert manifest["objects"] == 20 and manifest["settings"]["views"] == 4
+    assert (figures / "dataset_objects.csv").read_text() == (
+        tmp_path / "out" / "data" / "objects.csv"
+    ).read_text()
