@@ -197,6 +197,7 @@ class ObjectOutcome:
     key: str
     views: int = 0
     failure: str | None = None
+    elsewhere: bool = False  # another process was rendering it, or had just completed it
 
 
 def render_object(scene, source: ObjectSource, obj: ObjectSpec, config: RenderConfig) -> ObjectOutcome:
@@ -206,9 +207,20 @@ def render_object(scene, source: ObjectSource, obj: ObjectSpec, config: RenderCo
     (such as missing textures) go to warnings.jsonl. The object's folder is emptied first, so an object
     interrupted by an earlier run is redone from scratch, with the same latents. The mesh is loaded once;
     each view only applies its latent and renders, while the previous view is encoded and written on a
-    background thread; the completion marker follows the last written view.
+    background thread; the completion marker follows the last written view. The object is claimed first
+    (a lock on its folder): one that another process is rendering, or has just completed, is left to it.
     """
     folder = writer.object_dir(config.out, obj)
+    with writer.claim_object(folder) as claimed:
+        if not claimed or writer.is_complete(folder):
+            return ObjectOutcome(obj.key, elsewhere=True)
+        return _render_claimed(scene, source, obj, config, folder)
+
+
+def _render_claimed(
+    scene, source: ObjectSource, obj: ObjectSpec, config: RenderConfig, folder: Path
+) -> ObjectOutcome:
+    """`render_object` once this process holds the object's claim."""
     latents = object_latents(config.seed, obj.synset, obj.object_id, config.views, config.rotation)
     try:
         warnings = scene.set_object(source.load(obj))
@@ -335,8 +347,12 @@ def _render_with_workers(
 
 
 def _count(outcome: ObjectOutcome, summary: RunSummary, bar, views: int) -> None:
-    """Add one finished object to the summary and the progress bar (a failed one leaves the bar's total)."""
-    if outcome.failure is None:
+    """Add one finished object to the summary and the progress bar (a failed one, or one rendered by another
+    process, leaves the bar's total)."""
+    if outcome.elsewhere:
+        summary.skipped += 1
+        bar.total -= views
+    elif outcome.failure is None:
         summary.rendered += 1
         summary.images += outcome.views
         bar.update(outcome.views)

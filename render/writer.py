@@ -50,6 +50,27 @@ def is_complete(folder: Path) -> bool:
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
+@contextlib.contextmanager
+def claim_object(folder: Path):
+    """Hold an exclusive, non-blocking lock on the object's folder (created if missing) while rendering it.
+
+    Yields True when this process holds the claim, False when another process (a second copy of the
+    same shard, say) is rendering the object now. The lock is the kernel's (flock on the folder), so it
+    goes away with its process, even one killed by SIGKILL.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
+
+
 def start_object(folder: Path) -> None:
     """Create the object's folder, or empty it of everything a previous, interrupted run left there."""
     folder.mkdir(parents=True, exist_ok=True)

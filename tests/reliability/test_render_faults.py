@@ -10,6 +10,7 @@ test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render.
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -81,8 +82,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_render(fault, reference, tmp
         half = [p for p in second.iterdir() if writer.TEMP_TAG in p.name]
         assert [p.name.split(writer.TEMP_TAG)[0] for p in half] == [".image_1.jpg"], sorted(second.iterdir())
         assert (second / "image_0.jpg").is_file() and not (second / "image_1.jpg").exists()
-    else:
-        assert not second.exists()
+    else:  # claimed (its folder exists) but not started
+        assert not second.exists() or not any(second.iterdir())
     assert not check_dataset(out).ok, "the check sees the interrupted render"
 
     resumed = render_cli(out)
@@ -110,6 +111,54 @@ def test_concurrent_shards_and_workers_never_render_the_same_object(reference, t
     counts = Counter(key for _, key in loads)
     assert counts == Counter({obj.key: 1 for obj in OBJECTS}), "an object was started twice"
     assert_same_as_reference(out, reference)
+
+
+def test_two_copies_of_the_same_shard_never_render_the_same_object(reference, tmp_path):
+    """A duplicated array task: two runs of the same shard into one folder at the same time. Each object is
+    claimed by one of them (a lock on its folder); the other leaves it, and the dataset is the reference."""
+    out, log = tmp_path / "data", tmp_path / "loads.log"
+    copies = [
+        subprocess.Popen(
+            child_command(str(out), "--shard", "0/1", "--workers", "1", "--log", str(log)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        for _ in range(2)
+    ]
+    for copy in copies:
+        _, errors = copy.communicate(timeout=300)
+        assert copy.returncode == 0, errors[-3000:]
+    counts = Counter(key for _, key in (line.split() for line in log.read_text().splitlines()))
+    assert counts == Counter({obj.key: 1 for obj in OBJECTS}), "an object was rendered by both copies"
+    assert_same_as_reference(out, reference)
+
+
+def claim_held_elsewhere(folder) -> subprocess.Popen:
+    """A process that holds the claim of `folder` until its stdin closes."""
+    script = (
+        "import sys; from pathlib import Path; from render import writer\n"
+        "with writer.claim_object(Path(sys.argv[1])) as claimed:\n"
+        "    print(claimed, flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "True"
+    return holder
+
+
+def test_an_object_claimed_by_another_process_is_left_to_it(tmp_path):
+    folder = tmp_path / "SYNSET" / "OBJECT"
+    holder = claim_held_elsewhere(folder)
+    try:
+        with writer.claim_object(folder) as claimed:
+            assert claimed is False
+    finally:
+        holder.communicate("", timeout=30)
+    with writer.claim_object(folder) as claimed:  # released when its holder ended
+        assert claimed is True
 
 
 def damaged_copy(reference, tmp_path):
