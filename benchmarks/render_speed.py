@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from render import launch, spec
+from render import launch, spec, writer
 from render.quality import Quality, quality_preset
 from render.sources import ObjectSpec, ProceduralSource
 
@@ -139,11 +140,12 @@ def _render_object(obj: ObjectSpec) -> dict:
     _TAP["seconds"].clear()
     _TAP["images"].clear()
     _TAP.pop("first_view", None)
+    shutil.rmtree(writer.object_dir(_TAP["config"].out, obj), ignore_errors=True)  # a complete one is skipped
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = launch.render_object(_TAP["scene"], _TAP["source"], obj, _TAP["config"])
     end, cpu = time.perf_counter(), time.process_time() - cpu
-    if outcome.failure is not None:
-        raise RuntimeError(f"{obj.key}: {outcome.failure}")
+    if outcome.failure is not None or outcome.elsewhere:
+        raise RuntimeError(f"{obj.key}: {outcome.failure or 'claimed by another process'}")
     return {
         "seconds": end - wall,
         "setup_seconds": _TAP["first_view"] - wall,
