@@ -47,15 +47,18 @@ def training_split(
     skip_bad_objects: bool = False,
     workers: int = 0,
     echo: Callable[[str], None] | None = None,
+    share: tuple[int, int] = (0, 1),
+    merge: Callable[[dict[int, str]], dict[int, str]] | None = None,
 ) -> ObjectViews:
     """The split of the dataset at `path` with every object checked (see the module docstring).
 
     Raises DatasetError naming the first bad object and how many there are, unless `skip_bad_objects`:
     then the split without them is returned and `echo` gets one line saying how many were skipped.
-    `workers` > 1 checks a folder in that many processes.
+    `workers` > 1 checks a folder in that many processes. Training processes split the check between
+    them: `share` and `merge` as in `find_bad_objects`.
     """
     views = open_unchecked(Path(path), split)
-    bad = find_bad_objects(views, workers)
+    bad = find_bad_objects(views, workers, share, merge)
     if not bad:
         return views
     first = min(bad)
@@ -89,22 +92,33 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     return reader
 
 
-def find_bad_objects(views: ObjectViews, workers: int = 0) -> dict[int, str]:
-    """Index -> the first problem of each unusable object of the split."""
+def find_bad_objects(
+    views: ObjectViews,
+    workers: int = 0,
+    share: tuple[int, int] = (0, 1),
+    merge: Callable[[dict[int, str]], dict[int, str]] | None = None,
+) -> dict[int, str]:
+    """Index -> the first problem of each unusable object of the split.
+
+    `share` (k, n) reads only the files of objects k, k + n, k + 2n, ...; `merge` then joins the problems
+    found by every share (the n training processes each check their share and exchange the results), so
+    that the result is the same as one process checking everything.
+    """
     bad = {}
     seen: set[str] = set()
     for index, key in enumerate(views.keys):
         if key in seen:
             bad[index] = f"{key}: listed more than once in {views.split}_images.npy"
         seen.add(key)
+    indices = range(share[0], len(views), share[1])
     if isinstance(views, FolderViews):
-        problems = _folder_problems(views, workers)
+        problems = _folder_problems(views, indices, workers)
     else:
         low, high = latent_bounds(_rotation(packed_manifest(views.path)))
-        problems = [_packed_problem(views, index, low, high) for index in range(len(views))]
-    for index, problem in enumerate(problems):
-        if problem is not None and index not in bad:
-            bad[index] = problem
+        problems = [_packed_problem(views, index, low, high) for index in indices]
+    found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
+    for index, problem in (found if merge is None else merge(found)).items():
+        bad.setdefault(index, problem)
     return bad
 
 
@@ -198,16 +212,17 @@ def latents_problem(latents: np.ndarray, low: np.ndarray, high: np.ndarray) -> s
 
 
 # --- the whole folder -------------------------------------------------------------------------------
-def _folder_problems(views: FolderViews, workers: int) -> list[str | None]:
+def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[str | None]:
     manifest = getattr(views, "manifest", None)
     low, high = latent_bounds(_rotation(manifest))
     check = partial(
         _check_key, views.path, views=views.views, low=low, high=high, marker=manifest is not None
     )
-    if workers <= 1 or len(views) < 4 * CHUNK:
-        return [check(key) for key in views.keys]
+    keys = [views.keys[index] for index in indices]
+    if workers <= 1 or len(keys) < 4 * CHUNK:
+        return [check(key) for key in keys]
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(check, views.keys, chunksize=CHUNK))
+        return list(pool.map(check, keys, chunksize=CHUNK))
 
 
 def _check_key(

@@ -82,6 +82,15 @@ def any_process(flags: list[bool], context: ProcessContext) -> list[bool]:
     return [bool(value) for value in tensor.tolist()]
 
 
+def union_over_processes(mapping: dict, context: ProcessContext) -> dict:
+    """The union of every process's dict (one all-gather of Python objects)."""
+    if not context.distributed:
+        return mapping
+    parts: list[dict | None] = [None] * context.world_size
+    dist.all_gather_object(parts, mapping)
+    return {key: value for part in parts for key, value in part.items()}
+
+
 def mean_over_processes(values: torch.Tensor, context: ProcessContext) -> torch.Tensor:
     """Average of a tensor over all processes."""
     if not context.distributed:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from benchmark.train.distributed import (
     start_processes,
     stop_processes,
     synchronise_batch_norm,
+    union_over_processes,
 )
 from sie_models import Method, build_method
 
@@ -128,7 +130,15 @@ class Trainer:
         self.config, self.context, self.echo = config, context, echo
         self.run_dir = Path(config.out)
         seed_everything(config.seed, context.device)
-        self.views = training_split(config.data, "train", config.skip_bad_objects, config.workers, echo)
+        self.views = training_split(  # each process checks its share of the objects
+            config.data,
+            "train",
+            config.skip_bad_objects,
+            config.workers,
+            echo,
+            share=(context.rank, context.world_size),
+            merge=partial(union_over_processes, context=context),
+        )
         self.method = build_configured_method(config, self.views.num_classes)
         self.per_process_batch = per_process_batch(config.batch_size, context.world_size)
         self.sampler = ObjectSampler(

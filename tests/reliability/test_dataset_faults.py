@@ -166,3 +166,18 @@ def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path)
 def test_a_clean_dataset_is_used_whole(dataset):
     views = training_split(dataset.root, workers=2)
     assert views.keys == dataset.splits["train"] and len(views) == 6
+
+
+def test_the_check_split_between_processes_finds_what_one_process_finds(dataset):
+    """Training processes each check their share of the objects and exchange what they found."""
+    from benchmark.data.validate import find_bad_objects, open_unchecked
+
+    for damage in ("truncated-jpeg", "missing-view", "duplicated-object"):
+        break_dataset(dataset, damage)
+    views = open_unchecked(dataset.root, "train")
+    whole = find_bad_objects(views)
+    assert sorted(whole) == [1, 6]  # object 1's files, and its second listing
+    shares = [find_bad_objects(views, share=(rank, 3)) for rank in range(3)]
+    assert 1 not in shares[0] and 1 in shares[1] and 1 not in shares[2]  # only its share reads its files
+    union = {index: problem for found in shares for index, problem in found.items()}
+    assert find_bad_objects(views, share=(1, 3), merge=lambda found: union) == whole
