@@ -63,10 +63,10 @@ def claim_object(folder: Path):
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            claimed = True
         except BlockingIOError:
-            yield False
-            return
-        yield True
+            claimed = False
+        yield claimed
     finally:
         os.close(descriptor)  # closing the descriptor releases the lock
 
