@@ -31,7 +31,7 @@ from PIL import Image
 
 from render import spec
 from render.quality import Quality
-from render.sources import MeshArrays, MeshError, ObjFile
+from render.sources import MeshArrays, MeshError, ObjFile, missing_material_libraries
 
 # Light and colour-management settings the published generator inherited from Blender 2.9x/3.x
 # through BlenderProc (defaults that changed in Blender 4 and 5, so they are set explicitly).
@@ -92,13 +92,15 @@ class Scene:
     def set_object(self, mesh: MeshArrays | ObjFile) -> list[str]:
         """Replace the scene's object by `mesh`, origin at its bounding-box centre, placed at the origin.
 
-        Returns warnings about the mesh (missing textures, which fall back to the material's colour);
+        Returns warnings about the mesh (a missing material library, which leaves the importer's grey;
+        missing textures, which fall back to the material's colour);
         raises MeshError when the mesh yields no faces.
         """
         self.clear_object()
         if isinstance(mesh, ObjFile):
             obj = _import_obj(mesh.path)
-            warnings, origin = drop_missing_textures(obj), f"{mesh.path}: "
+            warnings = missing_material_libraries(mesh.path) + drop_missing_textures(obj)
+            origin = f"{mesh.path}: "
         else:
             obj, warnings, origin = _object_from_arrays(mesh), [], ""
         self.object = obj

@@ -74,6 +74,22 @@ class ObjFile:
     path: Path
 
 
+def missing_material_libraries(path: Path) -> list[str]:
+    """Warnings for the `mtllib` files an OBJ names that are not beside it (Blender's importer then gives
+    the object its default grey material, silently); one per missing library."""
+    folder, missing = Path(path).parent, []
+    with Path(path).open("rb") as handle:
+        for line in handle:
+            if line.startswith(b"mtllib"):
+                for name in line[len(b"mtllib") :].decode("utf-8", "replace").split():
+                    if not (folder / name).is_file():
+                        missing.append(
+                            f"material library {folder / name} is missing: the object renders in the "
+                            "importer's default grey"
+                        )
+    return missing
+
+
 # --- mesh arrays -------------------------------------------------------------------------------------
 def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     """Normalised MeshArrays of a trimesh.Trimesh: turned Z up (from Y up when up_axis is "y"), bounding-box

@@ -25,6 +25,7 @@ while training (the fastest reader, at S x S x 3 bytes per view).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -347,6 +348,18 @@ class PackedViews(ObjectViews):
         except (OSError, KeyError) as error:
             where = self.describe_view(index, view)
             raise DatasetError(f"{where}: cannot read the image ({error})") from None
+
+    def object_jpegs(self, index: int) -> list[bytes]:
+        """The encoded JPEGs of every view of one object, read with one slice of the byte array."""
+        if self.raw:
+            raise DatasetError(f"{self.path}: holds decoded pixels (packed with --raw), not JPEG files")
+        offsets = self.jpeg_offsets[index]
+        try:
+            data = self._image_dataset()[offsets[0] : offsets[-1]].tobytes()
+        except (OSError, KeyError) as error:
+            raise DatasetError(f"{self.path}:{self.keys[index]}: cannot read the images ({error})") from None
+        starts = offsets - offsets[0]
+        return [data[start:end] for start, end in itertools.pairwise(starts)]
 
     def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:
         if not self.raw:

@@ -4,9 +4,9 @@ objects when asked (`3die train --skip-bad-objects`).
 An object is bad when any view cannot be used: a missing folder, image or latent, no completion marker
 (our folders), a JPEG without its start or end-of-image marker (truncated), a latent that does not load,
 is not (7,) floats, is non-finite or is outside the dataset's latent range, or an object listed a second
-time. Folders are checked file by file without decoding (as `3die check --quick`); packed files have their
-latents checked (their JPEG bytes were copied by `3die pack`). Problems of the whole split (split files
-missing or misaligned, labels outside the classes) always refuse.
+time. Folders are checked file by file without decoding (as `3die check --quick`); packed files the same
+way from their arrays (each JPEG's markers, read with one slice per object; raw pixels need no check).
+Problems of the whole split (split files missing or misaligned, labels outside the classes) always refuse.
 """
 
 from __future__ import annotations
@@ -173,16 +173,23 @@ def jpeg_problem(path: Path) -> str | None:
         with path.open("rb") as handle:
             start = handle.read(2)
             handle.seek(0, os.SEEK_END)
-            if handle.tell() < 4:
-                return f"{path}: cannot decode the image (truncated to {handle.tell()} bytes)"
-            handle.seek(-2, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(size - 2, 0))
             end = handle.read(2)
     except OSError as error:
         return f"{path}: cannot read the image ({error.strerror or error})"
+    problem = jpeg_markers_problem(start, end, size)
+    return None if problem is None else f"{path}: {problem}"
+
+
+def jpeg_markers_problem(start: bytes, end: bytes, size: int) -> str | None:
+    """Whether a JPEG of `size` bytes whose first and last two bytes are `start` and `end` is whole."""
+    if size < 4:
+        return f"cannot decode the image (truncated to {size} bytes)"
     if start != JPEG_START:
-        return f"{path}: cannot decode the image (not a JPEG)"
+        return "cannot decode the image (not a JPEG)"
     if end != JPEG_END:
-        return f"{path}: cannot decode the image (truncated: no end-of-image marker)"
+        return "cannot decode the image (truncated: no end-of-image marker)"
     return None
 
 
@@ -231,9 +238,21 @@ def _check_key(
     return object_problem(root / key, views, low, high, marker)
 
 
-def _packed_problem(views: ObjectViews, index: int, low: np.ndarray, high: np.ndarray) -> str | None:
+def _packed_problem(views: PackedViews, index: int, low: np.ndarray, high: np.ndarray) -> str | None:
     problem = latents_problem(views.latents(index), low, high)
-    return None if problem is None else f"{views.path}:{views.keys[index]}: latents {problem}"
+    if problem is not None:
+        return f"{views.path}:{views.keys[index]}: latents {problem}"
+    if views.raw:
+        return None
+    try:
+        jpegs = views.object_jpegs(index)
+    except DatasetError as error:
+        return str(error)
+    for view, data in enumerate(jpegs):
+        problem = jpeg_markers_problem(data[:2], data[-2:], len(data))
+        if problem is not None:
+            return f"{views.describe_view(index, view)}: {problem}"
+    return None
 
 
 def packed_manifest(path: Path) -> dict | None:

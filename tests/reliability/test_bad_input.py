@@ -116,8 +116,10 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         "garbage/models/model_normalized.obj: the mesh has no faces"
     )
     warnings = [json.loads(line) for line in (out / writer.WARNINGS_NAME).read_text().splitlines()]
-    assert [w["object"] for w in warnings] == [f"{AIRPLANE}/no-texture"]
-    assert "texture0.png is missing or unreadable" in warnings[0]["reason"]
+    reasons = {w["object"]: w["reason"] for w in warnings}
+    assert set(reasons) == {f"{AIRPLANE}/no-texture", f"{AIRPLANE}/no-material"}
+    assert "texture0.png is missing or unreadable" in reasons[f"{AIRPLANE}/no-texture"]
+    assert "model_normalized.mtl is missing" in reasons[f"{AIRPLANE}/no-material"]
     assert check_dataset(out).ok
     for name in ("no-texture", "no-material"):  # rendered with the material's colour, never magenta
         image = np.asarray(Image.open(out / AIRPLANE / name / spec.image_name(0))).astype(int)

@@ -163,6 +163,26 @@ def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path)
     assert views.latents(0).shape == (4, 7) and views.image(0, 0).shape == (16, 16, 3)
 
 
+def test_a_packed_file_with_a_damaged_jpeg_is_refused_or_skipped(dataset, tmp_path):
+    """The pre-training check reads each packed JPEG's start and end-of-image markers."""
+    packed = tmp_path / "data.h5"
+    pack_dataset(dataset.root, packed)
+    import h5py
+
+    key = dataset.splits["train"][4]
+    with h5py.File(packed, "r+") as handle:
+        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
+        row = ids.index(key.split("/")[1])
+        end = handle["jpeg_offsets"][row, 3]  # the end of view 2: its end-of-image marker is overwritten
+        handle["jpeg_bytes"][end - 2 : end] = 0
+    with pytest.raises(
+        DatasetError, match=rf"1 of 6 train objects .*{key}/image_2.jpg: .*no end-of-image marker"
+    ):
+        training_split(packed)
+    views = training_split(packed, skip_bad_objects=True)
+    assert len(views) == 5 and key not in views.keys
+
+
 def test_a_clean_dataset_is_used_whole(dataset):
     views = training_split(dataset.root, workers=2)
     assert views.keys == dataset.splits["train"] and len(views) == 6
