@@ -336,6 +336,14 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
     help="Comma-separated tasks (retrieval needs a method with a predictor).",
 )
 @click.option("--epochs", help="Probe epochs: N for every probe or TASK=N,...  [default: 300, the paper's]")
+@click.option(
+    "--samples-per-object",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Views (classification) or pairs (rotation, colour) per training object and probe epoch; "
+    "1: the published protocol.",
+)
 @click.option("--batch-size", default=256, show_default=True, help="Probe batch size.")
 @click.option("--lr", default=1e-3, show_default=True, help="Probe Adam learning rate.")
 @click.option("--hidden", default=1024, show_default=True, help="Hidden width of the rotation/colour MLP.")
@@ -352,6 +360,7 @@ def evaluate_command(
     data,
     tasks,
     epochs,
+    samples_per_object,
     batch_size,
     lr,
     hidden,
@@ -379,6 +388,7 @@ def evaluate_command(
         settings = EvaluationSettings(
             tasks=parse_tasks(tasks),
             epochs=parse_epochs(epochs),
+            samples_per_object=samples_per_object,
             batch_size=batch_size,
             lr=lr,
             hidden=hidden,
@@ -456,6 +466,11 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--seed", default=0, show_default=True, help="Training seed (and probe seed).")
 @click.option("--epochs", type=int, help="Training epochs (default: the preset's).")
 @click.option("--probe-epochs", help="Probe epochs: N or TASK=N,...  [default: paper 300, mini 50, tiny 2]")
+@click.option(
+    "--probe-samples",
+    type=click.IntRange(min=1),
+    help="Views or pairs per training object and probe epoch.  [default: mini 50, others 1]",
+)
 @click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
@@ -476,6 +491,7 @@ def benchmark_command(
     seed,
     epochs,
     probe_epochs,
+    probe_samples,
     device,
     classes,
     per_class,
@@ -517,6 +533,7 @@ def benchmark_command(
             seed=seed,
             epochs=epochs,
             probe_epochs=parse_epochs(probe_epochs) if probe_epochs else None,
+            probe_samples=probe_samples,
             device=device,
             procedural=ProceduralData(
                 classes=tuple(classes.split(",")) if classes else None,

@@ -5,7 +5,9 @@ Every probe trains on the train split's cached features and is scored once, afte
 the validation split (no selection on validation). Settings follow the published SIE evaluation code
 (eval_classification.py, eval_angle_prediction.py, eval_color_prediction.py): Adam, lr 1e-3, no weight
 decay, batch 256, no learning-rate schedule; each epoch draws one random view (classification) or one
-random pair of distinct views (regression) per training object, and the regression head is the published
+random pair of distinct views (regression) per training object (`samples_per_object` draws more, for
+datasets with few objects, where one sample per object makes a handful of steps per epoch), and the
+regression head is the published
 "deep end" MLP 2D -> 1024 -> 1024 -> K with ReLUs, trained with the mean squared error. We differ in what
 we score on: the published scripts draw fresh random views and pairs for validation every epoch with an
 unseeded generator; we score the classifier on every view of every validation object and the regression
@@ -42,11 +44,13 @@ SCORE_BATCH = 8192
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How a probe trains: epochs over the train objects, Adam batch size, learning rate and weight
-    decay, MLP hidden width (regression heads), validation pairs per object, and the seed of the head's
-    initialisation and of the views drawn each epoch."""
+    """How a probe trains: epochs over the train objects, views or pairs drawn per object each epoch
+    (1: the published protocol), Adam batch size, learning rate and weight decay, MLP hidden width
+    (regression heads), validation pairs per object, and the seed of the head's initialisation and of the
+    views drawn each epoch."""
 
     epochs: int
+    samples_per_object: int = 1
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -55,7 +59,7 @@ class ProbeSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "hidden", "val_pairs"):
+        for name in ("epochs", "samples_per_object", "batch_size", "hidden", "val_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe {name} must be at least 1, got {getattr(self, name)}")
 
@@ -80,11 +84,12 @@ def classification_probe(
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     labels = torch.as_tensor(train_labels, dtype=torch.int64, device=device)
     count, views = train_features.shape[:2]
+    drawn_objects = np.repeat(np.arange(count), settings.samples_per_object)
     for epoch in range(settings.epochs):
         generator = np.random.default_rng([settings.seed, CLASSIFICATION_STREAM, epoch])
-        chosen_views = generator.integers(views, size=count)
-        for batch in _batches(generator.permutation(count), settings.batch_size):
-            objects = torch.as_tensor(batch, device=device)
+        chosen_views = generator.integers(views, size=len(drawn_objects))
+        for batch in _batches(generator.permutation(len(drawn_objects)), settings.batch_size):
+            objects = torch.as_tensor(drawn_objects[batch], device=device)
             inputs = train_features[objects, torch.as_tensor(chosen_views[batch], device=device)]
             _step(optimiser, F.cross_entropy(head(inputs), labels[objects]))
         if on_epoch is not None:
@@ -189,7 +194,7 @@ def pair_regression_probe(
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     for epoch in range(settings.epochs):
         generator = np.random.default_rng([settings.seed, stream, epoch])
-        objects, first, second = draw_pairs(generator, count, views, 1)
+        objects, first, second = draw_pairs(generator, count, views, settings.samples_per_object)
         target = torch.as_tensor(targets_of(train_latents, objects, first, second), device=device)
         for batch in _batches(generator.permutation(len(objects)), settings.batch_size):
             inputs = _pair_inputs(train_features, objects[batch], first[batch], second[batch])

@@ -65,6 +65,7 @@ class EvaluationSettings:
 
     tasks: tuple[str, ...] = TASKS
     epochs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_TASKS, PAPER_PROBE_EPOCHS))
+    samples_per_object: int = 1
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -87,6 +88,7 @@ class EvaluationSettings:
         """The probe settings of one probe task."""
         return ProbeSettings(
             epochs=self.epochs.get(task, PAPER_PROBE_EPOCHS),
+            samples_per_object=self.samples_per_object,
             batch_size=self.batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,

@@ -45,6 +45,7 @@ METRIC_COLUMNS = {
 }
 PROVENANCE_COLUMNS = {
     "probe_epochs": str,
+    "probe_samples": int,
     "train_time_s": float,
     "hardware": str,
     "eval_hardware": str,
@@ -93,8 +94,10 @@ def row_from_results(results: dict[str, Any]) -> Row:
         row[name] = None if value is None else float(value)
     settings = results.get("settings", {})
     epochs = [f"{task}={settings[task]['epochs']}" for task in PROBE_TASKS if task in settings]
+    samples = {settings[task].get("samples_per_object", 1) for task in PROBE_TASKS if task in settings}
     row.update(
         probe_epochs=";".join(epochs) or None,
+        probe_samples=max(samples, default=None),
         train_time_s=training.get("seconds"),
         hardware=training.get("hardware"),
         eval_hardware=evaluation.get("hardware"),

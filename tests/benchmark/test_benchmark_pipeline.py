@@ -40,7 +40,7 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
         0,
     )
     assert row["top1_inv"] is not None and row["mrr"] is not None and row["train_time_s"] > 0
-    assert row["probe_epochs"] == "classification=1;rotation=1;colour=1"
+    assert row["probe_epochs"] == "classification=1;rotation=1;colour=1" and row["probe_samples"] == 1
     assert f"{tmp_path / 'leaderboard.csv'}: row of sie added" in first.output
 
     again = _benchmark("--method", "sie", *data)
@@ -52,9 +52,10 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
         key: row[key] for key in row if key.startswith("top1")
     }
 
-    baseline = _benchmark("--method", "vicreg", *data)
+    baseline = _benchmark("--method", "vicreg", "--probe-samples", "3", *data)
     assert baseline.exit_code == 0, baseline.output
-    assert [r["method"] for r in read_rows(tmp_path / "leaderboard.csv")] == ["sie", "vicreg"]
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert [(r["method"], r["probe_samples"]) for r in rows] == [("sie", 1), ("vicreg", 3)]
 
 
 def test_benchmark_renders_the_procedural_dataset_when_no_data_is_given(tmp_path):

@@ -1,6 +1,8 @@
 """Probes on constructed features: features that hold the answer score near perfect, features that hold
 nothing score chance, and the same settings give the same numbers."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,36 @@ def test_colour_probe_of_hue_features_is_near_perfect_and_of_noise_is_chance():
         assert value == pytest.approx(0.0, abs=0.1)
 
 
+def test_samples_per_object_feed_a_probe_of_few_objects_enough_steps():
+    """With one pair per object and epoch, 12 objects make one step per epoch and the head learns little;
+    50 pairs per object make the same epochs learn the rotation."""
+    train, val = _latents(40, 12), _latents(41, 40)
+    features, val_features = _quaternion_features(train), _quaternion_features(val)
+    settings = ProbeSettings(epochs=15, batch_size=64, hidden=256, val_pairs=5)
+    starved = rotation_probe(features, train, val_features, val, settings)
+    fed = rotation_probe(
+        features, train, val_features, val, dataclasses.replace(settings, samples_per_object=50)
+    )
+    assert starved["r2_components"] < 0.5 < 0.9 < fed["r2_components"]
+    labels = np.arange(12) % 4
+    class_features = _class_features(labels, 4, 50, 42)
+    val_labels = np.arange(40) % 4
+    val_class_features = _class_features(val_labels, 4, 50, 43)
+    top1 = [
+        classification_probe(
+            class_features,
+            labels,
+            val_class_features,
+            val_labels,
+            4,
+            ProbeSettings(epochs=4, batch_size=64, lr=1e-2, samples_per_object=samples),
+        )["top1"]
+        for samples in (1, 50)
+    ]
+    assert top1[0] < 0.9 and top1[1] == 1.0
+    assert rotation_probe(features, train, val_features, val, settings) == starved  # 1 is the default
+
+
 def test_probes_are_reproducible_and_leave_the_global_generator_alone():
     train, val = _latents(30, 30, views=6), _latents(31, 10, views=6)
     settings = ProbeSettings(epochs=3, batch_size=8, hidden=32, val_pairs=2, seed=7)
@@ -120,3 +152,5 @@ def test_draw_pairs_gives_distinct_views_uniformly():
 def test_probe_settings_refuse_nonsense():
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         ProbeSettings(epochs=0)
+    with pytest.raises(ValueError, match="samples_per_object must be at least 1"):
+        ProbeSettings(epochs=1, samples_per_object=0)

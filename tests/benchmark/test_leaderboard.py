@@ -69,7 +69,7 @@ def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance()
         row["rot_r2_equi"] == 0.6 and row["rot_angle_deg_inv"] == 30.0 and row["colour_r2_spot_full"] == 0.85
     )
     assert row["mrr"] == 0.4 and row["hit10"] == 0.8 and row["train_time_s"] == 123.5
-    assert row["probe_epochs"] == "classification=300;rotation=300"
+    assert row["probe_epochs"] == "classification=300;rotation=300" and row["probe_samples"] == 1
     assert row["code_version"] == "0.1.0+gabc" and row["evaluated_at"].startswith("2026-01-01")
     baseline = row_from_results(_results("vicreg", split=False))
     assert baseline["top1_full"] == pytest.approx(80.0) and baseline["top1_inv"] is None
