@@ -6,7 +6,7 @@
 # Every stage resumes: run the script again after an interruption and it finishes the work. Methods run
 # PARALLEL at a time (default 2, one thread each, which keeps 2 cores busier than one run with 2 threads).
 #
-#   scripts/mini_benchmark.sh                    # everything, about 1.5 hours on 2 CPU cores
+#   scripts/mini_benchmark.sh                    # everything, about 1 hour 50 minutes on 2 CPU cores
 #   METHODS="sie vicreg" scripts/mini_benchmark.sh
 #
 # The other variables (OUT, BOARD, CLASSES, PER_CLASS, VIEWS, SIZE, PRESET) size a smaller version of the
