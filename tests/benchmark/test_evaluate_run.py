@@ -70,6 +70,7 @@ def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run,
     assert 1 / 49 <= metrics["retrieval"]["mrr"] <= 1 and 0 <= metrics["retrieval"]["pre"] <= 4
     assert results["settings"]["rotation"] == {
         "epochs": 2,
+        "samples_per_object": 1,
         "batch_size": 8,
         "lr": 1e-3,
         "weight_decay": 0.0,
