@@ -63,17 +63,49 @@ def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
 def tradeoff_plot(groups: dict[str, list[Row]], path: Path) -> Path:
     """Top-1 (%) against rotation R^2, one labelled point per group."""
     figure, axes = _figure(6.4, 4.8)
-    for label, rows in groups.items():
-        point = _tradeoff_point(rows)
-        if point is None:
-            continue
+    points = {label: point for label, rows in groups.items() if (point := _tradeoff_point(rows)) is not None}
+    for point in points.values():
         axes.scatter(*point, s=40)
-        axes.annotate(label, point, textcoords="offset points", xytext=(5, 4), fontsize=8)
     axes.set_xlabel("rotation R$^2$ (equivariant part, else full)")
     axes.set_ylabel("top-1 accuracy, % (invariant part, else full)")
     axes.set_title("Invariance-equivariance trade-off")
     axes.grid(alpha=0.3)
+    place_labels(axes, points)
     return _save(figure, path)
+
+
+#: Where a point's label may go, in points from the point, in order of preference.
+LABEL_OFFSETS = ((5, 4), (5, -11), (-5, 4), (-5, -11), (5, 14), (-5, 14), (5, -21), (-5, -21))
+
+
+def place_labels(axes, points: dict[str, tuple[float, float]]) -> list:
+    """Annotate each point with its label at the first of `LABEL_OFFSETS` where the label overlaps no
+    label placed before it (the first offset when every one does); returns the annotations."""
+    figure = axes.get_figure()
+    figure.canvas.draw()  # fixes the layout, hence where the points are on the canvas
+    renderer = figure.canvas.get_renderer()
+    placed, annotations = [], []
+    for label, point in points.items():
+        for dx, dy in LABEL_OFFSETS:
+            annotation = axes.annotate(
+                label,
+                point,
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=8,
+                horizontalalignment="left" if dx > 0 else "right",
+            )
+            box = annotation.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            annotation.remove()
+        else:
+            dx, dy = LABEL_OFFSETS[0]
+            annotation = axes.annotate(label, point, textcoords="offset points", xytext=(dx, dy), fontsize=8)
+            box = annotation.get_window_extent(renderer)
+        placed.append(box)
+        annotations.append(annotation)
+    return annotations
 
 
 def metric_bars(groups: dict[str, list[Row]], metric: str, columns: list[str], path: Path) -> Path:

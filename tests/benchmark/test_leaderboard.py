@@ -166,6 +166,30 @@ def test_plots_are_valid_pngs(tmp_path):
         _assert_png(path)
 
 
+def test_trade_off_labels_of_nearby_points_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from benchmark.leaderboard.plots import place_labels
+
+    figure = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    points = {
+        "simclr": (0.386, 83.0),
+        "vicreg": (0.395, 82.8),
+        "simclr-augself": (0.392, 82.4),
+        "sen": (0.1, 40),
+    }
+    for point in points.values():
+        axes.scatter(*point)
+    annotations = place_labels(axes, points)
+    renderer = figure.canvas.get_renderer()
+    boxes = [annotation.get_window_extent(renderer) for annotation in annotations]
+    assert [annotation.get_text() for annotation in annotations] == list(points)
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(4) for j in range(i))
+
+
 def test_no_tradeoff_figure_without_both_axes(tmp_path):
     row = row_from_results(_results())
     row.update({column: None for column in COLUMNS if column.startswith("rot_")})
