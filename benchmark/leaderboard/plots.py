@@ -84,25 +84,27 @@ def place_labels(axes, points: dict[str, tuple[float, float]]) -> list:
     figure = axes.get_figure()
     figure.canvas.draw()  # fixes the layout, hence where the points are on the canvas
     renderer = figure.canvas.get_renderer()
+
+    def annotate(label: str, point: tuple[float, float], offset: tuple[int, int]):
+        annotation = axes.annotate(
+            label,
+            point,
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=8,
+            horizontalalignment="left" if offset[0] > 0 else "right",
+        )
+        return annotation, annotation.get_window_extent(renderer)
+
     placed, annotations = [], []
     for label, point in points.items():
-        for dx, dy in LABEL_OFFSETS:
-            annotation = axes.annotate(
-                label,
-                point,
-                textcoords="offset points",
-                xytext=(dx, dy),
-                fontsize=8,
-                horizontalalignment="left" if dx > 0 else "right",
-            )
-            box = annotation.get_window_extent(renderer)
+        for offset in LABEL_OFFSETS:
+            annotation, box = annotate(label, point, offset)
             if not any(box.overlaps(other) for other in placed):
                 break
             annotation.remove()
         else:
-            dx, dy = LABEL_OFFSETS[0]
-            annotation = axes.annotate(label, point, textcoords="offset points", xytext=(dx, dy), fontsize=8)
-            box = annotation.get_window_extent(renderer)
+            annotation, box = annotate(label, point, LABEL_OFFSETS[0])
         placed.append(box)
         annotations.append(annotation)
     return annotations
