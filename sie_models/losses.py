@@ -123,17 +123,20 @@ def hinge_energy_loss(
     """The contrastive energy loss of C-SWM (Kipf et al., 2020) used by SEN (Park et al., 2022).
 
     Energy d(a, b) = ||a - b||^2 / (2 sigma^2). Positive term: mean_i d(predicted_i, target_i).
-    Negative term: mean_i relu(hinge - mean_{j != i} d(state_i, state_j)), the published code's energy
-    against negative states (averaged over negatives before the hinge) with every other sample of the
-    global batch as a negative instead of one random one.
+    Negative term: mean_i mean_{j != i} relu(hinge - d(state_i, state_j)). The published SEN code draws
+    one random negative state per sample (n_neg=1 in its scripts) and applies the hinge to that pair;
+    this is the expectation of that term over the draw, with every other sample of the global batch as a
+    negative, so it is deterministic and the same on any number of processes. (Averaging the energies
+    over several negatives before the hinge, as that code does when n_neg > 1, only asks each state to be
+    far from the batch on average: clusters of collapsed states still satisfy it.)
     """
     predicted, target, state = gather_batch(predicted), gather_batch(target), gather_batch(state)
     norm = 0.5 / sigma**2
     positive = norm * (predicted - target).pow(2).sum(1).mean()
     count = state.shape[0]
-    distances = _pairwise_squared_distances(state)  # zero on the diagonal
-    negative_energy = norm * distances.sum(1) / (count - 1)
-    negative = F.relu(hinge - negative_energy).mean()
+    hinged = F.relu(hinge - norm * _pairwise_squared_distances(state))
+    others = 1 - torch.eye(count, dtype=state.dtype, device=state.device)
+    negative = (hinged * others).sum() / (count * (count - 1))
     return positive + negative, {"positive_energy": positive, "negative_hinge": negative}
 
 

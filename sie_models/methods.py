@@ -704,8 +704,9 @@ class SEN(_PredictiveMethod):
     is the rotation itself: the embedding is read as 3-vectors that the relative rotation rotates
     (`RotationRepresentationPredictor`, a right action, remaining d mod 3 dims unchanged), so nothing is
     learned in the predictor. Loss: SEN's contrastive hinge energy (`losses.hinge_energy_loss`, from
-    C-SWM: sigma 0.5, hinge 1), with every other sample of the global batch as negative instead of one
-    random one. The SIE paper does not publish its SEN code; these choices follow the SEN paper and code.
+    C-SWM: sigma 0.5, hinge 1), the hinge applied to every pair of distinct samples of the global batch:
+    the expectation of the published one-random-negative term. The SIE paper does not publish its SEN
+    code; these choices follow the SEN paper and code.
     Rotation actions only (colour has no known representation).
     """
 

@@ -104,21 +104,33 @@ def test_info_nce_prefers_aligned_views():
 
 
 def test_hinge_energy_matches_the_published_formula():
+    """Positive energy of each prediction; the negative hinge applied to every pair of distinct states
+    (the expectation of the published one-random-negative term), then averaged."""
     predicted, target, state = rng_batches((6, 4), (6, 4), (6, 4), seed=2)
     sigma, hinge = 0.5, 12.0
     total, terms = losses.hinge_energy_loss(*tensors(predicted, target, state), hinge=hinge, sigma=sigma)
     norm = 0.5 / sigma**2
     positive = np.mean([norm * ((predicted[i] - target[i]) ** 2).sum() for i in range(6)])
-    negative = np.mean(
-        [
-            max(0.0, hinge - np.mean([norm * ((state[i] - state[j]) ** 2).sum() for j in range(6) if j != i]))
-            for i in range(6)
-        ]
-    )
-    assert negative > 0  # the hinge is active for this scale
+    pair_hinges = [
+        max(0.0, hinge - norm * ((state[i] - state[j]) ** 2).sum())
+        for i in range(6)
+        for j in range(6)
+        if j != i
+    ]
+    negative = np.mean(pair_hinges)
+    assert min(pair_hinges) == 0 < max(pair_hinges)  # the hinge is active for some pairs, not all
     assert np.isclose(terms["positive_energy"].item(), positive)
     assert np.isclose(terms["negative_hinge"].item(), negative)
     assert np.isclose(total.item(), positive + negative)
+
+
+def test_hinge_energy_penalises_collapsed_clusters():
+    """Two tight clusters far apart: every state is far from the batch on average, yet half of the pairs
+    are collapsed, and the per-pair hinge counts them."""
+    state = torch.cat([torch.zeros(4, 3), torch.full((4, 3), 10.0)])
+    _, terms = losses.hinge_energy_loss(state, state, state, hinge=1.0, sigma=0.5)
+    within_cluster_pairs = 2 * 4 * 3
+    assert np.isclose(terms["negative_hinge"].item(), within_cluster_pairs / (8 * 7))
 
 
 # --- composite objectives -------------------------------------------------------------------------
