@@ -569,7 +569,32 @@ class _PredictiveMethod(Method):
         }
 
 
-class EquiModSimCLR(_PredictiveMethod):
+class _EquiModHeads(_PredictiveMethod):
+    """EquiMod's wiring: an invariant projector and an equivariant projector with the action predictor,
+    both on the whole representation and with the same spec."""
+
+    def __init__(self, common: CommonOptions, projector: str, predictor_options: dict[str, Any]):
+        super().__init__(common)
+        self.projector_inv = build_projector(self.representation_dim, projector)
+        self._build_equivariant_head(projector, predictor_options)
+
+    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
+        return {
+            "inv1": self.projector_inv(rep1),
+            "inv2": self.projector_inv(rep2),
+            **self._equivariant_embeddings(rep1, rep2, action),
+        }
+
+    @staticmethod
+    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
+        return {
+            "split": "-",
+            "projectors": f"inv {config['projector']}, equi {config['projector']}",
+            "predictor": predictor_summary(config),
+        }
+
+
+class EquiModSimCLR(_EquiModHeads):
     """EquiMod (Devillers & Lefort, 2023), SimCLR version, as adapted to 3DIEBench by the SIE code.
 
     Invariant projector + InfoNCE between views; equivariant projector (same spec) whose embedding of
@@ -591,18 +616,9 @@ class EquiModSimCLR(_PredictiveMethod):
         equi_weight: float,
         **predictor_options: Any,
     ):
-        super().__init__(common)
-        self.projector_inv = build_projector(self.representation_dim, projector)
-        self._build_equivariant_head(projector, predictor_options)
+        super().__init__(common, projector, predictor_options)
         self.temperature = temperature
         self.equi_weight = equi_weight
-
-    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
-        return {
-            "inv1": self.projector_inv(rep1),
-            "inv2": self.projector_inv(rep2),
-            **self._equivariant_embeddings(rep1, rep2, action),
-        }
 
     def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
         return losses.equimod_contrastive_loss(
@@ -614,16 +630,8 @@ class EquiModSimCLR(_PredictiveMethod):
             equi_weight=self.equi_weight,
         )
 
-    @staticmethod
-    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
-        return {
-            "split": "-",
-            "projectors": f"inv {config['projector']}, equi {config['projector']}",
-            "predictor": predictor_summary(config),
-        }
 
-
-class EquiModVICReg(_PredictiveMethod):
+class EquiModVICReg(_EquiModHeads):
     """EquiMod, VICReg version (introduced in the SIE paper): contrastive losses replaced by VICReg.
 
     Invariant branch: VICReg between the views' invariant embeddings. Equivariant branch:
@@ -643,21 +651,12 @@ class EquiModVICReg(_PredictiveMethod):
         equi_weight: float,
         **predictor_options: Any,
     ):
-        super().__init__(common)
-        self.projector_inv = build_projector(self.representation_dim, projector)
-        self._build_equivariant_head(projector, predictor_options)
+        super().__init__(common, projector, predictor_options)
         self.coefficients = {
             "sim_coeff": sim_coeff,
             "std_coeff": std_coeff,
             "cov_coeff": cov_coeff,
             "equi_weight": equi_weight,
-        }
-
-    def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
-        return {
-            "inv1": self.projector_inv(rep1),
-            "inv2": self.projector_inv(rep2),
-            **self._equivariant_embeddings(rep1, rep2, action),
         }
 
     def criterion(self, embeddings: Embeddings, action: Tensor) -> losses.LossTerms:
@@ -669,10 +668,6 @@ class EquiModVICReg(_PredictiveMethod):
             embeddings["predicted"],
             **self.coefficients,
         )
-
-    @staticmethod
-    def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
-        return EquiModSimCLR.layout(config, representation_dim)
 
 
 class SimCLREquiOnly(_PredictiveMethod):
