@@ -361,23 +361,32 @@ def describe_hardware(device: torch.device) -> str:
     return f"{model} ({os.cpu_count()} cores)"
 
 
-def code_version() -> str:
-    """The package version, with the git commit of the source tree when it is a git checkout."""
+def code_version(root: Path = spec.REPO_ROOT) -> str:
+    """The package version, with the git commit of the source tree when it is a git checkout and
+    ".dirty" when tracked files of the toolkit differ from that commit (results a reviewer cannot rebuild
+    from the commit alone)."""
     try:
         version = metadata.version("3die")
     except metadata.PackageNotFoundError:
         version = "unknown"
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(spec.REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = _git(root, "rev-parse", "--short=12", "HEAD")
+        changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_FOLDERS)
     except (OSError, subprocess.SubprocessError):
         return version
-    return f"{version}+g{commit}" if commit else version
+    if not commit:
+        return version
+    return f"{version}+g{commit}" + (".dirty" if changes else "")
+
+
+#: The folders whose tracked files make up the code that produces results.
+CODE_FOLDERS = ("render", "sie_models", "benchmark", "manifests", "pyproject.toml")
+
+
+def _git(root: Path, *arguments: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
 
 
 # --- results.json --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 extraction, methods without a predictor, and clear errors."""
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from synthetic_data import write_dataset
 from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset
 from benchmark.evaluate import EvaluationSettings, evaluate_run, parse_epochs, parse_tasks, split_features
-from benchmark.evaluate.run import dataset_identity
+from benchmark.evaluate.run import code_version, dataset_identity
 from benchmark.train import load_trained
 
 pytestmark = pytest.mark.slow
@@ -84,6 +85,28 @@ def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run,
     assert dataset["name"] == synthetic_dataset.root.name and len(dataset["hash"]) == 16
     assert dataset["objects"] == {"train": 9, "val": 3} and dataset["views"] == 50
     assert results["evaluation"]["code_version"].startswith("0.1.0")
+
+
+def test_code_version_names_the_commit_and_a_modified_tree(tmp_path):
+    def git(*arguments):
+        subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True, capture_output=True)
+
+    assert code_version(tmp_path).count("+g") == 0  # not a git checkout: the package version alone
+    git("init", "-q")
+    (tmp_path / "benchmark").mkdir()
+    (tmp_path / "benchmark" / "code.py").write_text("A = 1\n")
+    (tmp_path / "notes.txt").write_text("not code\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    commit = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert code_version(tmp_path).endswith(f"+g{commit}")
+    (tmp_path / "notes.txt").write_text("edited, still not code\n")
+    (tmp_path / "benchmark" / "new.py").write_text("B = 2\n")  # untracked
+    assert code_version(tmp_path).endswith(f"+g{commit}")
+    (tmp_path / "benchmark" / "code.py").write_text("A = 2\n")
+    assert code_version(tmp_path).endswith(f"+g{commit}.dirty")
 
 
 def test_features_are_cached_once_for_every_view(evaluated_sie_run):
