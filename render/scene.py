@@ -31,7 +31,7 @@ from PIL import Image
 
 from render import spec
 from render.quality import Quality
-from render.sources import MeshArrays, MeshError, ObjFile, missing_material_libraries
+from render.sources import MeshArrays, MeshError, ObjFile, missing_material_libraries, normalised_surface
 
 # Light and colour-management settings the published generator inherited from Blender 2.9x/3.x
 # through BlenderProc (defaults that changed in Blender 4 and 5, so they are set explicitly).
@@ -94,7 +94,7 @@ class Scene:
 
         Returns warnings about the mesh (a missing material library, which leaves the importer's grey;
         missing textures, which fall back to the material's colour);
-        raises MeshError when the mesh yields no faces.
+        raises MeshError when the mesh yields no faces, or nothing visible (`sources.normalised_surface`).
         """
         self.clear_object()
         if isinstance(mesh, ObjFile):
@@ -104,9 +104,13 @@ class Scene:
         else:
             obj, warnings, origin = _object_from_arrays(mesh), [], ""
         self.object = obj
-        if len(obj.data.polygons) == 0:
+        try:
+            if len(obj.data.polygons) == 0:
+                raise MeshError("the mesh has no faces")
+            normalised_surface(*mesh_triangles(obj.data))
+        except MeshError as error:
             self.clear_object()
-            raise MeshError(f"{origin}the mesh has no faces")
+            raise MeshError(f"{origin}{error}") from None
         _centre_origin(obj)
         obj.rotation_mode = "XYZ"
         return warnings
@@ -357,6 +361,16 @@ def drop_missing_textures(obj) -> list[str]:
             warnings.append(f"material {material.name}: texture {path or '(none)'} is missing or unreadable")
             material.node_tree.nodes.remove(node)
     return sorted(warnings)
+
+
+def mesh_triangles(data) -> tuple[np.ndarray, np.ndarray]:
+    """A Blender mesh's vertices (N, 3) float64 and its triangulated faces (M, 3) int."""
+    vertices = np.empty(len(data.vertices) * 3, dtype=np.float32)
+    data.vertices.foreach_get("co", vertices)
+    data.calc_loop_triangles()
+    triangles = np.empty(len(data.loop_triangles) * 3, dtype=np.int32)
+    data.loop_triangles.foreach_get("vertices", triangles)
+    return vertices.reshape(-1, 3).astype(np.float64), triangles.reshape(-1, 3)
 
 
 def _join(objects: list) -> bpy.types.Object:

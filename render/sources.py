@@ -26,6 +26,8 @@ NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, M
 MAX_MESH_BYTES = 2 * 2**30
 #: Below this total face area (of the normalised mesh, diagonal 1) a mesh is flat or a line: nothing to see.
 MIN_SURFACE_AREA = 1e-9
+#: Largest finite float32: Blender stores coordinates as float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class SourceError(Exception):
@@ -90,6 +92,22 @@ def missing_material_libraries(path: Path) -> list[str]:
     return missing
 
 
+def check_obj_vertices(path: Path) -> None:
+    """MeshError naming the first vertex line of an OBJ file whose coordinates are not finite float32 numbers
+    (Blender's importer would silently read NaN, infinity or an overflowing number as 0)."""
+    with Path(path).open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.startswith(b"v "):
+                continue
+            try:
+                finite = all(abs(float(token)) <= FLOAT32_MAX for token in line.split()[1:4])
+            except ValueError:
+                continue  # a malformed line: the importer's own problem, reported when it finds no mesh
+            if not finite:
+                text = line.decode("utf-8", "replace").strip()
+                raise MeshError(f"{path}:{number}: non-finite vertex coordinates ({text[:80]})")
+
+
 # --- mesh arrays -------------------------------------------------------------------------------------
 def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     """Normalised MeshArrays of a trimesh.Trimesh: turned Z up (from Y up when up_axis is "y"), bounding-box
@@ -102,15 +120,25 @@ def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0 or len(vertices) == 0:
         raise MeshError("the mesh has no faces")
-    if not np.all(np.isfinite(vertices)):
-        raise MeshError("the mesh has non-finite vertex coordinates")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise MeshError(f"faces name vertices outside 0..{len(vertices) - 1}")
-    vertices = normalise_vertices(turn_z_up(vertices, up_axis))
-    if surface_area(vertices, faces) < MIN_SURFACE_AREA:
-        raise MeshError("the mesh has zero surface area (every face is degenerate)")
+    vertices = normalised_surface(turn_z_up(vertices, up_axis), faces)
     colors, domain = _mesh_colours(mesh)
     return MeshArrays(vertices, faces, colors, domain)
+
+
+def normalised_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N, 3) vertices normalised by `normalise_vertices`, once the mesh is known to be visible.
+
+    Raises MeshError for non-finite coordinates, a zero-size bounding box, coordinates whose extent
+    overflows float64, or a zero surface area (every face of the (M, 3) `faces` degenerate).
+    """
+    if not np.all(np.isfinite(vertices)):
+        raise MeshError("the mesh has non-finite vertex coordinates")
+    vertices = normalise_vertices(vertices)
+    if surface_area(vertices, faces) < MIN_SURFACE_AREA:
+        raise MeshError("the mesh has zero surface area (every face is degenerate)")
+    return vertices
 
 
 def turn_z_up(vertices: np.ndarray, up_axis: str) -> np.ndarray:
@@ -259,6 +287,7 @@ class ShapeNetSource:
         if path.stat().st_size == 0:
             raise MeshError(f"{path}: empty file")
         check_mesh_file_size(path)
+        check_obj_vertices(path)
         return ObjFile(path)
 
     def describe(self) -> dict:

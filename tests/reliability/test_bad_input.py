@@ -86,6 +86,22 @@ def write_shapenet_object(root, object_id, mtl: str | None, texture: bool) -> No
     (folder / "models" / "model_normalized.obj").write_text("\n".join(lines) + "\n")
 
 
+#: ShapeNet OBJs that Blender's importer reads without complaint (NaN and overflowing numbers become 0),
+#: each with the reason it fails.
+BAD_OBJ_VERTICES = {
+    "nan-vertex": "v 0 0 0\nv nan 0 0\nv 0 1 0\nv 1 1 0\n",
+    "overflow": "v 0 0 0\nv 1e39 0 0\nv 0 1 0\nv 1 1 0\n",
+    "flat": "v 0 0 0\nv 1 0 0\nv 2 0 0\nv 3 0 0\n",
+    "point": "v 0 0 0\nv 0 0 0\nv 0 0 0\nv 0 0 0\n",
+}
+BAD_OBJ_REASONS = {
+    "nan-vertex": "model_normalized.obj:2: non-finite vertex coordinates (v nan 0 0)",
+    "overflow": "model_normalized.obj:2: non-finite vertex coordinates (v 1e39 0 0)",
+    "flat": "model_normalized.obj: the mesh has zero surface area",
+    "point": "model_normalized.obj: the mesh has a zero-size bounding box",
+}
+
+
 @pytest.mark.slow
 def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(tmp_path):
     root = tmp_path / "ShapeNetCore.v2"
@@ -96,7 +112,20 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
     (root / AIRPLANE / "no-model" / "models").mkdir(parents=True)
     (root / AIRPLANE / "garbage" / "models").mkdir(parents=True)
     (root / AIRPLANE / "garbage" / "models" / "model_normalized.obj").write_text("v 0 0\nf 1 x\n")
-    objects = ["textured", "no-texture", "no-material", "no-model", "garbage", "not-on-disk"]
+    for name, vertices in BAD_OBJ_VERTICES.items():  # Blender's importer reads these as a mesh
+        (root / AIRPLANE / name / "models").mkdir(parents=True)
+        (root / AIRPLANE / name / "models" / "model_normalized.obj").write_text(
+            f"{vertices}f 1 2 3\nf 2 3 4\n"
+        )
+    objects = [
+        "textured",
+        "no-texture",
+        "no-material",
+        "no-model",
+        "garbage",
+        "not-on-disk",
+        *BAD_OBJ_VERTICES,
+    ]
     objects_csv = tmp_path / "objects.csv"
     rows = [f"{AIRPLANE},{object_id},0,train,shapenet" for object_id in objects]
     objects_csv.write_text("synset,object_id,label,split,source\n" + "\n".join(rows) + "\n")
@@ -105,9 +134,13 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         main, ["render", "--out", str(out), "--shapenet-dir", str(root), "--objects", str(objects_csv), *TINY]
     )
     assert result.exit_code == 0, result.output
-    assert "rendered 3 objects" in result.output and "3 failed" in result.output
+    assert "rendered 3 objects" in result.output and "7 failed" in result.output
     failures = writer.read_failures(out)
-    assert set(failures) == {f"{AIRPLANE}/{name}" for name in ("no-model", "garbage", "not-on-disk")}
+    failed = ("no-model", "garbage", "not-on-disk", *BAD_OBJ_VERTICES)
+    assert set(failures) == {f"{AIRPLANE}/{name}" for name in failed}
+    for name, reason in BAD_OBJ_REASONS.items():
+        assert failures[f"{AIRPLANE}/{name}"].startswith(str(root / AIRPLANE / name)), failures
+        assert reason in failures[f"{AIRPLANE}/{name}"], failures
     assert (
         "missing (the object folder has no models/model_normalized.obj)" in failures[f"{AIRPLANE}/no-model"]
     )
