@@ -26,6 +26,7 @@ from PIL import Image
 
 from render import spec
 from render.manifest import SPLITS
+from render.sampling import ROTATION_RANGES
 from render.sources import ObjectSpec
 
 COMPLETE_MARKER = ".complete"
@@ -224,9 +225,37 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 # --- dataset-level files --------------------------------------------------------------------------
 def read_manifest(root: Path) -> dict | None:
-    """ROOT/manifest.json as a dict, or None when the folder has none."""
+    """ROOT/manifest.json as a dict, or None when the folder has none.
+
+    Raises DatasetMismatchError naming the file when it is not valid JSON, not an object, or its settings
+    are unusable (views and size must be positive integers, the rotation range a known one).
+    """
     path = Path(root) / spec.MANIFEST_NAME
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(path, f"not JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, f"a JSON {type(manifest).__name__}, not an object")
+    settings = manifest.get("settings", {})
+    if not isinstance(settings, dict):
+        raise _damaged(path, "its settings are not an object")
+    for name in ("views", "size"):
+        value = settings.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _damaged(path, f"settings.{name} is {value!r}, not a positive integer")
+    if settings.get("rotation", ROTATION_RANGES[0]) not in ROTATION_RANGES:
+        raise _damaged(path, f"settings.rotation is {settings['rotation']!r}, not one of {ROTATION_RANGES}")
+    return manifest
+
+
+def _damaged(path: Path, reason: str) -> DatasetMismatchError:
+    return DatasetMismatchError(
+        f"{path}: damaged dataset manifest ({reason}); restore it, or delete it and rerun `3die render` with "
+        "the dataset's options to rewrite it"
+    )
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

@@ -199,3 +199,31 @@ def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_pa
     assert result.exit_code == 0 and "rendered 1 objects" in result.output and "1 failed" in result.output
     assert "armchair-42" in writer.read_failures(out)["03001627/armchair-42"]
     assert check_dataset(out).ok
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b'{"format": ', "not JSON"),
+        (b"\xff\xfe{}", "not JSON"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b'{"settings": 3}', "its settings are not an object"),
+        (b'{"settings": {"views": "fifty"}}', "settings.views is 'fifty', not a positive integer"),
+        (b'{"settings": {"rotation": "sideways"}}', "settings.rotation is 'sideways'"),
+    ],
+)
+def test_a_damaged_manifest_stops_render_and_fails_check_with_one_line(tmp_path, content, reason):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / spec.MANIFEST_NAME).write_bytes(content)
+    runner = CliRunner()
+    for command in (["render", "--out", str(out), *TINY], ["check", str(out)]):
+        result = runner.invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), "an uncaught exception, not a clear line"
+        lines = [line for line in result.output.splitlines() if spec.MANIFEST_NAME in line]
+        assert (
+            len(lines) == 1 and f"{out / spec.MANIFEST_NAME}: damaged dataset manifest ({reason}" in lines[0]
+        )
+    assert (out / spec.MANIFEST_NAME).read_bytes() == content, "the manifest is left as it was"
+    assert not list(out.glob("*/*")), "nothing rendered"
