@@ -81,13 +81,17 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
         return report
     try:
         manifest = writer.read_manifest(root)
-        report.failures = writer.read_failures(root)
+        failures = writer.read_failures(root)
         listed = _listed_objects(root)
         _check_split_files(root, listed, report)
     except (ValueError, SourceError, writer.DatasetMismatchError) as error:  # unreadable dataset files
         report.add(str(root), str(error))
         return report
+    # an object rendered by `--retry-failed` after it failed is complete, and checked like any other
+    report.failures = {key: reason for key, reason in failures.items() if not writer.is_complete(root / key)}
     expected = [key for key in listed if key not in report.failures]
+    if not expected:
+        report.add(str(root), _no_objects_reason(root, listed))
     _check_unlisted(root, set(listed), report)
     expectations = _expectations(root, manifest, expected)
     check = partial(_check_object_folder, root, expectations=expectations, decode=decode)
@@ -186,6 +190,16 @@ def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
 
 
 # --- dataset level -----------------------------------------------------------------------------------
+def _no_objects_reason(root: Path, listed: list[str]) -> str:
+    """Why a folder with nothing to check is not a dataset."""
+    if listed:
+        return f"no objects to check: every listed object is recorded as failed in {spec.FAILURES_NAME}"
+    return (
+        f"no objects: neither {spec.OBJECTS_CSV_NAME}, train/val_images.npy nor SYNSET/OBJECT_ID folders; "
+        "is this the dataset folder?"
+    )
+
+
 def _listed_objects(root: Path) -> list[str]:
     """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk."""
     objects_csv = root / spec.OBJECTS_CSV_NAME

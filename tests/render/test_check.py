@@ -141,3 +141,32 @@ def test_unreadable_dataset_files_are_reported_not_raised(tmp_path):
     np.save(tmp_path / "val_images.npy", np.array(["not-a-key"]))
     report, found = problems(tmp_path)
     assert "not of the form '/SYNSET/OBJECT_ID/'" in found[str(tmp_path)][0]
+
+
+def test_a_folder_without_objects_is_not_a_dataset(tmp_path):
+    (tmp_path / "meshes" / "chair").mkdir(parents=True)  # a mesh folder given by mistake: CLASS/NAME.obj
+    (tmp_path / "meshes" / "chair" / "a.obj").write_text("v 0 0 0\n")
+    for folder in (tmp_path / "meshes", tmp_path / "meshes" / "chair"):
+        report, found = problems(folder)
+        assert not report.ok and "no objects" in found[str(folder)][0], found
+        assert report.lines()[-1].endswith("1 with problems")
+
+
+def test_a_dataset_whose_every_object_failed_is_not_ok(tmp_path):
+    make_dataset(tmp_path, objects=OBJECTS[:1])
+    import shutil
+
+    shutil.rmtree(writer.object_dir(tmp_path, OBJECTS[0]))
+    writer.finalize(tmp_path, OBJECTS[:1])
+    writer.record_failure(tmp_path, OBJECTS[0], "the mesh has no faces")
+    report, found = problems(tmp_path)
+    assert not report.ok and "every listed object is recorded as failed" in found[str(tmp_path)][0]
+
+
+def test_an_object_rendered_again_after_its_failure_is_checked(tmp_path):
+    make_dataset(tmp_path)
+    writer.record_failure(tmp_path, OBJECTS[1], "the render worker died")  # then --retry-failed rendered it
+    np.save(writer.object_dir(tmp_path, OBJECTS[1]) / spec.latent_name(0), np.zeros(3))
+    report, found = problems(tmp_path)
+    assert report.failures == {} and report.objects == len(OBJECTS)
+    assert list(found) == [OBJECTS[1].key] and "latent_0.npy has shape (3,)" in found[OBJECTS[1].key][0]
