@@ -130,7 +130,13 @@ def render_command(
         summary = launch.render_dataset(
             config, source, limit, launch.Shard.parse(shard), workers, retry_failed, recycle_every
         )
-    except (sources.SourceError, writer.DatasetMismatchError, launch.RenderSetupError, ValueError) as error:
+    except (
+        sources.SourceError,
+        writer.DatasetMismatchError,
+        launch.RenderSetupError,
+        launch.SlurmError,
+        ValueError,
+    ) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:  # a full disk, a read-only folder: complete objects stay, a rerun resumes
         raise click.ClickException(

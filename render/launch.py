@@ -9,6 +9,8 @@ Each worker process keeps one Blender scene alive across objects and is replaced
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import multiprocessing
 import os
@@ -122,6 +124,7 @@ def render_dataset(
 ) -> RunSummary:
     """Render the objects of `shard` that are not done yet into `config.out`; see the module docstring."""
     start = time.monotonic()
+    check_counts(workers=workers, recycle_every=recycle_every)
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
@@ -134,8 +137,17 @@ def render_dataset(
     return summary
 
 
+def check_counts(**counts: int) -> None:
+    """ValueError naming the option (`--name`) of the first count below 1."""
+    for name, count in counts.items():
+        if count < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {count}")
+
+
 def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectSpec]:
-    """The source's objects, the first `limit` of them when a limit is given."""
+    """The source's objects, the first `limit` (at least 1) of them when a limit is given."""
+    if limit is not None:
+        check_counts(limit=limit)
     objects = source.objects()
     return objects if limit is None else objects[:limit]
 
@@ -376,6 +388,12 @@ class SlurmOptions:
     array_parallelism: int = 64
     folder: Path | None = None
 
+    def __post_init__(self) -> None:
+        check_counts(jobs=self.jobs, time=self.time_min, cpus_per_task=self.cpus)
+        check_counts(array_parallelism=self.array_parallelism)
+        if self.gpus < 0:
+            raise ValueError(f"--gpus must be at least 0, got {self.gpus}")
+
     def parameters(self) -> dict:
         """Keyword arguments for submitit.AutoExecutor.update_parameters."""
         parameters = {
@@ -391,6 +409,10 @@ class SlurmOptions:
         if self.partition:
             parameters["slurm_partition"] = self.partition
         return parameters
+
+
+class SlurmError(RuntimeError):
+    """--slurm cannot submit: there is no SLURM here, or sbatch refused the job array."""
 
 
 class ShardJob(submitit.helpers.Checkpointable):
@@ -416,16 +438,28 @@ def submit_slurm(
 ) -> list:
     """Prepare the dataset folder, then submit one array task per shard; returns the submitit jobs.
 
-    `cluster` is passed to submitit.AutoExecutor: None picks SLURM when available, "local" or "debug" run
-    the same jobs on this machine (for testing the job construction).
+    `cluster` is passed to submitit.AutoExecutor: None requires SLURM (SlurmError without it, or when sbatch
+    refuses the array), "local" or "debug" run the same jobs on this machine (for testing the job
+    construction).
     """
+    check_counts(workers=workers)
+    if cluster is None and submitit.AutoExecutor.which() != "slurm":
+        raise SlurmError(
+            "--slurm: no SLURM on this machine (srun is not on PATH); run the command on a SLURM login node, "
+            "or without --slurm to render here"
+        )
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     folder = options.folder or config.out / ".slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**options.parameters())
     jobs = [ShardJob(config, source, limit, Shard(k, options.jobs), workers) for k in range(options.jobs)]
-    return executor.submit_array(jobs)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's errors; they are in ours
+            return executor.submit_array(jobs)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise SlurmError(f"sbatch refused the job array: {reason}") from None
 
 
 def estimate_jobs(objects: int, per_job: int = 500) -> int:

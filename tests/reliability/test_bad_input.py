@@ -174,6 +174,11 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
             "lists objects of source shapenet, but this render reads procedural",
         ),
         (["--classes", "chair,chiar"], "unknown procedural classes chiar"),
+        (["--limit", "-1"], "--limit must be at least 1, got -1"),  # was: every object but the last
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--recycle-every", "0"], "--recycle-every must be at least 1, got 0"),
+        (["--slurm", "--jobs", "-2"], "--jobs must be at least 1, got -2"),
     ],
 )
 def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, message):
@@ -187,6 +192,7 @@ def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, m
     assert result.exit_code in (1, 2), result.output
     assert message in result.output and "Traceback" not in result.output
     assert not list(out.glob("*/*")), "nothing rendered"
+    assert not (out / spec.MANIFEST_NAME).exists(), "the folder is not claimed for these options"
 
 
 @pytest.mark.slow

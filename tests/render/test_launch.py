@@ -184,3 +184,35 @@ def test_shapenet_layout_renders_with_shapenet_labels(tmp_path, scene):
     by_synset = {s.synset: s.label for s in spec.shapenet_synsets()}
     assert [by_synset[key.split("/")[1]] for key in images] == labels.tolist()  # chair 3001627, mug 3797390
     assert check_dataset(tmp_path / "out").ok
+
+
+def fake_slurm(folder, sbatch_error: str | None = None):
+    """A folder for PATH with an `srun` (so submitit sees SLURM) and an `sbatch` that refuses every job with
+    `sbatch_error` on stderr."""
+    folder.mkdir()
+    for name, script in (("srun", "exit 0"), ("sbatch", f"echo '{sbatch_error}' >&2; exit 1")):
+        (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_slurm_without_slurm_or_refused_by_sbatch_is_one_line(tmp_path):
+    """Without SLURM, --slurm used to start every array task on this machine, in the background."""
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    out = tmp_path / "out"
+    command = ["render", "--out", str(out), "--classes", "chair", "--per-class", "1", "--slurm"]
+    no_slurm = CliRunner().invoke(main, command, env={"PATH": str(tmp_path / "empty")})
+    assert no_slurm.exit_code == 1 and isinstance(no_slurm.exception, SystemExit)
+    assert "Error: --slurm: no SLURM on this machine" in no_slurm.output
+    assert not out.exists(), "nothing written, nothing started"
+
+    refusal = "sbatch: error: invalid partition specified: nosuch"
+    bin_folder = fake_slurm(tmp_path / "bin", refusal)
+    refused = CliRunner().invoke(
+        main, [*command, "--partition", "nosuch"], env={"PATH": f"{bin_folder}:{os.environ['PATH']}"}
+    )
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
+    assert refused.output.strip() == f"Error: sbatch refused the job array: {refusal}"
