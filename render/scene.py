@@ -43,6 +43,7 @@ RENDER_FILE = "view.bmp"  # the scene's render output: uncompressed, so writing 
 MEMORY_TMP = Path("/dev/shm")
 SMOOTH_ANGLE = math.radians(30.0)  # edges sharper than this stay sharp on imported arrays
 OBJECT_GREY = 0.8  # base colour of meshes that carry no colours
+COLOUR_ATTRIBUTE = "Colour"  # the colour attribute of meshes built from arrays
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
 
 
@@ -426,28 +427,30 @@ def _object_from_arrays(mesh: MeshArrays) -> bpy.types.Object:
     data.polygons.add(len(faces))
     data.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     data.update(calc_edges=True)
+    if mesh.colors is not None:  # before validate, which drops degenerate faces with their corner colours
+        colours = data.color_attributes.new(COLOUR_ATTRIBUTE, "BYTE_COLOR", mesh.color_domain)
+        colours.data.foreach_set("color_srgb", np.asarray(mesh.colors, dtype=np.float32).ravel())
     if data.validate(verbose=False):
         data.update(calc_edges=True)
     data.shade_smooth()
     data.set_sharp_from_angle(angle=SMOOTH_ANGLE)
-    data.materials.append(_object_material(mesh, data))
+    data.materials.append(_object_material(mesh))
     obj = bpy.data.objects.new("Object", data)
     bpy.context.scene.collection.objects.link(obj)
     return obj
 
 
-def _object_material(mesh: MeshArrays, data) -> bpy.types.Material:
-    """A Principled material: the mesh's colours when it has some, plain light grey otherwise."""
+def _object_material(mesh: MeshArrays) -> bpy.types.Material:
+    """A Principled material: the mesh's colours (its COLOUR_ATTRIBUTE) when it has some, plain light grey
+    otherwise."""
     material = bpy.data.materials.new("Object")
     shader = material.node_tree.nodes.get("Principled BSDF")
     shader.inputs["Roughness"].default_value = 0.5
     if mesh.colors is None:
         shader.inputs["Base Color"].default_value = (OBJECT_GREY, OBJECT_GREY, OBJECT_GREY, 1.0)
         return material
-    colours = data.color_attributes.new("Colour", "BYTE_COLOR", mesh.color_domain)
-    colours.data.foreach_set("color_srgb", np.asarray(mesh.colors, dtype=np.float32).ravel())
     attribute = material.node_tree.nodes.new("ShaderNodeAttribute")
-    attribute.attribute_name = "Colour"
+    attribute.attribute_name = COLOUR_ATTRIBUTE
     material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
     return material
 

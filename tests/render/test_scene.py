@@ -141,6 +141,19 @@ def test_mesh_without_faces_is_refused_and_the_scene_stays_usable(scene, marker_
     assert scene.render().shape == (scene.settings.size, scene.settings.size, 3)
 
 
+def test_face_colours_stay_on_their_faces_when_a_degenerate_face_is_dropped(scene):
+    box = trimesh.creation.box()
+    faces = np.vstack([box.faces[:2], [[0, 0, 1]], box.faces[2:]])  # face 2 is degenerate
+    reds = np.arange(len(faces)) * 15
+    colours = np.stack([reds, np.zeros_like(reds), np.zeros_like(reds), np.full_like(reds, 255)], axis=1)
+    arrays = MeshArrays(np.asarray(box.vertices), faces, np.repeat(colours / 255.0, 3, axis=0), "CORNER")
+    scene.set_object(arrays)
+    data = scene.object.data
+    attribute = data.color_attributes["Colour"]
+    kept = [round(attribute.data[polygon.loop_start].color_srgb[0] * 255) for polygon in data.polygons]
+    assert kept == [r for face, r in enumerate(reds) if face != 2]
+
+
 def test_objects_leave_no_orphan_data(scene, marker_object):
     import bpy
 
