@@ -425,6 +425,10 @@ def source_from_options(
         raise SourceError("give either --shapenet-dir or --mesh-dir, not both")
     if objects_file is not None and not Path(objects_file).is_file():
         raise SourceError(f"{objects_file}: no such file (given as --objects)")
+    if classes is not None:  # "chair, mug," names chair and mug
+        classes = tuple(name.strip() for name in classes if name.strip())
+        if not classes:
+            raise SourceError("--classes names no class; give class names separated by commas")
     if shapenet_dir is not None:
         return ShapeNetSource(Path(shapenet_dir), objects_file)
     if mesh_dir is not None:
@@ -452,6 +456,11 @@ def _read_objects_csv(path: Path, kind: str) -> list:
     """The entries of an objects CSV (render.manifest schema), which must all come from source `kind`."""
     from render import manifest
 
+    if Path(path).suffix == ".npy":
+        raise SourceError(
+            f"{path}: an images .npy selects ShapeNet objects (with --shapenet-dir); for the {kind} source "
+            f"give an objects CSV ({','.join(manifest.COLUMNS)})"
+        )
     try:
         entries = manifest.read_manifest(path)
     except manifest.ManifestError as error:

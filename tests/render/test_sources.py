@@ -209,3 +209,9 @@ def test_source_from_options():
     assert isinstance(source_from_options(), ProceduralSource)
     with pytest.raises(SourceError, match="either"):
         source_from_options(shapenet_dir="a", mesh_dir="b")
+
+
+def test_class_names_are_trimmed_and_empty_ones_dropped():
+    source = source_from_options(classes=("chair", " mug ", ""))
+    assert source.class_names == ("chair", "mug")
+    assert [o.synset for o in source.objects()[:1]] == ["03001627"]
