@@ -1,7 +1,9 @@
 """Object manifest: reading with line-level errors, atomic writing, the stratified split and the official
 3DIEBench validation list."""
 
+import os
 import random
+import stat
 
 import pytest
 
@@ -120,6 +122,19 @@ def test_atomic_write_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch)
         manifest.write_manifest(path, [entry()])
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["objects.csv"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask):
+    """Shared datasets: objects.csv (and the exported library) must be as readable as the images beside it."""
+    previous = os.umask(umask)
+    try:
+        manifest.write_manifest(tmp_path / "objects.csv", [entry()])
+        (tmp_path / "plain").write_text("")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "objects.csv").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o666 & ~umask
 
 
 def test_labels():
