@@ -511,7 +511,7 @@ def benchmark_command(
     one row to the leaderboard CSV. Rerun to resume any stage."""
     from benchmark.data import DatasetError, worker_error_line
     from benchmark.evaluate import EvaluationError, parse_epochs
-    from benchmark.leaderboard import format_table
+    from benchmark.leaderboard import LeaderboardError, format_table
     from benchmark.pipeline import BenchmarkConfig, ProceduralData, run_benchmark
     from benchmark.train import INTERRUPTED_EXIT_STATUS, CheckpointError, ConfigError, TrainingError
     from render.launch import RenderSetupError
@@ -523,6 +523,7 @@ def benchmark_command(
         TrainingError,
         CheckpointError,
         EvaluationError,
+        LeaderboardError,
         SourceError,
         DatasetMismatchError,
         RenderSetupError,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import RESULTS_NAME, read_results
-from benchmark.leaderboard import Row, append_row, row_from_results
+from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
 from benchmark.train import presets, resolve_config, train
 from benchmark.train.loop import CHECKPOINTS_DIR
 
@@ -95,7 +95,8 @@ def run_benchmark(
     """Render (when needed), train, evaluate and add the leaderboard row; see the module docstring.
 
     Raises the stages' own errors (SourceError, DatasetError, ConfigError, TrainingError, CheckpointError,
-    EvaluationError). When training is stopped by a signal, returns with `trained` False and no row.
+    EvaluationError, LeaderboardError: checked before rendering). When training is stopped by a signal,
+    returns with `trained` False and no row.
     """
     say = echo or (lambda line: None)
     image_size = config.train_options.get("image_size") or _preset(config.preset)["image_size"]
@@ -114,6 +115,8 @@ def run_benchmark(
         device=config.device,
         **config.train_options,
     )
+    if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
+        read_rows(leaderboard)
     if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
         render_procedural(procedural, config.procedural, render_size, progress, say)
 

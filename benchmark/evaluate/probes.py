@@ -62,6 +62,11 @@ class ProbeSettings:
         for name in ("epochs", "samples_per_object", "batch_size", "hidden", "val_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe {name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(
+                f"probe lr must be positive and weight decay not negative, "
+                f"got {self.lr} and {self.weight_decay}"
+            )
 
 
 # --- classification --------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ TASK_ALIASES = {"color": "colour"}
 PAPER_PROBE_EPOCHS = 300
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "3die-results/1"
+#: Objects per block when checking cached features for NaN and infinite values.
+FINITE_CHECK_OBJECTS = 1024
 
 
 class EvaluationError(Exception):
@@ -83,6 +85,11 @@ class EvaluationSettings:
             raise ValueError(f"unknown tasks {given}; choose from {', '.join(TASKS)}")
         for task in PROBE_TASKS:
             self.probe(task)
+        if self.workers < 0 or self.extract_batch < 1:
+            raise ValueError(
+                f"workers must be at least 0 and extract batch at least 1, got {self.workers} and "
+                f"{self.extract_batch}"
+            )
 
     def probe(self, task: str) -> ProbeSettings:
         """The probe settings of one probe task."""
@@ -163,7 +170,8 @@ def evaluate_run(
     train_views, val_views = (open_dataset(data_path, split) for split in ("train", "val"))
     check_splits(data_path, train_views, val_views, settings.tasks)
     dataset = dataset_identity(data_path, train_views, val_views)
-    checkpoint = {"path": config["checkpoint"]["path"], "sha256": file_sha256(config["checkpoint"]["path"])}
+    checkpoint_path = Path(config["checkpoint"]["path"]).resolve()
+    checkpoint = {"path": str(checkpoint_path), "sha256": file_sha256(checkpoint_path)}
     key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"])
     header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
     results = continue_results(read_results(run / RESULTS_NAME, say), header, run, say)
@@ -182,6 +190,8 @@ def evaluate_run(
     )
     val = split_features(views=val_views, embeddings=method.has_predictor, **extract)
     train = split_features(views=train_views, **extract) if set(settings.tasks) & set(PROBE_TASKS) else None
+    for split, features in (("val", val), ("train", train)):
+        check_finite_features(features, split, run, checkpoint["path"])
     results["seconds"]["features"] = round(time.perf_counter() - started, 3)
     features = FeatureTensors(train, val, device)
     for task in settings.tasks:
@@ -256,6 +266,26 @@ def run_task(
                 train_part, train.latents, val_part, val.latents, probe_settings, on_epoch
             )
     return metrics
+
+
+def check_finite_features(features: SplitFeatures | None, split: str, run: Path, checkpoint: str) -> None:
+    """EvaluationError when some representation or embedding is NaN or infinite (a checkpoint whose training
+    diverged): probes on such features score nonsense and retrieval cannot rank them."""
+    if features is None:
+        return
+    for name in ("representations", "embeddings"):
+        array = getattr(features, name)
+        if array is None:
+            continue
+        bad = sum(
+            int(np.count_nonzero(~np.isfinite(array[start : start + FINITE_CHECK_OBJECTS]).all(axis=(1, 2))))
+            for start in range(0, len(array), FINITE_CHECK_OBJECTS)
+        )
+        if bad:
+            raise EvaluationError(
+                f"{run}: the checkpoint {checkpoint} gives NaN or infinite {name} for {bad} of the "
+                f"{len(array)} objects of the {split} split (the training diverged); retrain the run"
+            )
 
 
 # --- the run's and the dataset's identity ----------------------------------------------------------
@@ -397,7 +427,7 @@ def read_results(path: Path, echo: Callable[[str], None]) -> dict[str, Any] | No
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        echo(f"{path}: unreadable ({error}); writing a new one")
+        echo(f"{path}: unreadable ({error})")
         return None
     return results if isinstance(results, dict) and results.get("format") == RESULTS_FORMAT else None
 
@@ -407,9 +437,13 @@ def continue_results(
 ) -> dict[str, Any]:
     """The results to fill: the previous tasks' metrics are kept when they were computed from the same
     features (checkpoint, dataset, image size); results of another checkpoint are moved aside to
-    results.KEY.json rather than lost."""
+    results.KEY.json, and a results.json that is not ours (unreadable, another format) to
+    results.unusable.json, rather than lost."""
     results = {**header, "settings": {}, "metrics": {}, "seconds": {}, "skipped": {}}
     if previous is None:
+        if (run / RESULTS_NAME).is_file():
+            kept = set_aside(run / RESULTS_NAME, "unusable")
+            echo(f"{run / RESULTS_NAME}: not a {RESULTS_FORMAT} results file; moved to {kept.name}")
         return results
     old_key = previous.get("features", {}).get("key")
     if old_key == header["features"]["key"]:
@@ -420,6 +454,16 @@ def continue_results(
     os.replace(run / RESULTS_NAME, kept)
     echo(f"{run / RESULTS_NAME}: results of another checkpoint or dataset moved to {kept.name}")
     return results
+
+
+def set_aside(path: Path, tag: str) -> Path:
+    """Rename `path` to STEM.TAG.json (STEM.TAG-2.json, ... when that exists); returns the new path."""
+    count, kept = 1, path.with_name(f"{path.stem}.{tag}.json")
+    while kept.exists():
+        count += 1
+        kept = path.with_name(f"{path.stem}.{tag}-{count}.json")
+    os.replace(path, kept)
+    return kept
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:

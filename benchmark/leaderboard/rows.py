@@ -140,7 +140,13 @@ def load_rows(source: str | Path) -> list[Row]:
         raise LeaderboardError(f"{path}: no such run folder, results.json or CSV file")
     if path.suffix == ".csv":
         return read_rows(path)
-    return [row_from_results(read_results_file(path))]
+    results = read_results_file(path)
+    try:
+        return [row_from_results(results)]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise LeaderboardError(
+            f"{path}: incomplete results (no {error}); evaluate the run again (`3die evaluate`)"
+        ) from None
 
 
 def read_results_file(path: Path) -> dict[str, Any]:
@@ -177,14 +183,20 @@ def read_rows(path: str | Path) -> list[Row]:
         text = path.read_text()
     except OSError as error:
         raise LeaderboardError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise LeaderboardError(f"{path}: not a text file; not a leaderboard CSV") from None
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+        records = list(reader)
+    except csv.Error as error:
+        raise LeaderboardError(f"{path}: not a readable CSV ({error})") from None
     unknown = [column for column in header if column not in COLUMNS]
     if unknown or "method" not in header:
         problem = f"unknown columns {', '.join(unknown)}" if unknown else "no method column"
         raise LeaderboardError(f"{path}: {problem}; not a leaderboard CSV of this version of 3die")
     rows = []
-    for line, record in enumerate(reader, start=2):
+    for line, record in enumerate(records, start=2):
         rows.append({column: _parse(path, line, column, record.get(column)) for column in COLUMNS})
     return rows
 
@@ -209,6 +221,8 @@ def _parse(path: Path, line: int, column: str, text: str | None) -> Any:
 # --- display -----------------------------------------------------------------------------------------
 def format_table(rows: list[Row], columns: Iterable[str] = SUMMARY_COLUMNS) -> str:
     """A fixed-width text table of `rows` with those of `columns` that hold a value in some row."""
+    if not rows:
+        return "(no rows)"
     shown = [column for column in columns if any(row.get(column) is not None for row in rows)]
     cells = [shown] + [[_display(row.get(column)) for column in shown] for row in rows]
     widths = [max(len(line[index]) for line in cells) for index in range(len(shown))]

@@ -74,3 +74,13 @@ def test_benchmark_errors_are_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "unknown method 'sie2'" in result.output
     result = _benchmark("--method", "sie", "--out", str(tmp_path), "--classes", "spaceship")
     assert result.exit_code == 1 and "unknown procedural classes spaceship" in result.output
+
+
+def test_an_unreadable_leaderboard_stops_the_benchmark_before_any_work(synthetic_dataset, tmp_path):
+    board = tmp_path / "board.csv"
+    board.write_text("method,flops\nsie,3\n")
+    data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path / "out"), "--batch-size", "4"]
+    result = _benchmark("--method", "sie", *data, "--leaderboard", str(board))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{board}: unknown columns flops; not a leaderboard CSV" in result.output
+    assert not (tmp_path / "out" / "runs").exists()

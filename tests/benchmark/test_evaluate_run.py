@@ -2,7 +2,9 @@
 extraction, methods without a predictor, and clear errors."""
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,19 @@ from synthetic_data import write_dataset
 
 from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset
-from benchmark.evaluate import EvaluationSettings, evaluate_run, parse_epochs, parse_tasks, split_features
-from benchmark.evaluate.run import code_version, dataset_identity
+from benchmark.evaluate import (
+    EvaluationError,
+    EvaluationSettings,
+    SplitFeatures,
+    evaluate_run,
+    parse_epochs,
+    parse_tasks,
+    split_features,
+)
+from benchmark.evaluate import run as evaluate_module
+from benchmark.evaluate.run import check_finite_features, code_version, dataset_identity
 from benchmark.train import load_trained
+from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +223,55 @@ def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie
     assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
     result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
     assert result.exit_code == 1 and str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_non_finite_features_name_the_split_and_how_many_objects(monkeypatch):
+    monkeypatch.setattr(evaluate_module, "FINITE_CHECK_OBJECTS", 2)  # several blocks
+    finite = np.zeros((5, 2, 3), np.float32)
+    embeddings = finite.copy()
+    embeddings[1, 0, 2], embeddings[4, 1, 0] = np.inf, np.nan
+    latents, labels = np.zeros((5, 2, 7)), np.zeros(5, np.int64)
+    check_finite_features(SplitFeatures(finite, None, latents, labels), "train", Path("RUN"), "C")
+    check_finite_features(None, "train", Path("RUN"), "C")
+    expected = (
+        r"RUN: the checkpoint C gives NaN or infinite embeddings for 2 of the 5 objects of the val split"
+    )
+    with pytest.raises(EvaluationError, match=expected):
+        check_finite_features(SplitFeatures(finite, embeddings, latents, labels), "val", Path("RUN"), "C")
+
+
+def test_a_diverged_checkpoint_is_one_clear_line_and_scores_nothing(sie_run, tmp_path):
+    run = tmp_path / "diverged"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("features", "results*.json"))
+    payload = load_checkpoint(run / "checkpoints").payload
+    weights = payload["model"]
+    first = next(key for key in weights if key.startswith("backbone.") and weights[key].is_floating_point())
+    weights[first].fill_(float("nan"))
+    shutil.rmtree(run / "checkpoints")
+    save_checkpoint(run / "checkpoints", payload)
+    result = _evaluate(run)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "gives NaN or infinite representations for 3 of the 3 objects of the val split" in result.output
+    assert not (run / "results.json").exists()
+
+
+def test_a_results_file_that_is_not_ours_is_kept_and_paths_are_absolute(sie_run, tmp_path, monkeypatch):
+    run = tmp_path / "copy"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("results*.json"))
+    foreign = json.dumps({"format": "3die-results/2", "metrics": {"retrieval": {"mrr": 0.5}}})
+    (run / "results.json").write_text(foreign)
+    monkeypatch.chdir(tmp_path)
+    result = _evaluate(Path("copy"), "--tasks", "retrieval")
+    assert result.exit_code == 0, result.output
+    assert "not a 3die-results/1 results file; moved to results.unusable.json" in result.output
+    assert (run / "results.unusable.json").read_text() == foreign
+    results = json.loads((run / "results.json").read_text())
+    assert results["format"] == "3die-results/1" and set(results["metrics"]) == {"retrieval"}
+    assert results["checkpoint"]["path"] == str((run / "checkpoints" / "last.pt").resolve())
+    (run / "results.json").write_text("{truncated")
+    result = _evaluate(Path("copy"), "--tasks", "retrieval")
+    assert result.exit_code == 0 and "moved to results.unusable-2.json" in result.output
+    assert (run / "results.unusable-2.json").read_text() == "{truncated"
 
 
 def test_a_run_whose_dataset_moved_asks_for_data(tmp_path):

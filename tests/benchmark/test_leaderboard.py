@@ -126,6 +126,23 @@ def test_bad_inputs_name_the_file(tmp_path):
         load_rows(not_results)
 
 
+def test_undecodable_csvs_and_incomplete_results_name_the_file(tmp_path):
+    binary = tmp_path / "figure.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(LeaderboardError, match=r"figure.csv: not a text file"):
+        load_rows(binary)
+    huge_cell = tmp_path / "huge.csv"
+    huge_cell.write_text("method,seed\n" + "s" * 200_000 + ",0\n")
+    with pytest.raises(LeaderboardError, match=r"huge.csv: not a readable CSV \(field larger"):
+        read_rows(huge_cell)
+    incomplete = tmp_path / "results.json"
+    incomplete.write_text(json.dumps({"format": RESULTS_FORMAT, "method": "sie"}))
+    with pytest.raises(LeaderboardError, match=r"results.json: incomplete results \(no 'training'\)"):
+        load_rows(incomplete)
+    result = CliRunner().invoke(main, ["leaderboard", str(binary), "--out", str(tmp_path / "board.csv")])
+    assert result.exit_code == 1 and "not a text file" in result.output and "Traceback" not in result.output
+
+
 def test_old_csv_without_newer_columns_reads_as_none(tmp_path):
     path = tmp_path / "old.csv"
     path.write_text("method,dataset,seed,top1_full\nsimclr,procedural,0,81.5\n")
@@ -140,6 +157,14 @@ def test_format_table_shows_filled_summary_columns():
     assert "top1_inv" in lines[0] and "mrr" in lines[0]
     assert lines[1].split()[:2] == ["sie", "procedural"] and "80.00" in lines[1]
     assert lines[2].split()[0] == "vicreg" and " - " in lines[2]
+
+
+def test_an_empty_leaderboard_says_so(tmp_path):
+    empty = tmp_path / "empty.csv"
+    write_rows(empty, [])
+    assert read_rows(empty) == [] and format_table([]) == "(no rows)"
+    result = CliRunner().invoke(main, ["leaderboard", str(empty), "--out", str(empty)])
+    assert result.exit_code == 0 and result.output.splitlines() == ["(no rows)", f"{empty}: 0 rows"]
 
 
 def _assert_png(path):
