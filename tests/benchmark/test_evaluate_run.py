@@ -292,6 +292,20 @@ def test_task_and_epoch_parsing():
     assert parse_epochs("rotation=50,colour=7") == {"classification": 300, "rotation": 50, "colour": 7}
 
 
+def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
+    with pytest.raises(
+        ValueError, match="workers must be at least 0 and extract batch at least 1, got -1 and 256"
+    ):
+        EvaluationSettings(workers=-1)
+    with pytest.raises(ValueError, match="got 0 and 0"):
+        EvaluationSettings(extract_batch=0)
+    for option in (["--lr", "-1"], ["--workers", "-2"]):
+        result = _evaluate(evaluated_sie_run, *option)
+        assert (
+            result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
+        )
+
+
 def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):
     packed = tmp_path / "ours.h5"
     pack_dataset(synthetic_dataset.root, packed)
