@@ -265,7 +265,10 @@ class ShapeNetSource:
         if self.objects_file is not None and Path(self.objects_file).suffix != ".npy":
             entries = _read_objects_csv(self.objects_file, self.kind)
         else:
-            keys = read_images_npy(self.objects_file) if self.objects_file else _shapenet_folders(root)
+            if self.objects_file is not None:
+                keys = read_images_npy(self.objects_file)
+            else:
+                keys = _listed(_shapenet_folders, root)
             try:
                 entries = [
                     manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind)
@@ -284,10 +287,13 @@ class ShapeNetSource:
         path = Path(obj.path)
         if not path.is_file():
             raise MeshError(f"{path}: missing (the object folder has no {SHAPENET_MODEL})")
-        if path.stat().st_size == 0:
-            raise MeshError(f"{path}: empty file")
-        check_mesh_file_size(path)
-        check_obj_vertices(path)
+        try:
+            if path.stat().st_size == 0:
+                raise MeshError(f"{path}: empty file")
+            check_mesh_file_size(path)
+            check_obj_vertices(path)
+        except OSError as error:  # an unreadable file is this object's problem, not the run's
+            raise MeshError(f"{path}: cannot read it ({error.strerror or error})") from None
         return ObjFile(path)
 
     def describe(self) -> dict:
@@ -311,7 +317,7 @@ class MeshDirSource:
     kind: str = field(default="mesh-dir", init=False)
 
     def objects(self) -> list[ObjectSpec]:
-        files = self._mesh_files()
+        files = _listed(self._mesh_files)
         if self.objects_file is not None:
             entries = _read_objects_csv(self.objects_file, self.kind)
         else:
@@ -477,6 +483,16 @@ def _classes_of(objects: list[ObjectSpec], names: dict[str, str]) -> tuple[spec.
     """The (label, synset, name) triples of the objects, by label; a synset's name defaults to itself."""
     labelled = {(obj.label, obj.synset) for obj in objects}
     return tuple(spec.Synset(label, synset, names.get(synset, synset)) for label, synset in sorted(labelled))
+
+
+def _listed(list_objects, *arguments):
+    """`list_objects(*arguments)`, a folder listing; an unreadable folder is a SourceError naming it."""
+    try:
+        return list_objects(*arguments)
+    except OSError as error:
+        raise SourceError(
+            f"{error.filename}: cannot list the objects ({error.strerror or error}); make it readable"
+        ) from None
 
 
 def _existing_folder(path: Path, option: str) -> Path:

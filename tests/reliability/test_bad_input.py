@@ -8,11 +8,13 @@ Broken OBJ/PLY/STL files inside a run are also in tests/render/test_launch.py
 """
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
 import trimesh
 from click.testing import CliRunner
+from faults import child_env, cli_command, obey_permissions
 from PIL import Image
 
 from benchmark.cli import main
@@ -239,3 +241,40 @@ def test_a_damaged_manifest_stops_render_and_fails_check_with_one_line(tmp_path,
         )
     assert (out / spec.MANIFEST_NAME).read_bytes() == content, "the manifest is left as it was"
     assert not list(out.glob("*/*")), "nothing rendered"
+
+
+def render_obeying_permissions(*arguments: str) -> subprocess.CompletedProcess:
+    """`3die render ARGUMENTS` in a child that obeys file permissions (root drops its override)."""
+    return subprocess.run(
+        cli_command("render", *arguments, *TINY),
+        preexec_fn=obey_permissions,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+    )
+
+
+@pytest.mark.slow
+def test_an_unreadable_mesh_is_one_failure_and_an_unreadable_folder_one_line(tmp_path):
+    """An unreadable OBJ used to stop the whole run ("…: Permission denied; … free disk space")."""
+    root = tmp_path / "ShapeNetCore.v2"
+    write_shapenet_object(root, "readable", None, texture=False)
+    write_shapenet_object(root, "unreadable", None, texture=False)
+    model = root / AIRPLANE / "unreadable" / "models" / "model_normalized.obj"
+    model.chmod(0)
+    out = tmp_path / "out"
+    try:
+        finished = render_obeying_permissions("--out", str(out), "--shapenet-dir", str(root))
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        assert "rendered 1 objects" in finished.stdout and "1 failed" in finished.stdout
+        reason = writer.read_failures(out)[f"{AIRPLANE}/unreadable"]
+        assert reason == f"{model}: cannot read it (Permission denied)"
+        (root / AIRPLANE).chmod(0)
+        stopped = render_obeying_permissions("--out", str(tmp_path / "other"), "--shapenet-dir", str(root))
+        assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+        assert f"Error: {root / AIRPLANE}: cannot list the objects (Permission denied)" in stopped.stderr
+    finally:
+        (root / AIRPLANE).chmod(0o755)
+        model.chmod(0o644)
+    assert check_dataset(out).ok
