@@ -7,7 +7,7 @@ folder holds `{split}_representations.npy` (N, V, R) float32 backbone representa
 validation split of a method with a predictor), `{split}_embeddings.npy` (N, V, d) float32 equivariant
 embeddings. Extraction runs in eval mode without gradients, a batch of whole objects at a time, into
 `.partial` files whose progress is recorded after every batch: an interrupted extraction continues where
-it stopped.
+it stopped. A cached split that cannot be read back whole is extracted again.
 """
 
 from __future__ import annotations
@@ -92,7 +92,13 @@ def split_features(
     folder = Path(folder)
     files = _split_files(folder, views.split, embeddings)
     if all(path.is_file() for name, path in files.items() if name != "progress"):
-        return _load(files)
+        try:
+            return _load_checked(files, len(views), views.views)
+        except (OSError, ValueError, EOFError) as error:  # a damaged cache: the features are derived data
+            if echo is not None:
+                echo(f"{folder}: cached {views.split} features unreadable ({error}); extracting them again")
+            for path in files.values():
+                path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     _extract(method, views, files, image_size, device, batch_images, workers, progress, echo)
     return _load(files)
@@ -221,6 +227,22 @@ def _load(files: dict[str, Path]) -> SplitFeatures:
         latents=np.load(files["latents"]),
         labels=np.load(files["labels"]),
     )
+
+
+def _load_checked(files: dict[str, Path], objects: int, views: int) -> SplitFeatures:
+    """`_load`, with ValueError when an array's leading shape is not (objects, views)."""
+    features = _load(files)
+    arrays = {
+        "representations": features.representations,
+        "embeddings": features.embeddings,
+        "latents": features.latents,
+    }
+    for name, array in arrays.items():
+        if array is not None and array.shape[:2] != (objects, views):
+            raise ValueError(f"{name} have shape {array.shape}, expected ({objects}, {views}, ...)")
+    if features.labels.shape != (objects,):
+        raise ValueError(f"labels have shape {features.labels.shape}, expected ({objects},)")
+    return features
 
 
 def _partial(path: Path) -> Path:

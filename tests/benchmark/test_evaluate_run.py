@@ -201,6 +201,32 @@ def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic
     np.testing.assert_array_equal(resumed.labels, views.labels)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "pickled", "other shape"])
+def test_a_damaged_feature_cache_is_extracted_again(sie_run, synthetic_dataset, tmp_path, damage):
+    method, _ = load_trained(sie_run)
+    views = open_dataset(synthetic_dataset.root, "val")
+    options = dict(image_size=16, device=torch.device("cpu"), batch_images=100, progress=False)
+    fresh = split_features(method, views, tmp_path, embeddings=True, **options)
+    expected = {name: np.array(getattr(fresh, name)) for name in ("representations", "embeddings", "latents")}
+    del fresh
+    if damage == "truncated":
+        (tmp_path / "val_representations.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    elif damage == "pickled":
+        np.save(tmp_path / "val_labels.npy", np.array([{"label": 1}]), allow_pickle=True)
+    else:
+        np.save(tmp_path / "val_embeddings.npy", np.zeros((2, views.views, 8), np.float32))
+    lines = []
+    again = split_features(method, views, tmp_path, embeddings=True, echo=lines.append, **options)
+    assert (
+        len(lines) == 1
+        and "cached val features unreadable" in lines[0]
+        and "extracting them again" in lines[0]
+    )
+    for name, array in expected.items():
+        np.testing.assert_allclose(getattr(again, name), array, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(again.labels, views.labels)
+
+
 def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
     run = _train("vicreg", synthetic_dataset.root, tmp_path / "vicreg")
     results = evaluate_run(
