@@ -171,18 +171,27 @@ class MLPPredictor(nn.Module):
 class RotationRepresentationPredictor(nn.Module):
     """A fixed, known action of the rotation on the embedding (SEN): no learned parameters.
 
-    The embedding is read as floor(d / 3) row 3-vectors plus d mod 3 trivial (unchanged) dims; the
-    relative rotation R = R1^-1 R2 acts on each row vector v as v -> v R. This is a right action, so it
-    composes with relative rotations: applying R12 then R23 equals applying R13 = R12 R23 (a latent that
-    stores the rows of the object's rotation matrix R1 becomes exactly R2).
+    The first `trivial_dims` dims are invariant (the trivial representation: unchanged); the rest is read
+    as floor((d - trivial_dims) / 3) row 3-vectors, plus the remainder mod 3 unchanged. The relative
+    rotation R = R1^-1 R2 acts on each row vector v as v -> v R. This is a right action, so it composes
+    with relative rotations: applying R12 then R23 equals applying R13 = R12 R23 (a latent that stores the
+    rows of the object's rotation matrix R1 becomes exactly R2).
     """
+
+    def __init__(self, trivial_dims: int = 0):
+        super().__init__()
+        if trivial_dims < 0:
+            raise ValueError(f"trivial_dims must be at least 0, got {trivial_dims}")
+        self.trivial_dims = trivial_dims
 
     def forward(self, embedding: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         rotation = quaternion_to_matrix(action[:, :ROTATION_DIMS])
-        vectors = embedding.shape[1] // 3
-        rows = embedding[:, : 3 * vectors].reshape(-1, vectors, 3)
+        start = self.trivial_dims
+        vectors = (embedding.shape[1] - start) // 3
+        stop = start + 3 * vectors
+        rows = embedding[:, start:stop].reshape(-1, vectors, 3)
         rotated = torch.bmm(rows, rotation.to(rows.dtype)).reshape(-1, 3 * vectors)
-        return torch.cat([rotated, embedding[:, 3 * vectors :]], dim=1)
+        return torch.cat([embedding[:, :start], rotated, embedding[:, stop:]], dim=1)
 
 
 def quaternion_to_matrix(quaternion: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": SIMCLR_TEMPERATURE,
         **PREDICTOR_DEFAULTS,
     },
-    "sen": {"projector": PAPER_PROJECTOR, "hinge": 1.0, "sigma": 0.5},
+    "sen": {"projector": PAPER_PROJECTOR, "equivariant_fraction": 0.5, "hinge": 1.0, "sigma": 0.5},
 }
 
 #: Keys shown as "loss coefficients" by `describe_method`.
@@ -695,28 +695,46 @@ class SimCLREquiOnly(_PredictiveMethod):
 class SEN(_PredictiveMethod):
     """SEN (Park et al., "Learning Symmetric Embeddings for Equivariant World Models", ICML 2022).
 
-    SEN learns an encoder into a space where the transformation acts in a known way. Here the known action
-    is the rotation itself: the embedding is read as 3-vectors that the relative rotation rotates
-    (`RotationRepresentationPredictor`, a right action, remaining d mod 3 dims unchanged), so nothing is
-    learned in the predictor. Loss: SEN's contrastive hinge energy (`losses.hinge_energy_loss`, from
-    C-SWM: sigma 0.5, hinge 1), the hinge applied to every pair of distinct samples of the global batch:
-    the expectation of the published one-random-negative term. The SIE paper does not publish its SEN
-    code; these choices follow the SEN paper and code.
-    Rotation actions only (colour has no known representation).
+    SEN learns an encoder into a space where the transformation acts in a known way: a sum of group
+    representations. Here the embedding's leading (1 - equivariant_fraction) dims carry the trivial
+    representation (invariant: what does not change with the pose, such as the object's identity) and the
+    rest are 3-vectors that the relative rotation rotates (`RotationRepresentationPredictor`, a right
+    action), so nothing is learned in the predictor. The default fraction 0.5 mirrors SIE's split; with
+    no trivial part, the contrastive term could only separate objects along the d mod 3 leftover dims.
+    Loss: SEN's contrastive hinge energy (`losses.hinge_energy_loss`, from C-SWM: sigma 0.5, hinge 1),
+    the hinge applied to every pair of distinct samples of the global batch: the expectation of the
+    published one-random-negative term. The SIE paper does not publish its SEN code; these choices follow
+    the SEN paper and code. Rotation actions only (colour has no known representation).
     """
 
-    def __init__(self, common: CommonOptions, *, projector: str, hinge: float, sigma: float):
+    def __init__(
+        self,
+        common: CommonOptions,
+        *,
+        projector: str,
+        equivariant_fraction: float,
+        hinge: float,
+        sigma: float,
+    ):
         if common.action != "rotation":
             raise ValueError(f"sen supports the 'rotation' action only, got {common.action!r}")
         super().__init__(common)
         self.projector_equi = build_projector(self.representation_dim, projector)
-        self.predictor = RotationRepresentationPredictor()
+        trivial_dims, _ = split_dims(parse_projector_spec(projector)[-1], equivariant_fraction)
+        self.predictor = RotationRepresentationPredictor(trivial_dims)
         self.hinge = hinge
         self.sigma = sigma
 
     @staticmethod
     def layout(config: dict[str, Any], representation_dim: int) -> dict[str, str]:
-        return {"split": "-", "projectors": config["projector"], "predictor": "fixed rotation of 3-vectors"}
+        trivial, rotated = split_dims(
+            parse_projector_spec(config["projector"])[-1], config["equivariant_fraction"]
+        )
+        return {
+            "split": f"embedding {trivial} trivial + {rotated} rotated",
+            "projectors": config["projector"],
+            "predictor": "fixed rotation of 3-vectors",
+        }
 
     def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:
         return self._equivariant_embeddings(rep1, rep2, action)

@@ -163,6 +163,18 @@ def test_fixed_rotation_action_composes_with_relative_rotations():
     )
 
 
+def test_fixed_rotation_action_leaves_the_trivial_part_unchanged():
+    r1, r2 = Rotation.random(5, random_state=1), Rotation.random(5, random_state=2)
+    action = torch.tensor((r1.inv() * r2).as_quat())
+    embedding = torch.randn(5, 4 + 6 + 1, dtype=torch.float64)
+    moved = RotationRepresentationPredictor(trivial_dims=4)(embedding, action)
+    assert torch.equal(moved[:, :4], embedding[:, :4]) and torch.equal(moved[:, 10:], embedding[:, 10:])
+    expected = embedding[:, 4:10].reshape(5, 2, 3).numpy() @ (r1.inv() * r2).as_matrix()
+    assert np.allclose(moved[:, 4:10].reshape(5, 2, 3).numpy(), expected)
+    with pytest.raises(ValueError, match="trivial_dims"):
+        RotationRepresentationPredictor(trivial_dims=-1)
+
+
 # --- online probes --------------------------------------------------------------------------------
 
 
