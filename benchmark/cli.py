@@ -432,6 +432,8 @@ def leaderboard_command(sources, out, plot_dir) -> None:
     method, dataset, image size, epochs and seed, the newest evaluation winning; print it and draw it."""
     from benchmark.leaderboard import LeaderboardError, format_table, load_rows, merge_rows, write_rows
 
+    if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
+        raise click.ClickException(f"{out}: --out must name a .csv file (the leaderboard to write)")
     try:
         rows = [
             row for source in ([out] if out.exists() else []) + list(sources) for row in load_rows(source)

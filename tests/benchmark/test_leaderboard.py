@@ -247,3 +247,7 @@ def test_leaderboard_command_merges_runs_and_csvs(tmp_path):
     assert [r["method"] for r in read_rows(out)] == ["sen", "sie", "simclr"]
     missing = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "plots"), "--out", str(out)])
     assert missing.exit_code == 1 and "results.json: missing; evaluate the run first" in missing.output
+    results = (run / "results.json").read_text()
+    typo = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(run / "results.json")])
+    assert typo.exit_code == 1 and "--out must name a .csv file" in typo.output
+    assert (run / "results.json").read_text() == results
