@@ -176,8 +176,8 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
 
 
 def read_rows(path: str | Path) -> list[Row]:
-    """Rows of a leaderboard CSV with their column types; columns missing from the file are None.
-    LeaderboardError for unknown columns or cells that do not parse."""
+    """Rows of a leaderboard CSV with their column types; columns missing from the file are None, an empty
+    file has no rows. LeaderboardError for unknown columns or cells that do not parse."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -185,6 +185,8 @@ def read_rows(path: str | Path) -> list[Row]:
         raise LeaderboardError(f"{path}: cannot read ({error.strerror or error})") from None
     except UnicodeDecodeError:
         raise LeaderboardError(f"{path}: not a text file; not a leaderboard CSV") from None
+    if not text.strip():  # an empty file is an empty leaderboard
+        return []
     reader = csv.DictReader(io.StringIO(text))
     try:
         header = reader.fieldnames or []

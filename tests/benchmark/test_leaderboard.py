@@ -165,6 +165,14 @@ def test_an_empty_leaderboard_says_so(tmp_path):
     assert read_rows(empty) == [] and format_table([]) == "(no rows)"
     result = CliRunner().invoke(main, ["leaderboard", str(empty), "--out", str(empty)])
     assert result.exit_code == 0 and result.output.splitlines() == ["(no rows)", f"{empty}: 0 rows"]
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n")
+    assert read_rows(blank) == []
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(_results()))
+    result = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(blank)])
+    assert result.exit_code == 0 and [row["method"] for row in read_rows(blank)] == ["sie"]
 
 
 def _assert_png(path):
