@@ -28,7 +28,7 @@ from tqdm import tqdm
 from render import spec, writer
 from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
-from render.sources import MeshError, ObjectSource, ObjectSpec
+from render.sources import MeshError, ObjectSource, ObjectSpec, SourceError
 
 DATASET_FORMAT = "3die-dataset/1"
 RECYCLE_EVERY = 200
@@ -149,6 +149,11 @@ def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectS
     if limit is not None:
         check_counts(limit=limit)
     objects = source.objects()
+    if not objects:
+        described = source.describe()
+        raise SourceError(
+            f"{described.get('objects_file') or described.get('root')}: lists no objects to render"
+        )
     return objects if limit is None else objects[:limit]
 
 

@@ -177,6 +177,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         ),
         (["--classes", "chair,chiar"], "unknown procedural classes chiar"),
         (["--classes", " , "], "--classes names no class"),
+        (["--objects", "{tmp}/empty.csv"], "empty.csv: lists no objects to render"),
         (["--objects", "{tmp}/val_images.npy"], "val_images.npy: an images .npy selects ShapeNet objects"),
         (["--mesh-dir", "{tmp}/meshes", "--objects", "{tmp}/val_images.npy"], "for the mesh-dir source give"),
         (["--limit", "-1"], "--limit must be at least 1, got -1"),  # was: every object but the last
@@ -188,6 +189,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
 )
 def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, message):
     (tmp_path / "bad.csv").write_text("synset,object_id,label,source\n")
+    (tmp_path / "empty.csv").write_text("synset,object_id,label,split,source\n")
     np.save(tmp_path / "val_images.npy", np.array([f"/{AIRPLANE}/a/"]))
     (tmp_path / "meshes" / "thing").mkdir(parents=True)
     trimesh.creation.box().export(tmp_path / "meshes" / "thing" / "box.ply")
