@@ -151,17 +151,36 @@ def render_command(
 
 
 @main.command("check")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option("--workers", default=1, show_default=True, help="Processes decoding images.")
 @click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
 def check_command(root, workers, quick) -> None:
-    """Validate a dataset folder; one line per object with problems; exit 1 when any."""
+    """Validate a dataset folder or packed file; one line per object with problems; exit 1 when any."""
     from render.check import check_dataset
 
+    if root.is_file():
+        _check_packed_file(root, workers, quick)
+        return
     report = check_dataset(root, workers=workers, decode=not quick, progress=True)
     for line in report.lines():
         click.echo(line)
     if not report.ok:
+        raise SystemExit(1)
+
+
+def _check_packed_file(path: Path, workers: int, quick: bool) -> None:
+    """`3die check FILE.h5`: the objects that training would refuse, and JPEGs that do not decode."""
+    from benchmark.data import DatasetError
+    from benchmark.data.validate import check_packed_file
+
+    try:
+        objects, problems = check_packed_file(path, decode=not quick, workers=workers)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
+    for line in problems:
+        click.echo(line)
+    click.echo(f"{path}: {objects} objects checked: {len(problems)} with problems")
+    if problems:
         raise SystemExit(1)
 
 
@@ -244,7 +263,13 @@ def objects_command(
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HDF5 file.")
 @click.option("--size", type=int, help="Re-encode every view at SIZE x SIZE px (default: keep the JPEGs).")
-@click.option("--quality", default=95, show_default=True, help="JPEG quality when re-encoding (--size).")
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="JPEG quality when re-encoding (--size).",
+)
 @click.option("--raw", is_flag=True, help="Store decoded pixels (fastest to train from; S*S*3 bytes a view).")
 @click.option("--workers", default=1, show_default=True, help="Processes reading and re-encoding objects.")
 def pack_command(root, out, size, quality, raw, workers) -> None:
@@ -258,6 +283,11 @@ def pack_command(root, out, size, quality, raw, workers) -> None:
             summary = pack_dataset(root, out, size, quality, workers, progress.update, raw)
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # an unwritable --out or a full disk; a rerun continues FILE.partial
+        raise click.ClickException(
+            f"{out}: cannot write the packed file ({error.strerror or error}); free disk space or choose a "
+            "writable --out, then rerun the same command (it continues an unfinished pack)"
+        ) from None
     resumed = f", {summary.resumed} already packed" if summary.resumed else ""
     click.echo(f"{out}: {summary.objects} objects ({summary.bytes / 2**20:.1f} MiB){resumed}")
 

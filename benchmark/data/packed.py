@@ -86,6 +86,8 @@ def pack_dataset(
     root, out = Path(root), Path(out)
     if size is not None and size < 1:
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
+    if not 1 <= quality <= 100:
+        raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
     readers = [open_folder(root, split) for split in SPLITS if (root / f"{split}_images.npy").is_file()]
     if not readers:
         raise DatasetError(f"{root / 'train_images.npy'}: missing; a dataset folder needs its split files")
@@ -252,8 +254,9 @@ def _strings(handle: h5py.File, name: str) -> list[str]:
 
 
 # --- reading ------------------------------------------------------------------------------------------
-def open_packed(path: Path, split: str = "train") -> PackedViews:
-    """Open one split of a packed file; DatasetError naming the file when it is not a complete 3die pack."""
+def open_packed(path: Path, split: str = "train", check_latents: bool = True) -> PackedViews:
+    """Open one split of a packed file; DatasetError naming the file when it is not a complete 3die pack,
+    or (`check_latents`) when an object's latents are not finite."""
     path = Path(path)
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -299,9 +302,12 @@ def open_packed(path: Path, split: str = "train") -> PackedViews:
                 zip(_strings(handle, "class_synsets"), _strings(handle, "class_names"), strict=True)
             )
         )
-    if not np.isfinite(latents).all():
+    if check_latents and not np.isfinite(latents).all():
         row = int(np.flatnonzero(~np.isfinite(latents).all(axis=(1, 2)))[0])
-        raise DatasetError(f"{path}: latents of {keys[row]} have non-finite values")
+        raise DatasetError(
+            f"{path}: latents of {keys[row]} have non-finite values; pack the dataset again "
+            "(or train without such objects with --skip-bad-objects)"
+        )
     return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
 
 

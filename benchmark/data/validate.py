@@ -28,7 +28,7 @@ from benchmark.data.folder import (
     read_split_files,
 )
 from benchmark.data.packed import PackedViews, open_packed
-from benchmark.data.views import DatasetError, ObjectViews
+from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.manifest import SPLITS
 from render.sampling import latent_bounds
@@ -79,7 +79,7 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     if not path.is_dir():
         if not path.exists():
             raise DatasetError(f"{path}: no such dataset folder or packed file")
-        return open_packed(path, split)
+        return open_packed(path, split, check_latents=False)  # find_bad_objects checks them per object
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     manifest = read_dataset_manifest(path)
@@ -142,6 +142,25 @@ def subset(views: ObjectViews, indices: list[int]) -> ObjectViews:
             offsets,
         )
     raise TypeError(f"cannot take a subset of a {type(views).__name__}")
+
+
+def check_packed_file(path: Path, decode: bool = True, workers: int = 1) -> tuple[int, list[str]]:
+    """`3die check FILE.h5`: (objects in the file, one line per unusable object of each split, then one
+    per object listed in both splits). Objects are checked as before training; `decode` also decodes
+    every JPEG, in `workers` processes. DatasetError when the file is no complete 3die pack."""
+    objects, problems, listed = 0, [], []
+    for split in SPLITS:
+        views = open_unchecked(Path(path), split)
+        objects += len(views)
+        listed.append(set(views.keys))
+        bad = find_bad_objects(views)
+        if decode and not views.raw:
+            healthy = [index for index in range(len(views)) if index not in bad]
+            bad.update(_decoding_problems(views, healthy, workers))
+        problems += [bad[index] for index in sorted(bad)]
+    both = sorted(set.intersection(*listed))
+    problems += [f"{path}:{key}: listed in both the train and the val split" for key in both]
+    return objects, problems
 
 
 # --- one object -----------------------------------------------------------------------------------
@@ -253,6 +272,38 @@ def _packed_problem(views: PackedViews, index: int, low: np.ndarray, high: np.nd
         if problem is not None:
             return f"{views.describe_view(index, view)}: {problem}"
     return None
+
+
+def _decoding_problems(views: PackedViews, indices: list[int], workers: int) -> dict[int, str]:
+    """Index -> the first view of each packed object whose JPEG does not decode."""
+    if workers <= 1 or len(indices) < 4 * CHUNK:
+        problems = [_decoding_problem(views, index) for index in indices]
+    else:
+        with ProcessPoolExecutor(
+            workers, initializer=_open_in_worker, initargs=(str(views.path), views.split)
+        ) as pool:
+            problems = list(pool.map(_decoding_problem_in_worker, indices, chunksize=CHUNK))
+    return {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
+
+
+def _decoding_problem(views: PackedViews, index: int) -> str | None:
+    try:
+        for view, data in enumerate(views.object_jpegs(index)):
+            decode_jpeg(data, None, views.describe_view(index, view))
+    except DatasetError as error:
+        return str(error)
+    return None
+
+
+_worker_views: list[PackedViews] = []  # the split a decoding process reads, opened once by its initializer
+
+
+def _open_in_worker(path: str, split: str) -> None:
+    _worker_views.append(open_packed(Path(path), split, check_latents=False))
+
+
+def _decoding_problem_in_worker(index: int) -> str | None:
+    return _decoding_problem(_worker_views[0], index)
 
 
 def packed_manifest(path: Path) -> dict | None:

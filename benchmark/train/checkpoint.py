@@ -69,11 +69,14 @@ def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
     return folder / LAST
 
 
-def load_checkpoint(folder: Path, warn: Callable[[str], None] | None = None) -> LoadedCheckpoint | None:
+def load_checkpoint(
+    folder: Path, warn: Callable[[str], None] | None = None, required: tuple[str, ...] = ()
+) -> LoadedCheckpoint | None:
     """The newest verified checkpoint of `folder` (last.pt, else previous.pt), or None when there is none.
 
-    `warn` receives a line when last.pt is unusable and previous.pt is used instead. Raises
-    CheckpointError when checkpoint files exist but none verifies.
+    A checkpoint whose payload lacks one of the `required` keys is unusable like a damaged one. `warn`
+    receives a line when last.pt is unusable and previous.pt is used instead. Raises CheckpointError when
+    checkpoint files exist but none is usable.
     """
     folder = Path(folder)
     problems = []
@@ -85,6 +88,10 @@ def load_checkpoint(folder: Path, warn: Callable[[str], None] | None = None) -> 
             payload = read_checkpoint(path)
         except CheckpointError as error:
             problems.append(str(error))
+            continue
+        missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
+        if missing:
+            problems.append(f"{path}: not a training checkpoint (no {', '.join(missing)})")
             continue
         if problems and warn is not None:
             warn(f"{problems[0]}; resuming from {path} instead")

@@ -58,6 +58,8 @@ CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 #: Settings that shape the weights: a resumed run must use the same ones.
 TRAJECTORY_KEYS = ("method", "method_config", "batch_size", "lr", "weight_decay", "seed")
+#: What a checkpoint written by the trainer holds (`Trainer._payload`).
+PAYLOAD_KEYS = ("config", "model", "optimizer", "scaler", "epoch", "step_in_epoch", "global_step", "rng")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 #: Exit status of a run stopped by a signal after saving (EX_TEMPFAIL: rerun the command to resume).
 INTERRUPTED_EXIT_STATUS = 75
@@ -107,7 +109,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
     """The trained method of a run folder (from its newest verified checkpoint) in eval mode on `device`,
     and its resolved config, with "checkpoint": {"path", "epochs_done", "global_step", "complete"}."""
     run = Path(run_dir)
-    loaded = load_checkpoint(run / CHECKPOINTS_DIR, warn=_stderr)
+    loaded = load_checkpoint(run / CHECKPOINTS_DIR, warn=_stderr, required=PAYLOAD_KEYS)
     if loaded is None:
         raise CheckpointError(f"{run / CHECKPOINTS_DIR}: no checkpoint (train the run first)")
     config = dict(loaded.payload["config"])
@@ -153,7 +155,7 @@ class Trainer:
         self.amp_dtype = resolve_amp_dtype(config, context.device)
         self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
         self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
-        checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo)
+        checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo, required=PAYLOAD_KEYS)
         saved = {} if checkpoint is None else checkpoint.payload["config"]
         # Training time and hardware add up over the sessions of a run (None: a run begun before they
         # were recorded); this session's count from `run` and join at the first save.
@@ -198,6 +200,8 @@ class Trainer:
                     if self.global_step % self.config.log_every == 0:
                         self._log(writer, bar, stats, meter.rate(self.global_step))
                     if stop:
+                        if self.step_in_epoch == self.steps_per_epoch:  # stopped at the epoch's last step
+                            self.epoch, self.step_in_epoch = epoch + 1, 0
                         self._save()
                         self.echo(
                             f"{self.run_dir}: stopped by {signals.received or 'another process'} at epoch "
@@ -293,10 +297,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng_states(self.context.device)},
         }
 
     def _restore(self, checkpoint: LoadedCheckpoint) -> None:
@@ -307,8 +308,7 @@ class Trainer:
         self.epoch, self.step_in_epoch = payload["epoch"], payload["step_in_epoch"]
         self.global_step = payload["global_step"]
         torch.set_rng_state(payload["rng"]["torch"])
-        if payload["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        restore_cuda_rng(payload["rng"]["cuda"], self.context.device)
         self.echo(
             f"{self.run_dir}: resuming from {checkpoint.path.name} at epoch {self.epoch + 1}, "
             f"step {self.step_in_epoch} (global step {self.global_step})"
@@ -349,6 +349,19 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.backends.cudnn.benchmark = True
+
+
+def cuda_rng_states(device: torch.device) -> list[torch.Tensor]:
+    """[the CUDA generator state of the training device], [] on the CPU. Every process seeds its device
+    alike and draws the same numbers, so rank 0's state stands for all of them."""
+    return [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+
+
+def restore_cuda_rng(states: list[torch.Tensor], device: torch.device) -> None:
+    """Give the training device the saved CUDA generator state (`cuda_rng_states`; the first device's
+    state in checkpoints that saved every device's), whatever the number of GPUs of either machine."""
+    if states and device.type == "cuda":
+        torch.cuda.set_rng_state(states[0], device)
 
 
 def build_configured_method(config: TrainConfig, num_classes: int) -> Method:

@@ -64,3 +64,18 @@ def test_no_usable_checkpoint_names_every_file(tmp_path):
     (tmp_path / "other.pt").write_bytes(b"PK\x03\x04 a torch.save zip")
     with pytest.raises(CheckpointError, match="not a 3die checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_checkpoint_without_the_required_entries_is_unusable_like_a_damaged_one(tmp_path):
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, {"epoch": 2})  # verifies, but is no training checkpoint
+    warnings = []
+    loaded = load_checkpoint(tmp_path, warn=warnings.append, required=("config", "model"))
+    assert loaded.path == tmp_path / PREVIOUS and loaded.payload["epoch"] == 1
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{tmp_path / LAST}: not a training checkpoint (no config, model)")
+    save_checkpoint(tmp_path, [1, 2])  # last.pt holds a list, previous.pt the payload without a model
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(tmp_path, required=("config", "model"))
+    assert f"{tmp_path / LAST}: not a training checkpoint (no config, model)" in str(raised.value)
+    assert f"{tmp_path / PREVIOUS}: not a training checkpoint (no config, model)" in str(raised.value)

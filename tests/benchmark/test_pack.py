@@ -167,3 +167,22 @@ def test_raw_pack_stores_the_pixels_the_folder_reader_decodes(synthetic_dataset,
     with h5py.File(out) as handle:
         assert handle.attrs["storage"] == "raw" and "jpeg_bytes" not in handle
         assert handle["pixels"].shape == (12, 50, 16, 16, 3) and handle["pixels"].chunks == (1, 50, 16, 16, 3)
+
+
+def test_pack_refuses_a_jpeg_quality_outside_1_to_100_and_an_unwritable_out_with_one_line(tmp_path):
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=2, val_per_class=0, views=3, size=16)
+    root = str(dataset.root)
+    refused = CliRunner().invoke(
+        main, ["pack", root, "--out", str(tmp_path / "q.h5"), "--size", "8", "--quality", "500"]
+    )
+    assert refused.exit_code == 2 and "'--quality': 500 is not in the range 1<=x<=100" in refused.output
+    assert not (tmp_path / "q.h5").exists()
+    with pytest.raises(DatasetError, match="--quality must be a JPEG quality from 1 to 100, got 0"):
+        pack_dataset(dataset.root, tmp_path / "q.h5", size=8, quality=0)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "data.h5"  # its folder cannot be created
+    result = CliRunner().invoke(main, ["pack", root, "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {out}: cannot write the packed file"), errors

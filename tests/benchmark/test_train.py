@@ -22,10 +22,18 @@ from benchmark.train import (
     presets,
     read_checkpoint,
     resolve_config,
+    save_checkpoint,
     train,
 )
 from benchmark.train.checkpoint import LoadedCheckpoint
-from benchmark.train.loop import STOP_SIGNALS, StopSignals, check_resumable
+from benchmark.train.loop import (
+    STOP_SIGNALS,
+    StopSignals,
+    Trainer,
+    check_resumable,
+    cuda_rng_states,
+    restore_cuda_rng,
+)
 from render import spec
 from sie_models import list_methods, losses
 
@@ -244,3 +252,57 @@ def test_a_different_world_size_resumes_only_at_an_epoch_boundary(tiny_run):
     mid_epoch = {**saved, "step_in_epoch": 1}
     with pytest.raises(TrainingError, match=r"world size: 1 -> 2 in the middle of epoch 3"):
         check_resumable(LoadedCheckpoint(mid_epoch, tiny_run / "last.pt"), other)
+
+
+def test_a_stop_at_the_last_step_of_an_epoch_saves_the_finished_epoch(
+    synthetic_dataset, tmp_path, monkeypatch
+):
+    """The checkpoint of a run stopped by a signal at its very last step says the run is complete."""
+    real_step = Trainer._step
+
+    def stop_at_the_last_step(self, batch, signals):
+        if self.step_in_epoch == self.steps_per_epoch - 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_step(self, batch, signals)
+
+    monkeypatch.setattr(Trainer, "_step", stop_at_the_last_step)
+    run = tmp_path / "run"
+    config = resolve_config(
+        "tiny", method="sie", data=str(synthetic_dataset.root), out=str(run), image_size=16, batch_size=4
+    )
+    result = train(config, progress=False)
+    assert result.interrupted_by == "SIGUSR1"
+    saved = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 0, 2)
+    _, trained = load_trained(run)
+    assert trained["checkpoint"]["epochs_done"] == 1 and not trained["checkpoint"]["complete"]
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    assert train(config, progress=False).global_step == 4
+    _, trained = load_trained(run)
+    assert trained["checkpoint"]["epochs_done"] == 2 and trained["checkpoint"]["complete"]
+
+
+def test_a_checkpoint_that_is_no_training_checkpoint_stops_with_one_line(synthetic_dataset, tmp_path):
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints", {"epoch": 1})
+    result = _train(synthetic_dataset.root, run, "--epochs", "1")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert (
+        len(errors) == 1
+        and f"{run / 'checkpoints' / 'last.pt'}: not a training checkpoint (no config" in errors[0]
+    )
+
+
+def test_only_the_training_device_cuda_generator_is_saved_and_restored(monkeypatch):
+    """A run saved on 8 GPUs resumes on a machine with fewer: each process restores its own device's
+    generator from the saved state (every device is seeded and advanced alike)."""
+    assert cuda_rng_states(torch.device("cpu")) == []
+    restore_cuda_rng([torch.zeros(16, dtype=torch.uint8)], torch.device("cpu"))  # a GPU run resumed on a CPU
+    saved = [torch.full((16,), index, dtype=torch.uint8) for index in range(8)]
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: saved[device.index])
+    assert [state[0].item() for state in cuda_rng_states(torch.device("cuda", 3))] == [3]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    restore_cuda_rng(saved, torch.device("cuda", 0))
+    assert len(restored) == 1 and restored[0][0] is saved[0] and restored[0][1] == torch.device("cuda", 0)

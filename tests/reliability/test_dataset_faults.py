@@ -201,3 +201,50 @@ def test_the_check_split_between_processes_finds_what_one_process_finds(dataset)
     assert 1 not in shares[0] and 1 in shares[1] and 1 not in shares[2]  # only its share reads its files
     union = {index: problem for found in shares for index, problem in found.items()}
     assert find_bad_objects(views, share=(1, 3), merge=lambda found: union) == whole
+
+
+def test_3die_check_names_each_bad_object_of_a_packed_file(dataset, tmp_path):
+    """The check training points to (`3die check FILE.h5`) reads packed files: latents, JPEG markers, and
+    without --quick every JPEG decoded (a damaged middle keeps both markers)."""
+    packed = tmp_path / "data.h5"
+    pack_dataset(dataset.root, packed)
+    import h5py
+
+    out_of_range, bad_middle = dataset.splits["train"][2], dataset.splits["val"][0]
+    with h5py.File(packed, "r+") as handle:
+        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
+        handle["latents"][ids.index(out_of_range.split("/")[1]), 1, spec.FLOOR_HUE] = -3.0
+        start, end = handle["jpeg_offsets"][ids.index(bad_middle.split("/")[1]), 2:4]
+        handle["jpeg_bytes"][start + 20 : end - 2] = 0
+    refused = train(packed, tmp_path / "run")
+    assert f"run `3die check {packed}` for the full list" in error_line(refused.output)
+
+    result = CliRunner().invoke(main, ["check", str(packed)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0] == f"{packed}:{out_of_range}: latents view 1 out of range: floor_hue=-3"
+    assert lines[1].startswith(f"{packed}:{bad_middle}/image_2.jpg: cannot decode the image")
+    assert lines[2] == f"{packed}: 8 objects checked: 2 with problems"
+    quick = CliRunner().invoke(main, ["check", "--quick", str(packed)])
+    assert quick.exit_code == 1 and f"{packed}: 8 objects checked: 1 with problems" in quick.output
+    foreign = tmp_path / "notes.h5"
+    foreign.write_text("not HDF5")
+    unreadable = CliRunner().invoke(main, ["check", str(foreign)])
+    assert unreadable.exit_code == 1 and f"{foreign}: cannot open as HDF5" in error_line(unreadable.output)
+
+
+def test_a_packed_object_with_non_finite_latents_is_skipped_on_request(dataset, tmp_path):
+    packed = tmp_path / "data.h5"
+    pack_dataset(dataset.root, packed)
+    import h5py
+
+    key = dataset.splits["train"][3]
+    with h5py.File(packed, "r+") as handle:
+        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
+        handle["latents"][ids.index(key.split("/")[1]), 2, spec.SPOT_PHI] = np.nan
+    with pytest.raises(DatasetError, match=rf"1 of 6 train objects .*{key}: latents holds non-finite values"):
+        training_split(packed)
+    said = []
+    views = training_split(packed, skip_bad_objects=True, echo=said.append)
+    assert len(views) == 5 and key not in views.keys and "skipping 1 of 6 train objects" in said[0]
