@@ -16,6 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from benchmark.train.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ProcessContext:
@@ -57,10 +59,20 @@ def resolve_device(requested: str, local_rank: int) -> torch.device:
 
 
 def start_processes(requested_device: str) -> ProcessContext:
-    """Join the process group when launched by torchrun with more than one process; pick the device."""
+    """Join the process group when launched by torchrun with more than one process; pick the device.
+    ConfigError for a GPU that is not there."""
     rank, world_size, local_rank = environment_ranks()
-    device = resolve_device(requested_device, local_rank)
+    try:
+        device = resolve_device(requested_device, local_rank)
+    except RuntimeError as error:
+        raise ConfigError(f"{error}; use --device cpu") from None
     if device.type == "cuda":
+        visible = torch.cuda.device_count()
+        if device.index >= visible:
+            raise ConfigError(
+                f"process {rank} was given {device} but {visible} GPUs are visible; start at most {visible} "
+                "processes per node (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -26,6 +26,7 @@ from benchmark.train import (
     train,
 )
 from benchmark.train.checkpoint import LoadedCheckpoint
+from benchmark.train.distributed import start_processes
 from benchmark.train.loop import (
     STOP_SIGNALS,
     StopSignals,
@@ -306,3 +307,18 @@ def test_only_the_training_device_cuda_generator_is_saved_and_restored(monkeypat
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
     restore_cuda_rng(saved, torch.device("cuda", 0))
     assert len(restored) == 1 and restored[0][0] is saved[0] and restored[0][1] == torch.device("cuda", 0)
+
+
+def test_a_gpu_that_is_not_there_is_refused_with_one_line(synthetic_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _train(synthetic_dataset.root, tmp_path / "run", "--device", "cuda")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: device cuda:0 was asked for but CUDA is not available; use --device cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # a fourth process per node on a machine with 2 GPUs
+    with pytest.raises(
+        ConfigError, match=r"process 0 was given cuda:3 but 2 GPUs are visible; start at most 2"
+    ):
+        start_processes("auto")
