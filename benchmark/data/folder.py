@@ -3,7 +3,8 @@
 
 The split files `{split}_images.npy` ("/SYNSET/OBJECT_ID/" strings) and `{split}_labels.npy` (int64) list the
 objects; views and classes come from manifest.json when there is one, else from the published dataset
-(50 views, the 55 ShapeNetCore v2 synsets).
+(50 views, the 55 ShapeNetCore v2 synsets). The official download comes without split files: a folder with
+neither manifest.json nor a split's images file gets the published split (`official_download_split`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
 from render import spec
-from render.manifest import SPLITS
+from render.manifest import SPLITS, ManifestError, read_official_val
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
 #: How many missing files an error message names before summarising.
@@ -114,6 +115,8 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
     misaligned file, or (`unique`) an object listed twice."""
     images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
+    if not images_path.is_file() and not (root / spec.MANIFEST_NAME).is_file():
+        return official_download_split(root, split)
     for path in (images_path, labels_path):
         if not path.is_file():
             raise DatasetError(
@@ -139,6 +142,41 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     if unique and len(set(keys)) != len(keys):
         raise DatasetError(f"{images_path}: lists an object more than once")
     return keys, labels.astype(np.int64)
+
+
+def official_download_split(root: Path, split: str) -> tuple[list[str], np.ndarray]:
+    """One split of the official 3DIEBench download, which has no split files: its SYNSET/OBJECT_ID folders
+    (ShapeNetCore v2 synsets) in the validation list (ROOT/val_images.npy when there is one, else the
+    official list, render.spec.OFFICIAL_VAL_CSV) for "val", the others for "train"; sorted keys, ShapeNet
+    class labels. DatasetError when ROOT holds no such folder."""
+    labels = {synset.synset: synset.label for synset in spec.shapenet_synsets()}
+    on_disk = sorted(
+        f"{synset}/{entry.name}"
+        for synset in labels
+        if (root / synset).is_dir()
+        for entry in os.scandir(root / synset)
+        if entry.is_dir()
+    )
+    if not on_disk:
+        raise DatasetError(
+            f"{root / f'{split}_images.npy'}: missing, and no SYNSET/OBJECT_ID folders as in the official "
+            f"download; a dataset folder lists its objects in {split}_images.npy and {split}_labels.npy "
+            "(rerun `3die render` on it to write them)"
+        )
+    validation = set(_validation_keys(root))
+    keys = [key for key in on_disk if (key in validation) == (split == "val")]
+    return keys, np.array([labels[key.split("/")[0]] for key in keys], dtype=np.int64)
+
+
+def _validation_keys(root: Path) -> list[str]:
+    """The official download's validation objects: ROOT/val_images.npy, else the official list."""
+    path = root / "val_images.npy"
+    try:
+        if path.is_file():
+            return [f"{synset}/{object_id}" for synset, object_id in read_images_npy(path)]
+        return [f"{entry.synset}/{entry.object_id}" for entry in read_official_val()]
+    except (SourceError, ManifestError) as error:
+        raise DatasetError(str(error)) from None
 
 
 def manifest_classes(root: Path, manifest: dict | None) -> tuple[ClassInfo, ...]:

@@ -88,7 +88,10 @@ def pack_dataset(
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
     if not 1 <= quality <= 100:
         raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
-    readers = [open_folder(root, split) for split in SPLITS if (root / f"{split}_images.npy").is_file()]
+    official = root.is_dir() and not (root / spec.MANIFEST_NAME).is_file()  # split files may be absent
+    readers = [
+        open_folder(root, split) for split in SPLITS if official or (root / f"{split}_images.npy").is_file()
+    ]
     if not readers:
         raise DatasetError(f"{root / 'train_images.npy'}: missing; a dataset folder needs its split files")
     if raw and size is None:

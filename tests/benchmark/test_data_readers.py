@@ -39,6 +39,41 @@ def test_official_download_layout_uses_shapenet_labels_and_55_classes(official_d
     np.testing.assert_array_equal(views.latents(2), official_dataset.latents[views.keys[2]])
 
 
+def test_the_official_download_without_split_files_gets_the_published_split(tmp_path):
+    """The 3DIEBench archive holds only SYNSET/OBJECT_ID folders: objects of the official validation list
+    are "val", the others "train", labelled by ShapeNet synset; `3die pack` and training read it too."""
+    from benchmark.data import pack_dataset, training_split
+    from render.manifest import read_official_val
+
+    dataset = write_dataset(
+        tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=50, size=8, layout="official"
+    )
+    root = dataset.root
+    for path in root.glob("*.npy"):
+        path.unlink()
+    official = {entry.synset: entry.object_id for entry in reversed(read_official_val())}
+    renamed = []
+    for key in dataset.splits["val"]:  # the val objects take ids of the official validation list
+        synset = key.split("/")[0]
+        (root / key).rename(root / synset / official[synset])
+        renamed.append(f"{synset}/{official[synset]}")
+    (root / "LICENSE").write_text("the archive's licence file")
+    train, val = open_dataset(root, "train"), open_dataset(root, "val")
+    assert train.keys == sorted(dataset.splits["train"]) and val.keys == sorted(renamed)
+    assert train.labels.tolist() == [0, 0, 2, 2] and val.labels.tolist() == [0, 2]
+    assert train.num_classes == 55 and train.views == 50
+    np.testing.assert_array_equal(train.latents(3), dataset.latents[train.keys[3]])
+    assert training_split(root).keys == train.keys
+    packed = pack_dataset(root, tmp_path / "official.h5").path
+    assert open_dataset(packed, "val").keys == val.keys and open_dataset(packed, "train").keys == train.keys
+    np.save(root / "val_images.npy", np.array([f"/{dataset.splits['train'][0]}/"]))  # a given list wins
+    assert open_dataset(root, "train").keys == sorted(dataset.splits["train"][1:] + renamed)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=r"train_images.npy: missing, and no SYNSET/OBJECT_ID folders"):
+        open_dataset(empty)
+
+
 @pytest.fixture
 def small(tmp_path):
     return write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=4, size=16)
