@@ -54,20 +54,24 @@ def training_split(
 
     Raises DatasetError naming the first bad object and how many there are, unless `skip_bad_objects`:
     then the split without them is returned and `echo` gets one line saying how many were skipped.
+    DatasetError also for a split with no objects, or none usable.
     `workers` > 1 checks a folder in that many processes. Training processes split the check between
     them: `share` and `merge` as in `find_bad_objects`.
     """
     views = open_unchecked(Path(path), split)
+    if not views.keys:
+        raise DatasetError(f"{path}: the {split} split has no objects; train on a dataset that has some")
     bad = find_bad_objects(views, workers, share, merge)
     if not bad:
         return views
     first = min(bad)
     summary = f"{len(bad)} of {len(views)} {split} objects cannot be used"
     summary += f" (first: {bad[first]})"
-    if not skip_bad_objects:
+    if not skip_bad_objects or len(bad) == len(views):
+        skip = " or train without them with --skip-bad-objects" if len(bad) < len(views) else ""
         raise DatasetError(
             f"{path}: {summary}; run `3die check {path}` for the full list, repair the dataset (rerun "
-            "`3die render`) or train without them with --skip-bad-objects"
+            f"`3die render`){skip}"
         )
     if echo is not None:
         echo(f"{path}: skipping {summary}")

@@ -248,3 +248,17 @@ def test_a_packed_object_with_non_finite_latents_is_skipped_on_request(dataset, 
     said = []
     views = training_split(packed, skip_bad_objects=True, echo=said.append)
     assert len(views) == 5 and key not in views.keys and "skipping 1 of 6 train objects" in said[0]
+
+
+def test_a_split_without_usable_objects_is_refused_with_one_line(dataset, tmp_path):
+    for key in dataset.splits["train"]:
+        (dataset.root / key / spec.image_name(1)).unlink()
+    for extra in ((), ("--skip-bad-objects",)):
+        refused = train(dataset.root, tmp_path / "run", *extra)
+        assert refused.exit_code == 1
+        line = error_line(refused.output)
+        assert "6 of 6 train objects cannot be used" in line and "--skip-bad-objects" not in line
+    np.save(dataset.root / "train_images.npy", np.array([], dtype="<U8"))
+    np.save(dataset.root / "train_labels.npy", np.array([], dtype=np.int64))
+    empty = train(dataset.root, tmp_path / "run")
+    assert empty.exit_code == 1 and "the train split has no objects" in error_line(empty.output)
