@@ -60,6 +60,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"batch_size must be at least 2 (batch norm and the variance terms need two samples), "
+                f"got {self.batch_size}"
+            )
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 or more, got {self.workers}")
         if self.lr <= 0 or self.weight_decay < 0:

@@ -202,6 +202,8 @@ def test_presets_live_in_one_file_and_options_override_them(tmp_path):
         resolve_config("huge", method="sie", data="d", out="o")
     with pytest.raises(ConfigError, match="batch_size must be at least 1"):
         resolve_config("tiny", method="sie", data="d", out="o", batch_size=0)
+    with pytest.raises(ConfigError, match=r"batch_size must be at least 2 \(batch norm .*\), got 1"):
+        resolve_config("tiny", method="sie", data="d", out="o", batch_size=1)
     assert parse_method_options(("equi_factor=0.5", "projector=8-8-8", "predictor_variance=false")) == {
         "equi_factor": 0.5,
         "projector": "8-8-8",
