@@ -65,16 +65,16 @@ def training_split(
     if not bad:
         return views
     first = min(bad)
-    summary = f"{len(bad)} of {len(views)} {split} objects cannot be used"
-    summary += f" (first: {bad[first]})"
+    counted = f"{len(bad)} of {len(views)} {split} objects"
+    detail = f"(first: {bad[first]})"
     if not skip_bad_objects or len(bad) == len(views):
         skip = " or train without them with --skip-bad-objects" if len(bad) < len(views) else ""
         raise DatasetError(
-            f"{path}: {summary}; run `3die check {path}` for the full list, repair the dataset (rerun "
-            f"`3die render`){skip}"
+            f"{path}: {counted} cannot be used {detail}; run `3die check {path}` for the full list, "
+            f"repair the dataset (rerun `3die render`){skip}"
         )
     if echo is not None:
-        echo(f"{path}: skipping {summary}")
+        echo(f"{path}: skipping {counted}, which cannot be used {detail}")
     return subset(views, [index for index in range(len(views)) if index not in bad])
 
 

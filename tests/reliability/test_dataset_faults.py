@@ -118,7 +118,8 @@ def test_train_with_skip_bad_objects_says_how_many_it_skipped(dataset, tmp_path)
     skipped = train(dataset.root, tmp_path / "run", "--skip-bad-objects")
     assert skipped.exit_code == 0, skipped.output
     first = dataset.root / key / "image_2.jpg"
-    assert f"skipping 1 of 6 train objects cannot be used (first: {first}: cannot decode" in skipped.output
+    said = f"skipping 1 of 6 train objects, which cannot be used (first: {first}: cannot decode"
+    assert said in skipped.output
     config = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
     assert config["dataset"]["objects"] == 5 and config["skip_bad_objects"] is True
 
