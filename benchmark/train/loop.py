@@ -33,12 +33,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.data import (
+    DatasetError,
     EpochsSampler,
     ObjectSampler,
     ObjectViews,
     ViewPairs,
     normalise_views,
     training_split,
+    worker_error_line,
 )
 from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from benchmark.train.config import ConfigError, TrainConfig
@@ -236,6 +238,12 @@ class Trainer:
         batches = iter(loader)
         try:
             yield batches
+        except DatasetError as error:  # a file the check before training passed (it reads JPEG ends only)
+            raise DatasetError(
+                f"{worker_error_line(error)}; run `3die check {self.config.data}` to list every damaged "
+                "file, then rerender those objects, or delete the damaged files and rerun with "
+                "--skip-bad-objects (the checkpoints are kept)"
+            ) from None
         finally:
             stop_workers = getattr(batches, "_shutdown_workers", None)  # DataLoader has no public call
             if stop_workers is not None:

@@ -172,6 +172,24 @@ def test_unreadable_image_stops_training_with_one_line_naming_the_file(tmp_path)
     assert multiprocessing.active_children() == [], "the DataLoader workers were stopped"
 
 
+def test_an_image_damaged_inside_stops_training_saying_how_to_go_on(tmp_path):
+    """Intact JPEG start and end markers pass the check before training; the decoding error names the
+    file and the way out."""
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=3, val_per_class=0, views=3, size=16)
+    folder = dataset.root / dataset.splits["train"][0]
+    for view in range(3):
+        (folder / spec.image_name(view)).write_bytes(b"\xff\xd8" + bytes(64) + b"\xff\xd9")
+    result = _train(dataset.root, tmp_path / "run", "--workers", "1", "--epochs", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and f"{folder}/image_" in error[0] and "cannot decode the image" in error[0]
+    assert f"run `3die check {dataset.root}`" in error[0] and "--skip-bad-objects" in error[0]
+    (folder / spec.image_name(0)).unlink()  # the way out: delete the damaged files, skip the object
+    result = _train(dataset.root, tmp_path / "run", "--workers", "1", "--epochs", "1", "--skip-bad-objects")
+    assert result.exit_code == 0, result.output
+    assert "skipping 1 of 6 train objects" in result.output
+
+
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_trains_a_step(synthetic_dataset, tmp_path, method):
     config = resolve_config(
