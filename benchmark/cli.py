@@ -459,7 +459,8 @@ def evaluate_command(
 )
 def leaderboard_command(sources, out, plot_dir) -> None:
     """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
-    method, dataset, image size, epochs and seed, the newest evaluation winning; print it and draw it."""
+    method, preset, dataset, image size, epochs and seed, the newest evaluation winning; print it and
+    draw it."""
     from benchmark.leaderboard import LeaderboardError, format_table, load_rows, merge_rows, write_rows
 
     if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
@@ -470,7 +471,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
         ]
     except LeaderboardError as error:
         raise click.ClickException(str(error)) from None
-    rows = merge_rows(rows)
+    rows = merge_rows(rows, echo=click.echo)
     write_rows(out, rows)
     click.echo(format_table(rows))
     click.echo(f"{out}: {len(rows)} rows")

@@ -137,7 +137,7 @@ def run_benchmark(
     )
     results = evaluate_run(run, data, settings, progress=progress, echo=say, train_seconds=train_seconds)
     row = row_from_results(results)
-    append_row(leaderboard, row)
+    append_row(leaderboard, row, echo=say)
     return BenchmarkResult(data, run, True, results, row, leaderboard)
 
 

@@ -1,4 +1,4 @@
-"""Leaderboard rows: one row per (method, dataset, image size, epochs, seed), every metric of
+"""Leaderboard rows: one row per (method, preset, dataset, image size, epochs, seed), every metric of
 `3die evaluate` and where the numbers came from. The schema is `COLUMNS` (documented in
 docs/leaderboard.md); rows are plain dicts with a value of the column's type or None.
 """
@@ -9,7 +9,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ PROVENANCE_COLUMNS = {
 #: Every column, in CSV order, with its type.
 COLUMNS: dict[str, type] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
 #: Rows with equal values here describe the same experiment; the newest evaluation wins.
-KEY_COLUMNS = ("method", "dataset", "dataset_hash", "image_size", "epochs", "seed")
+KEY_COLUMNS = ("method", "preset", "dataset", "dataset_hash", "image_size", "epochs", "seed")
 #: Columns `format_table` shows when any row has a value.
 SUMMARY_COLUMNS = (
     "method", "dataset", "image_size", "epochs", "seed",
@@ -108,23 +108,35 @@ def row_from_results(results: dict[str, Any]) -> Row:
     return row
 
 
-def merge_rows(rows: Iterable[Row]) -> list[Row]:
+def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -> list[Row]:
     """One row per experiment (`KEY_COLUMNS`): the one evaluated last wins (`evaluated_at`, ISO time;
-    among equal times, the later in `rows`). Sorted by dataset, image size, epochs, method and seed."""
+    among equal times, the later in `rows`). Sorted by dataset, image size, epochs, method and seed.
+
+    When the dropped row came from another run folder than the kept one (two runs with the same key, e.g.
+    trained with different --width or --lr overrides), `echo` gets one line naming both.
+    """
     newest: dict[tuple, Row] = {}
     for row in rows:
         key = tuple(row.get(column) for column in KEY_COLUMNS)
         kept = newest.get(key)
-        if kept is None or (row.get("evaluated_at") or "") >= (kept.get("evaluated_at") or ""):
+        newer = kept is None or (row.get("evaluated_at") or "") >= (kept.get("evaluated_at") or "")
+        if kept is not None and echo is not None and kept.get("run") != row.get("run"):
+            old, new = (kept, row) if newer else (row, kept)
+            echo(
+                f"{new.get('run')} and {old.get('run')} are one experiment for the leaderboard (same "
+                f"{', '.join(KEY_COLUMNS)}): keeping the newer evaluation, of {new.get('run')}; give the "
+                "other another --seed or a leaderboard of its own to keep both"
+            )
+        if newer:
             newest[key] = row
     return sorted(newest.values(), key=_sort_key)
 
 
-def append_row(csv_path: str | Path, row: Row) -> list[Row]:
+def append_row(csv_path: str | Path, row: Row, echo: Callable[[str], None] | None = None) -> list[Row]:
     """Add one row to a leaderboard CSV (created when missing), replacing an older row of the same
-    experiment; returns the rows written."""
+    experiment (said through `echo` when it came from another run folder); returns the rows written."""
     path = Path(csv_path)
-    rows = merge_rows([*(read_rows(path) if path.exists() else []), row])
+    rows = merge_rows([*(read_rows(path) if path.exists() else []), row], echo)
     write_rows(path, rows)
     return rows
 

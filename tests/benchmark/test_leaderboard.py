@@ -100,6 +100,21 @@ def test_merge_keeps_the_newest_row_of_each_experiment():
     assert merge_rows([new, same_time])[0]["top1_inv"] == 1.0
 
 
+def test_other_presets_are_other_experiments_and_replaced_runs_are_named():
+    mini = row_from_results(_results(evaluated_at="2026-01-01T00:00:00+00:00"))
+    paper = dict(mini, preset="paper")
+    assert len(merge_rows([mini, paper])) == 2
+    said = []
+    reevaluated = dict(mini, top1_inv=1.0, evaluated_at="2026-02-01T00:00:00+00:00")
+    assert merge_rows([mini, reevaluated], said.append) == [reevaluated] and said == []  # same run folder
+    wider = dict(mini, run="/runs/sie-width128", top1_inv=2.0, evaluated_at="2026-03-01T00:00:00+00:00")
+    narrow = dict(mini, run="/runs/sie-width16")
+    assert merge_rows([wider, narrow], said.append) == [wider]
+    assert len(said) == 1
+    assert said[0].startswith("/runs/sie-width128 and /runs/sie-width16 are one experiment")
+    assert "keeping the newer evaluation, of /runs/sie-width128" in said[0] and "--seed" in said[0]
+
+
 def test_append_row_creates_then_replaces(tmp_path):
     path = tmp_path / "boards" / "mini.csv"
     append_row(path, row_from_results(_results(top1=0.5)))
