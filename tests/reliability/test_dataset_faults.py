@@ -8,6 +8,7 @@ tests/render/test_check.py; the readers' own messages in tests/benchmark/test_da
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -81,6 +82,12 @@ def check(root):
     return result.exit_code, result.stdout.strip().splitlines()
 
 
+def packed_row(handle: h5py.File, key: str) -> int:
+    """The row of the object SYNSET/ID in an open packed file's arrays."""
+    ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
+    return ids.index(key.split("/")[1])
+
+
 def error_line(output: str) -> str:
     lines = [line for line in output.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and "Traceback" not in output, output
@@ -146,12 +153,8 @@ def test_an_object_in_both_splits_is_named_by_check(dataset):
 def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path):
     packed = tmp_path / "data.h5"
     pack_dataset(dataset.root, packed)
-    import h5py
-
     with h5py.File(packed, "r+") as handle:
-        row = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]].index(
-            dataset.splits["train"][2].split("/")[1]
-        )
+        row = packed_row(handle, dataset.splits["train"][2])
         handle["latents"][row, 1, spec.FLOOR_HUE] = -3.0
     with pytest.raises(
         DatasetError, match=r"1 of 6 train objects .*: latents view 1 out of range: floor_hue=-3"
@@ -168,12 +171,9 @@ def test_a_packed_file_with_a_damaged_jpeg_is_refused_or_skipped(dataset, tmp_pa
     """The pre-training check reads each packed JPEG's start and end-of-image markers."""
     packed = tmp_path / "data.h5"
     pack_dataset(dataset.root, packed)
-    import h5py
-
     key = dataset.splits["train"][4]
     with h5py.File(packed, "r+") as handle:
-        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
-        row = ids.index(key.split("/")[1])
+        row = packed_row(handle, key)
         end = handle["jpeg_offsets"][row, 3]  # the end of view 2: its end-of-image marker is overwritten
         handle["jpeg_bytes"][end - 2 : end] = 0
     with pytest.raises(
@@ -209,13 +209,10 @@ def test_3die_check_names_each_bad_object_of_a_packed_file(dataset, tmp_path):
     without --quick every JPEG decoded (a damaged middle keeps both markers)."""
     packed = tmp_path / "data.h5"
     pack_dataset(dataset.root, packed)
-    import h5py
-
     out_of_range, bad_middle = dataset.splits["train"][2], dataset.splits["val"][0]
     with h5py.File(packed, "r+") as handle:
-        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
-        handle["latents"][ids.index(out_of_range.split("/")[1]), 1, spec.FLOOR_HUE] = -3.0
-        start, end = handle["jpeg_offsets"][ids.index(bad_middle.split("/")[1]), 2:4]
+        handle["latents"][packed_row(handle, out_of_range), 1, spec.FLOOR_HUE] = -3.0
+        start, end = handle["jpeg_offsets"][packed_row(handle, bad_middle), 2:4]
         handle["jpeg_bytes"][start + 20 : end - 2] = 0
     refused = train(packed, tmp_path / "run")
     assert f"run `3die check {packed}` for the full list" in error_line(refused.output)
@@ -238,12 +235,9 @@ def test_3die_check_names_each_bad_object_of_a_packed_file(dataset, tmp_path):
 def test_a_packed_object_with_non_finite_latents_is_skipped_on_request(dataset, tmp_path):
     packed = tmp_path / "data.h5"
     pack_dataset(dataset.root, packed)
-    import h5py
-
     key = dataset.splits["train"][3]
     with h5py.File(packed, "r+") as handle:
-        ids = [k.decode() if isinstance(k, bytes) else k for k in handle["object_ids"][()]]
-        handle["latents"][ids.index(key.split("/")[1]), 2, spec.SPOT_PHI] = np.nan
+        handle["latents"][packed_row(handle, key), 2, spec.SPOT_PHI] = np.nan
     with pytest.raises(DatasetError, match=rf"1 of 6 train objects .*{key}: latents holds non-finite values"):
         training_split(packed)
     said = []
