@@ -31,7 +31,7 @@ from PIL import Image
 
 from render import spec
 from render.quality import Quality
-from render.sources import MeshArrays, MeshError, ObjFile, missing_material_libraries, normalised_surface
+from render.sources import MeshArrays, MeshError, ObjFile, normalised_surface
 
 # Light and colour-management settings the published generator inherited from Blender 2.9x/3.x
 # through BlenderProc (defaults that changed in Blender 4 and 5, so they are set explicitly).
@@ -93,14 +93,15 @@ class Scene:
     def set_object(self, mesh: MeshArrays | ObjFile) -> list[str]:
         """Replace the scene's object by `mesh`, origin at its bounding-box centre, placed at the origin.
 
-        Returns warnings about the mesh (a missing material library, which leaves the importer's grey;
-        missing textures, which fall back to the material's colour);
+        Returns warnings about the mesh (those of an ObjFile's scan, `sources.scan_obj`: a missing material
+        library, which leaves the importer's grey; missing textures, which fall back to the material's
+        colour);
         raises MeshError when the mesh yields no faces, or nothing visible (`sources.normalised_surface`).
         """
         self.clear_object()
         if isinstance(mesh, ObjFile):
             obj = _import_obj(mesh.path)
-            warnings = missing_material_libraries(mesh.path) + drop_missing_textures(obj)
+            warnings = [*mesh.warnings, *drop_missing_textures(obj)]
             origin = f"{mesh.path}: "
         else:
             obj, warnings, origin = _object_from_arrays(mesh), [], ""

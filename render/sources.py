@@ -71,41 +71,40 @@ class MeshArrays:
 
 @dataclass(frozen=True)
 class ObjFile:
-    """A Wavefront OBJ file for Blender's importer (ShapeNet: Y up, with .mtl materials and textures)."""
+    """A Wavefront OBJ file for Blender's importer (ShapeNet: Y up, with .mtl materials and textures), and
+    the warnings reading it gave (`scan_obj`: missing material libraries)."""
 
     path: Path
+    warnings: tuple[str, ...] = ()
 
 
-def missing_material_libraries(path: Path) -> list[str]:
-    """Warnings for the `mtllib` files an OBJ names that are not beside it (Blender's importer then gives
-    the object its default grey material, silently); one per missing library."""
+def scan_obj(path: Path) -> tuple[str, ...]:
+    """One pass over an OBJ file before Blender imports it.
+
+    Raises MeshError naming the first vertex line whose coordinates are not finite float32 numbers
+    (Blender's importer would silently read NaN, infinity or an overflowing number as 0). Returns one
+    warning per `mtllib` file it names that is not beside it (the importer then gives the object its
+    default grey material, silently).
+    """
     folder, missing = Path(path).parent, []
     with Path(path).open("rb") as handle:
-        for line in handle:
-            if line.startswith(b"mtllib"):
+        for number, line in enumerate(handle, start=1):
+            if line.startswith(b"v "):
+                try:
+                    finite = all(abs(float(token)) <= FLOAT32_MAX for token in line.split()[1:4])
+                except ValueError:
+                    continue  # a malformed line: the importer's own problem, reported when it finds no mesh
+                if not finite:
+                    text = line.decode("utf-8", "replace").strip()
+                    raise MeshError(f"{path}:{number}: non-finite vertex coordinates ({text[:80]})")
+            elif line.startswith(b"mtllib"):
                 for name in line[len(b"mtllib") :].decode("utf-8", "replace").split():
                     if not (folder / name).is_file():
                         missing.append(
                             f"material library {folder / name} is missing: the object renders in the "
                             "importer's default grey"
                         )
-    return missing
-
-
-def check_obj_vertices(path: Path) -> None:
-    """MeshError naming the first vertex line of an OBJ file whose coordinates are not finite float32 numbers
-    (Blender's importer would silently read NaN, infinity or an overflowing number as 0)."""
-    with Path(path).open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.startswith(b"v "):
-                continue
-            try:
-                finite = all(abs(float(token)) <= FLOAT32_MAX for token in line.split()[1:4])
-            except ValueError:
-                continue  # a malformed line: the importer's own problem, reported when it finds no mesh
-            if not finite:
-                text = line.decode("utf-8", "replace").strip()
-                raise MeshError(f"{path}:{number}: non-finite vertex coordinates ({text[:80]})")
+    return tuple(missing)
 
 
 # --- mesh arrays -------------------------------------------------------------------------------------
@@ -291,10 +290,10 @@ class ShapeNetSource:
             if path.stat().st_size == 0:
                 raise MeshError(f"{path}: empty file")
             check_mesh_file_size(path)
-            check_obj_vertices(path)
+            warnings = scan_obj(path)
         except OSError as error:  # an unreadable file is this object's problem, not the run's
             raise MeshError(f"{path}: cannot read it ({error.strerror or error})") from None
-        return ObjFile(path)
+        return ObjFile(path, warnings)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "root": str(self.root), "objects_file": _optional_str(self.objects_file)}
