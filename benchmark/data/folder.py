@@ -115,7 +115,7 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
     misaligned file, or (`unique`) an object listed twice."""
     images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
-    if not images_path.is_file() and not (root / spec.MANIFEST_NAME).is_file():
+    if not images_path.is_file() and is_official_download(root):
         return official_download_split(root, split)
     for path in (images_path, labels_path):
         if not path.is_file():
@@ -142,6 +142,12 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     if unique and len(set(keys)) != len(keys):
         raise DatasetError(f"{images_path}: lists an object more than once")
     return keys, labels.astype(np.int64)
+
+
+def is_official_download(root: Path) -> bool:
+    """Whether the folder may be the official download: no manifest.json, so its split files may be absent
+    (each split then comes from `official_download_split`)."""
+    return not (root / spec.MANIFEST_NAME).is_file()
 
 
 def official_download_split(root: Path, split: str) -> tuple[list[str], np.ndarray]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from benchmark.data.folder import FolderViews, open_folder
+from benchmark.data.folder import FolderViews, is_official_download, open_folder
 from benchmark.data.views import (
     ClassInfo,
     DatasetError,
@@ -88,7 +88,7 @@ def pack_dataset(
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
     if not 1 <= quality <= 100:
         raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
-    official = root.is_dir() and not (root / spec.MANIFEST_NAME).is_file()  # split files may be absent
+    official = root.is_dir() and is_official_download(root)
     readers = [
         open_folder(root, split) for split in SPLITS if official or (root / f"{split}_images.npy").is_file()
     ]
