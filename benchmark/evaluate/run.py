@@ -450,8 +450,7 @@ def continue_results(
         for section in ("settings", "metrics", "seconds", "skipped"):
             results[section] = dict(previous.get(section, {}))
         return results
-    kept = run / f"results.{old_key}.json"
-    os.replace(run / RESULTS_NAME, kept)
+    kept = set_aside(run / RESULTS_NAME, str(old_key))
     echo(f"{run / RESULTS_NAME}: results of another checkpoint or dataset moved to {kept.name}")
     return results
 

@@ -24,7 +24,7 @@ from benchmark.evaluate import (
     split_features,
 )
 from benchmark.evaluate import run as evaluate_module
-from benchmark.evaluate.run import check_finite_features, code_version, dataset_identity
+from benchmark.evaluate.run import check_finite_features, code_version, continue_results, dataset_identity
 from benchmark.train import load_trained
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -97,6 +97,18 @@ def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run,
     assert dataset["name"] == synthetic_dataset.root.name and len(dataset["hash"]) == 16
     assert dataset["objects"] == {"train": 9, "val": 3} and dataset["views"] == 50
     assert results["evaluation"]["code_version"].startswith("0.1.0")
+
+
+def test_results_of_another_checkpoint_are_moved_aside_never_overwritten(tmp_path):
+    header = {"features": {"key": "new"}}
+    said = []
+    for attempt, expected in ((1, "results.old.json"), (2, "results.old-2.json")):
+        previous = {"format": "3die-results/1", "features": {"key": "old"}, "metrics": {"n": attempt}}
+        (tmp_path / "results.json").write_text(json.dumps(previous))
+        results = continue_results(previous, header, tmp_path, said.append)
+        assert results["metrics"] == {} and not (tmp_path / "results.json").exists()
+        assert json.loads((tmp_path / expected).read_text())["metrics"] == {"n": attempt}
+        assert said[-1].endswith(f"results of another checkpoint or dataset moved to {expected}")
 
 
 def test_code_version_names_the_commit_and_a_modified_tree(tmp_path):
