@@ -34,6 +34,9 @@ WARNINGS_NAME = "warnings.jsonl"
 LOCK_NAME = ".3die.lock"
 TEMP_TAG = ".tmp-"
 JPEG_QUALITY = 95  # OpenCV's default, which the published generator used
+#: Fields of manifest.json's "source" that say where the objects lie, not which they are: a resumed render
+#: may read them from another path (a moved copy, or each SLURM node's own mount); objects.csv pins the list.
+SOURCE_LOCATION_FIELDS = ("root", "objects_file")
 
 
 class DatasetMismatchError(Exception):
@@ -258,15 +261,26 @@ def _damaged(path: Path, reason: str) -> DatasetMismatchError:
     )
 
 
+def _identity(key: str, value: object) -> object:
+    """The part of a manifest field that defines the dataset: package versions do not, nor do the source's
+    paths (a moved or differently mounted copy of the same objects may resume the render)."""
+    if key == "versions":
+        return None
+    if key == "source" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in SOURCE_LOCATION_FIELDS}
+    return value
+
+
 def write_manifest(root: Path, manifest: dict) -> None:
     """Write ROOT/manifest.json, or check that the existing one has the same settings, source and seed.
 
-    Package versions may differ between runs (the existing file keeps the first run's); anything else
-    raises DatasetMismatchError naming the differing fields.
+    Package versions and where the source lies (`SOURCE_LOCATION_FIELDS`) may differ between runs (the
+    existing file keeps the first run's); anything else raises DatasetMismatchError naming the differing
+    fields.
     """
     existing = read_manifest(root)
     if existing is not None:
-        differing = [k for k in manifest if k != "versions" and existing.get(k) != manifest[k]]
+        differing = [k for k in manifest if _identity(k, existing.get(k)) != _identity(k, manifest[k])]
         if differing:
             raise DatasetMismatchError(
                 f"{Path(root) / spec.MANIFEST_NAME}: this folder was rendered with other "

@@ -98,6 +98,27 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         render_dataset(config(tmp_path / "chosen"), chosen, progress=False)
 
 
+def test_a_moved_source_resumes_but_another_source_is_refused(tmp_path):
+    meshes = tmp_path / "meshes" / "thing"
+    meshes.mkdir(parents=True)
+    for name, extents in (("a", (0.3, 0.5, 0.8)), ("b", (0.8, 0.2, 0.4))):
+        trimesh.creation.box(extents).export(meshes / f"{name}.ply")
+    out = tmp_path / "out"
+    first = render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False)
+    unfinished = writer.object_dir(out, ObjectSpec("thing", "b", 0, "train", "mesh-dir"))
+    (unfinished / writer.COMPLETE_MARKER).unlink()
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "meshes").rename(moved)  # e.g. another mount point on another node
+    second = render_dataset(config(out), MeshDirSource(moved), progress=False)
+    assert (first.rendered, second.skipped, second.rendered) == (2, 1, 1)
+    assert check_dataset(out).ok
+    assert writer.read_manifest(out)["source"]["root"] == str(tmp_path / "meshes")  # the first run's
+    with pytest.raises(writer.DatasetMismatchError, match="source"):
+        render_dataset(config(out), MeshDirSource(moved, up_axis="y"), progress=False)
+    with pytest.raises(writer.DatasetMismatchError, match="source"):
+        render_dataset(config(out), SOURCE, progress=False)
+
+
 def test_broken_meshes_go_to_failures_and_the_run_goes_on(tmp_path):
     meshes = tmp_path / "meshes" / "thing"
     meshes.mkdir(parents=True)
