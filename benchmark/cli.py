@@ -171,6 +171,7 @@ def check_command(root, workers, quick) -> None:
 def _check_packed_file(path: Path, workers: int, quick: bool) -> None:
     """`3die check FILE.h5`: the objects that training would refuse, and JPEGs that do not decode."""
     from benchmark.data import DatasetError
+    from benchmark.data.packed import read_skipped_objects
     from benchmark.data.validate import check_packed_file
 
     try:
@@ -179,7 +180,9 @@ def _check_packed_file(path: Path, workers: int, quick: bool) -> None:
         raise click.ClickException(str(error)) from None
     for line in problems:
         click.echo(line)
-    click.echo(f"{path}: {objects} objects checked: {len(problems)} with problems")
+    left_out = len(read_skipped_objects(path))
+    packed_without = f" (left out when packed, unusable: {left_out}, see skipped_objects)" if left_out else ""
+    click.echo(f"{path}: {objects} objects checked: {len(problems)} with problems{packed_without}")
     if problems:
         raise SystemExit(1)
 
@@ -271,8 +274,13 @@ def objects_command(
     help="JPEG quality when re-encoding (--size).",
 )
 @click.option("--raw", is_flag=True, help="Store decoded pixels (fastest to train from; S*S*3 bytes a view).")
-@click.option("--workers", default=1, show_default=True, help="Processes reading and re-encoding objects.")
-def pack_command(root, out, size, quality, raw, workers) -> None:
+@click.option("--workers", default=1, show_default=True, help="Processes checking, reading, re-encoding.")
+@click.option(
+    "--skip-bad-objects",
+    is_flag=True,
+    help="Leave out the objects whose files are unusable, listed in the file (default: refuse the folder).",
+)
+def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> None:
     """Pack a dataset folder into one HDF5 file (JPEGs, latents, labels, splits). Rerun to resume."""
     from tqdm import tqdm
 
@@ -280,7 +288,9 @@ def pack_command(root, out, size, quality, raw, workers) -> None:
 
     try:
         with tqdm(unit="obj", desc="pack", disable=None) as progress:
-            summary = pack_dataset(root, out, size, quality, workers, progress.update, raw)
+            summary = pack_dataset(
+                root, out, size, quality, workers, progress.update, raw, skip_bad_objects, progress.write
+            )
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:  # an unwritable --out or a full disk; a rerun continues FILE.partial

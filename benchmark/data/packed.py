@@ -15,7 +15,14 @@ class_synsets (C,) str                   class_names (C,) str, in label order
 manifest      str                        the source folder's manifest.json ("" for the official download)
 objects_csv   str                        the source folder's objects.csv ("" when it has none)
 packed        (N,) bool                  objects written so far (an interrupted pack resumes from it)
+skipped_objects (K,) str                 "SYNSET/OBJECT_ID" of each object left out (--skip-bad-objects)
+skipped_split   (K,) str                 their split; skipped_problems (K,) str: why each cannot be used
 ```
+The N objects are those of the folder's split files that passed the check before training
+(`benchmark.data.validate`); a pack refuses a folder with unusable objects unless told to leave them out,
+which the `skipped_*` datasets then record (K = 0 for a whole folder; files packed before they existed
+lack them). The dataset hash of `3die evaluate` covers the objects in the file, so a file without some of
+the folder's objects never hashes like the folder.
 The file is written as FILE.partial and renamed into place when every object is in. The JPEGs are one flat
 byte array rather than an HDF5 variable-length dataset: reading a slice of it took about 26 us against
 300-500 us for one variable-length element (h5py 3.16, see BENCHMARKS.md). Raw storage skips JPEG decoding
@@ -35,7 +42,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from benchmark.data.folder import FolderViews, is_official_download, open_folder
+from benchmark.data.folder import FolderViews, is_official_download
 from benchmark.data.views import (
     ClassInfo,
     DatasetError,
@@ -58,14 +65,26 @@ STRING = h5py.string_dtype()
 
 
 @dataclass(frozen=True)
+class SkippedObject:
+    """An object of a dataset folder left out of its packed file: its split, "SYNSET/OBJECT_ID" and the
+    first reason it cannot be used (naming the file)."""
+
+    split: str
+    key: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class PackSummary:
-    """Outcome of `pack_dataset`: objects in the file, how many were packed by this call, its size."""
+    """Outcome of `pack_dataset`: objects in the file, how many were packed by this call, its size, and
+    the folder's objects left out of it."""
 
     path: Path
     objects: int
     packed: int
     resumed: int
     bytes: int
+    skipped: tuple[SkippedObject, ...] = ()
 
 
 def pack_dataset(
@@ -76,24 +95,33 @@ def pack_dataset(
     workers: int = 1,
     on_object: Callable[[], None] | None = None,
     raw: bool = False,
+    skip_bad_objects: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> PackSummary:
     """Pack the dataset folder `root` into the HDF5 file `out`; rerun to continue an interrupted pack.
 
     `size`: re-encode every view at size x size pixels (JPEG `quality`); None keeps the rendered bytes.
     `raw`: store decoded pixels instead of JPEGs (at `size`, or the rendered size when None).
-    `workers`: processes reading (and re-encoding) objects. `on_object` is called once per object.
+    `workers`: processes checking, reading (and re-encoding) objects. `on_object` is called once per object.
+    Every object is checked first, as before training: DatasetError naming the first unusable one, unless
+    `skip_bad_objects`: then they are left out (and recorded in the file) and `echo` gets one line.
     """
+    from benchmark.data.validate import skipping_line, usable_splits  # validate reads packed files
+
     root, out = Path(root), Path(out)
     if size is not None and size < 1:
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
     if not 1 <= quality <= 100:
         raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
     official = root.is_dir() and is_official_download(root)
-    readers = [
-        open_folder(root, split) for split in SPLITS if official or (root / f"{split}_images.npy").is_file()
-    ]
-    if not readers:
+    splits = [split for split in SPLITS if official or (root / f"{split}_images.npy").is_file()]
+    if not splits:
         raise DatasetError(f"{root / 'train_images.npy'}: missing; a dataset folder needs its split files")
+    readers, skipped = usable_splits(root, splits, skip_bad_objects, workers)
+    if skipped and echo is not None:
+        total = len(skipped) + sum(len(reader) for reader in readers)
+        counted = f"{len(skipped)} of {total} objects"
+        echo(f"{skipping_line(root, counted, skipped[0].problem)}; {out} lists them (skipped_objects)")
     if raw and size is None:
         size = readers[0].image(0, 0).shape[0]
     tasks = [(str(reader.path), key, reader.views) for reader in readers for key in reader.keys]
@@ -104,9 +132,9 @@ def pack_dataset(
         "jpeg_quality": quality if size and not raw else 0,
         "source": str(root.resolve()),
     }
-    with _partial_file(partial, readers, options) as handle:
+    with _partial_file(partial, readers, options, skipped) as handle:
         done = handle["packed"][()]
-        first = len(done) if done.all() else int(np.argmin(done))  # objects are written in order
+        first = _packed_rows(done)
         done[first:] = False
         todo = range(first, len(done))
         for _ in range(first):
@@ -122,10 +150,17 @@ def pack_dataset(
                     _mark_packed(handle, done)
                 if on_object:
                     on_object()
+        except DatasetError as error:  # a JPEG damaged inside: the check before packing reads its ends only
+            raise DatasetError(
+                f"{error}; run `3die check {root}` to list every damaged file, then rerender those objects, "
+                "or delete the damaged files and rerun with --skip-bad-objects (the objects packed so far "
+                "are kept)"
+            ) from None
         finally:
             _mark_packed(handle, done)
     os.replace(partial, out)
-    return PackSummary(out, len(tasks), len(todo), len(tasks) - len(todo), out.stat().st_size)
+    resumed = len(tasks) - len(todo)
+    return PackSummary(out, len(tasks), len(todo), resumed, out.stat().st_size, tuple(skipped))
 
 
 def read_object(
@@ -174,36 +209,77 @@ def _map_objects(tasks: list, size: int | None, quality: int, raw: bool, workers
 
 
 @contextlib.contextmanager
-def _partial_file(path: Path, readers: list[FolderViews], options: dict) -> Iterator[h5py.File]:
+def _partial_file(
+    path: Path, readers: list[ObjectViews], options: dict, skipped: list[SkippedObject]
+) -> Iterator[h5py.File]:
     """The partial file, created, or reopened after checking that it holds the same objects and options
-    (an unreadable one, left by a killed run, is started again)."""
-    handle = _reopen(path, readers, options) if path.exists() else None
+    (an unreadable one, left by a killed run, is started again; one whose packed objects come first in
+    `readers` too, with objects left out or added after them, starts again with those objects)."""
+    handle = _reopen(path, readers, options, skipped) if path.exists() else None
     if handle is None:
-        handle = _create(path, readers, options)
+        handle = _create(path, readers, options, skipped)
     try:
         yield handle
     finally:
         handle.close()
 
 
-def _reopen(path: Path, readers: list[FolderViews], options: dict) -> h5py.File | None:
+def _reopen(
+    path: Path, readers: list[ObjectViews], options: dict, skipped: list[SkippedObject]
+) -> h5py.File | None:
     try:
         handle = h5py.File(path, "r+")
         keys = _keys(handle)
         same_options = all(handle.attrs.get(key) == value for key, value in options.items())
+        rows = _packed_rows(handle["packed"][()])
     except (OSError, KeyError):
         path.unlink()
         return None
-    if not same_options or keys != [key for reader in readers for key in reader.keys]:
-        handle.close()
-        raise DatasetError(
-            f"{path}: an unfinished pack of another dataset or with other options; "
-            "rerun with the same options, or delete it to start again"
-        )
-    return handle
+    wanted = [key for reader in readers for key in reader.keys]
+    if same_options and keys == wanted:
+        _record_skipped(handle, skipped)
+        return handle
+    if same_options and keys[:rows] == wanted[:rows]:  # e.g. rerun with --skip-bad-objects after a failure
+        return _carry_over(handle, path, readers, options, skipped, rows)
+    handle.close()
+    raise DatasetError(
+        f"{path}: an unfinished pack of another dataset or with other options; "
+        "rerun with the same options, or delete it to start again"
+    )
 
 
-def _create(path: Path, readers: list[FolderViews], options: dict) -> h5py.File:
+def _carry_over(
+    old: h5py.File,
+    path: Path,
+    readers: list[ObjectViews],
+    options: dict,
+    skipped: list[SkippedObject],
+    rows: int,
+) -> h5py.File:
+    """The partial file for `readers`, started again with the first `rows` objects of `old` (the same
+    objects) copied over, block by block."""
+    fresh_path = path.with_name(path.name + ".new")
+    fresh = _create(fresh_path, readers, options, skipped)
+    with old, fresh:
+        names = ["latents", "pixels" if options["storage"] == "raw" else "jpeg_offsets"]
+        for name in names:
+            _copy_rows(old[name], fresh[name], rows, FLUSH_EVERY)
+        if options["storage"] != "raw" and rows:
+            size = int(old["jpeg_offsets"][rows - 1, -1])
+            fresh["jpeg_bytes"].resize((size,))
+            _copy_rows(old["jpeg_bytes"], fresh["jpeg_bytes"], size, JPEG_CHUNK)
+        fresh["packed"][:rows] = True
+    os.replace(fresh_path, path)
+    return h5py.File(path, "r+")
+
+
+def _copy_rows(source: h5py.Dataset, target: h5py.Dataset, stop: int, block: int) -> None:
+    for start in range(0, stop, block):
+        end = min(start + block, stop)
+        target[start:end] = source[start:end]
+
+
+def _create(path: Path, readers: list[ObjectViews], options: dict, skipped: list[SkippedObject]) -> h5py.File:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = sum(len(reader) for reader in readers)
     views = readers[0].views
@@ -237,8 +313,27 @@ def _create(path: Path, readers: list[FolderViews], options: dict) -> h5py.File:
     handle.create_dataset("manifest", data=manifest_path.read_text() if manifest_path.is_file() else "")
     handle.create_dataset("objects_csv", data=objects_path.read_text() if objects_path.is_file() else "")
     handle.create_dataset("packed", data=np.zeros(count, dtype=bool))
+    _record_skipped(handle, skipped)
     handle.flush()
     return handle
+
+
+def _record_skipped(handle: h5py.File, skipped: list[SkippedObject]) -> None:
+    """Write (or rewrite) the skipped_objects, skipped_split and skipped_problems datasets."""
+    columns = {
+        "skipped_objects": [entry.key for entry in skipped],
+        "skipped_split": [entry.split for entry in skipped],
+        "skipped_problems": [entry.problem for entry in skipped],
+    }
+    for name, values in columns.items():
+        if name in handle:
+            del handle[name]
+        handle[name] = np.array(values, dtype=STRING)
+
+
+def _packed_rows(done: np.ndarray) -> int:
+    """How many objects a partial file holds: its leading packed rows (objects are written in order)."""
+    return len(done) if done.all() else int(np.argmin(done))
 
 
 def _mark_packed(handle: h5py.File, done: np.ndarray) -> None:
@@ -257,6 +352,20 @@ def _strings(handle: h5py.File, name: str) -> list[str]:
 
 
 # --- reading ------------------------------------------------------------------------------------------
+def read_skipped_objects(path: Path) -> list[SkippedObject]:
+    """The folder's objects left out of the packed file `path` (empty for a whole folder, and for files
+    packed before the record existed); DatasetError when it cannot be read as HDF5."""
+    try:
+        with h5py.File(path, "r") as handle:
+            if "skipped_objects" not in handle:
+                return []
+            names = ("skipped_split", "skipped_objects", "skipped_problems")
+            columns = [_strings(handle, name) for name in names]
+            return [SkippedObject(*entry) for entry in zip(*columns, strict=True)]
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot open as HDF5 ({error})") from None
+
+
 def open_packed(path: Path, split: str = "train", check_latents: bool = True) -> PackedViews:
     """Open one split of a packed file; DatasetError naming the file when it is not a complete 3die pack,
     or (`check_latents`) when an object's latents are not finite."""

@@ -1,5 +1,6 @@
 """Checking a training split before the first step: training refuses a broken dataset, or skips its bad
-objects when asked (`3die train --skip-bad-objects`).
+objects when asked (`3die train --skip-bad-objects`); `3die pack` checks a folder the same way
+(`usable_splits`) and leaves the bad objects out of the packed file when asked (`--skip-bad-objects`).
 
 An object is bad when any view cannot be used: a missing folder, image or latent, no completion marker
 (our folders), a JPEG without its start or end-of-image marker (truncated), a latent that does not load,
@@ -27,7 +28,7 @@ from benchmark.data.folder import (
     read_dataset_manifest,
     read_split_files,
 )
-from benchmark.data.packed import PackedViews, open_packed
+from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.manifest import SPLITS
@@ -64,18 +65,61 @@ def training_split(
     bad = find_bad_objects(views, workers, share, merge)
     if not bad:
         return views
-    first = min(bad)
-    counted = f"{len(bad)} of {len(views)} {split} objects"
-    detail = f"(first: {bad[first]})"
+    counted, first = f"{len(bad)} of {len(views)} {split} objects", bad[min(bad)]
     if not skip_bad_objects or len(bad) == len(views):
-        skip = " or train without them with --skip-bad-objects" if len(bad) < len(views) else ""
-        raise DatasetError(
-            f"{path}: {counted} cannot be used {detail}; run `3die check {path}` for the full list, "
-            f"repair the dataset (rerun `3die render`){skip}"
-        )
+        raise DatasetError(refusal_line(path, counted, first, "train" if len(bad) < len(views) else None))
     if echo is not None:
-        echo(f"{path}: skipping {counted}, which cannot be used {detail}")
-    return subset(views, [index for index in range(len(views)) if index not in bad])
+        echo(skipping_line(path, counted, first))
+    return subset(views, usable_indices(views, bad))
+
+
+def usable_splits(
+    root: Path, splits: list[str], skip_bad_objects: bool = False, workers: int = 0
+) -> tuple[list[ObjectViews], list[SkippedObject]]:
+    """The splits of the dataset folder `root` to pack (`3die pack`), each object checked as before training,
+    and the objects left out (split order, then index order).
+
+    Raises DatasetError naming the first bad object and how many there are (of both splits together),
+    unless `skip_bad_objects`: then each split is returned without them. DatasetError also when every
+    object of a split is bad.
+    """
+    opened = [open_unchecked(root, split) for split in splits]
+    found = [find_bad_objects(views, workers) for views in opened]
+    skipped = [
+        SkippedObject(views.split, views.keys[index], bad[index])
+        for views, bad in zip(opened, found, strict=True)
+        for index in sorted(bad)
+    ]
+    if skipped:
+        total = sum(len(views) for views in opened)
+        counted = f"{len(skipped)} of {total} objects"
+        unusable = [views.split for views, bad in zip(opened, found, strict=True) if len(bad) == len(views)]
+        if unusable:
+            counted += f" (every {' and every '.join(unusable)} object)"
+        if not skip_bad_objects or unusable:
+            raise DatasetError(refusal_line(root, counted, skipped[0].problem, None if unusable else "pack"))
+    kept = [subset(views, usable_indices(views, bad)) for views, bad in zip(opened, found, strict=True)]
+    return kept, skipped
+
+
+def refusal_line(path: str | Path, counted: str, first: str, skip_verb: str | None) -> str:
+    """The error of a dataset with unusable objects: how many, the first, and the ways on (`skip_verb`:
+    the command that may leave them out with --skip-bad-objects, None when that would leave nothing)."""
+    skip = f" or {skip_verb} without them with --skip-bad-objects" if skip_verb else ""
+    return (
+        f"{path}: {counted} cannot be used (first: {first}); run `3die check {path}` for the full list, "
+        f"repair the dataset (rerun `3die render`){skip}"
+    )
+
+
+def skipping_line(path: str | Path, counted: str, first: str) -> str:
+    """The line said when the unusable objects are left out (`--skip-bad-objects`)."""
+    return f"{path}: skipping {counted}, which cannot be used (first: {first})"
+
+
+def usable_indices(views: ObjectViews, bad: dict[int, str]) -> list[int]:
+    """The indices of the split's objects that are not in `bad`, in order."""
+    return [index for index in range(len(views)) if index not in bad]
 
 
 def open_unchecked(path: Path, split: str) -> ObjectViews:

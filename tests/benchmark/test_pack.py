@@ -52,6 +52,7 @@ def test_packed_file_layout(synthetic_dataset, packed_file):
         names = ["class-02691156", "class-02773838", "class-02801938"]
         assert list(handle["class_names"].asstr()[()]) == names
         assert handle.attrs["image_size"] == 0 and handle.attrs["views"] == 50
+        assert handle["skipped_objects"].shape == handle["skipped_problems"].shape == (0,), "a whole folder"
 
 
 def test_official_layout_packs_with_empty_manifest(official_dataset, tmp_path):

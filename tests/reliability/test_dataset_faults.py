@@ -1,5 +1,6 @@
-"""Broken datasets: `3die check` names each problem; `3die train` refuses the dataset, or with
---skip-bad-objects trains without the bad objects and says how many it skipped.
+"""Broken datasets: `3die check` names each problem; `3die train` and `3die pack` refuse the dataset, or
+with --skip-bad-objects train or pack without the bad objects and say how many they skipped (a packed
+file records them).
 
 The check of a truncated JPEG, a missing view and a latent of the wrong shape or out of range is also in
 tests/render/test_check.py; the readers' own messages in tests/benchmark/test_data_readers.py.
@@ -14,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from benchmark.cli import main
-from benchmark.data import DatasetError, pack_dataset, training_split
+from benchmark.data import DatasetError, open_dataset, pack_dataset, training_split
+from benchmark.data.packed import read_skipped_objects
+from benchmark.evaluate.run import dataset_identity
 from benchmark.train import read_checkpoint
 from render import spec
 
@@ -257,3 +260,139 @@ def test_a_split_without_usable_objects_is_refused_with_one_line(dataset, tmp_pa
     np.save(dataset.root / "train_labels.npy", np.array([], dtype=np.int64))
     empty = train(dataset.root, tmp_path / "run")
     assert empty.exit_code == 1 and "the train split has no objects" in error_line(empty.output)
+
+
+# --- 3die pack: the same check, the bad objects left out of the file on request ---------------------------
+def pack(root, out, *extra):
+    return CliRunner().invoke(main, ["pack", str(root), "--out", str(out), *extra])
+
+
+def folder_rows(dataset, split: str, left_out: set[str]) -> tuple[list[str], list[int]]:
+    """The keys and labels of the folder's split without the objects `left_out`."""
+    pairs = zip(dataset.splits[split], dataset.labels[split], strict=True)
+    kept = [(key, label) for key, label in pairs if key not in left_out]
+    return [key for key, _ in kept], [label for _, label in kept]
+
+
+def identity(path):
+    """The dataset identity (name, hash, size) that `3die evaluate` writes and leaderboards key rows by."""
+    return dataset_identity(path, open_dataset(path, "train"), open_dataset(path, "val"))
+
+
+@pytest.mark.parametrize("damage", PER_OBJECT)
+def test_pack_refuses_a_bad_object_naming_the_flag_and_leaves_it_out_on_request(dataset, tmp_path, damage):
+    key, words = break_dataset(dataset, damage)
+    out = tmp_path / "data.h5"
+    listed = 8 + (damage == "duplicated-object")
+    refused = pack(dataset.root, out)
+    assert refused.exit_code == 1
+    line = error_line(refused.output)
+    assert f"{dataset.root}: 1 of {listed} objects cannot be used (first: " in line and key in line
+    assert TRAINING_WORDS.get(damage, words) in line and "pack without them with --skip-bad-objects" in line
+    assert not out.exists() and not out.with_name("data.h5.partial").exists()
+
+    packed = pack(dataset.root, out, "--skip-bad-objects")
+    assert packed.exit_code == 0, packed.output
+    said = [line for line in packed.output.splitlines() if "skipping" in line]
+    assert len(said) == 1, packed.output
+    assert said[0].startswith(
+        f"{dataset.root}: skipping 1 of {listed} objects, which cannot be used (first: "
+    )
+    assert key in said[0] and said[0].endswith(f"; {out} lists them (skipped_objects)")
+    with h5py.File(out) as handle:
+        assert list(handle["skipped_objects"].asstr()[()]) == [key]
+        assert list(handle["skipped_split"].asstr()[()]) == ["train"]
+        (problem,) = handle["skipped_problems"].asstr()[()]
+    assert TRAINING_WORDS.get(damage, words) in problem
+    left_out = set() if damage == "duplicated-object" else {key}  # its first listing stays
+    for split in ("train", "val"):
+        views = open_dataset(out, split)
+        keys, labels = folder_rows(dataset, split, left_out)
+        assert views.keys == keys and views.labels.tolist() == labels
+        np.testing.assert_array_equal(views.all_latents(), np.stack([dataset.latents[k] for k in keys]))
+    status, lines = check(out)
+    objects = 8 - len(left_out)
+    assert status == 0 and lines == [
+        f"{out}: {objects} objects checked: 0 with problems (left out when packed, unusable: 1, see "
+        "skipped_objects)"
+    ]
+    views = training_split(out)
+    assert len(views) == objects - 2 and views.images(0, (0, 3))[1].shape == (16, 16, 3)
+
+
+def test_a_pack_without_bad_objects_records_them_hashes_apart_from_the_folder_and_trains(dataset, tmp_path):
+    whole = tmp_path / "whole.h5"
+    pack_dataset(dataset.root, whole)
+    folder_hash = identity(dataset.root)["hash"]
+    assert identity(whole)["hash"] == folder_hash and read_skipped_objects(whole) == []
+    train_keys, val_keys = dataset.splits["train"], dataset.splits["val"]
+    truncated = dataset.root / train_keys[1] / spec.image_name(2)
+    truncated.write_bytes(truncated.read_bytes()[:-50])
+    (dataset.root / val_keys[0] / spec.image_name(3)).unlink()
+    np.save(dataset.root / train_keys[4] / spec.latent_name(1), np.zeros((7, 2)))
+
+    out = tmp_path / "data.h5"
+    said = []
+    summary = pack_dataset(dataset.root, out, skip_bad_objects=True, echo=said.append)
+    skipped = [("train", train_keys[1]), ("train", train_keys[4]), ("val", val_keys[0])]
+    assert [(entry.split, entry.key) for entry in summary.skipped] == skipped
+    assert (
+        summary.skipped[0].problem
+        == f"{truncated}: cannot decode the image (truncated: no end-of-image marker)"
+    )
+    assert read_skipped_objects(out) == list(summary.skipped) and summary.objects == 5
+    first = summary.skipped[0].problem
+    assert said == [
+        f"{dataset.root}: skipping 3 of 8 objects, which cannot be used (first: {first}); "
+        f"{out} lists them (skipped_objects)"
+    ]
+    packed = identity(out)
+    assert packed["objects"] == {"train": 4, "val": 1}
+    assert packed["hash"] != folder_hash, "a leaderboard row must not claim the whole dataset"
+
+    trained = train(out, tmp_path / "run")
+    assert trained.exit_code == 0, trained.output
+    assert "skipping" not in trained.output, "the file holds only usable objects"
+    config = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
+    assert config["dataset"]["objects"] == 4 and config["dataset"]["kind"] == "packed"
+
+
+def test_pack_refuses_a_split_without_usable_objects_even_with_skip(dataset, tmp_path):
+    for key in dataset.splits["val"]:
+        (dataset.root / key / spec.latent_name(0)).unlink()
+    for extra in ((), ("--skip-bad-objects",)):
+        refused = pack(dataset.root, tmp_path / "data.h5", *extra)
+        assert refused.exit_code == 1
+        line = error_line(refused.output)
+        assert "2 of 8 objects (every val object) cannot be used" in line and "latent_0.npy: missing" in line
+        assert "--skip-bad-objects" not in line and not (tmp_path / "data.h5").exists()
+
+
+@pytest.mark.parametrize("storage", [(), ("--raw",)])
+def test_a_jpeg_damaged_inside_stops_a_resizing_pack_which_goes_on_without_it(dataset, tmp_path, storage):
+    """The check before packing reads each JPEG's markers only; re-encoding (--size) or --raw decodes every
+    view. The error's way on (delete the file, rerun with --skip-bad-objects) keeps what was packed."""
+    key = dataset.splits["train"][3]
+    damaged = dataset.root / key / spec.image_name(1)
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:20] + bytes(len(data) - 22) + data[-2:])
+    out = tmp_path / "data.h5"
+    stopped = pack(dataset.root, out, "--size", "8", *storage)
+    assert stopped.exit_code == 1
+    line = error_line(stopped.output)
+    assert f"{damaged}: cannot decode the image" in line and f"run `3die check {dataset.root}`" in line
+    assert "delete the damaged files and rerun with --skip-bad-objects" in line
+    with h5py.File(out.with_name("data.h5.partial")) as handle:
+        assert handle["packed"][()].tolist() == [True] * 3 + [False] * 5
+
+    damaged.unlink()
+    resumed = pack(dataset.root, out, "--size", "8", *storage, "--skip-bad-objects")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"skipping 1 of 8 objects, which cannot be used (first: {damaged}: missing)" in resumed.output
+    assert f"{out}: 7 objects" in resumed.output and "3 already packed" in resumed.output
+    fresh = tmp_path / "fresh.h5"
+    pack_dataset(dataset.root, fresh, size=8, raw=bool(storage), skip_bad_objects=True)
+    images = ("pixels",) if storage else ("jpeg_bytes", "jpeg_offsets")
+    with h5py.File(out) as carried, h5py.File(fresh) as expected:
+        for name in (*images, "latents", "labels", "object_ids", "skipped_objects"):
+            np.testing.assert_array_equal(carried[name][()], expected[name][()])
