@@ -1,5 +1,7 @@
 """Validate a dataset folder: every listed object complete, images decodable and of one size, latents of
-shape (7,) and in range, split files consistent. Works on our folders and on the official download.
+shape (7,) and in the ranges of the dataset's rotation range (an ood dataset's Euler angles lie outside
+(-pi/2, pi/2)), split files consistent, no temporary file of a killed render left at the root. Works on our
+folders and on the official download.
 
 `check_dataset` returns a `CheckReport`; the `3die check` command prints it and exits non-zero when it
 holds any problem.
@@ -20,23 +22,27 @@ from tqdm import tqdm
 
 from render import spec, writer
 from render.manifest import SPLITS, read_manifest
-from render.sampling import latent_bounds
+from render.sampling import outside_range, range_text
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
 RANGE_TOLERANCE = 1e-9
 MAX_MESSAGES_PER_OBJECT = 6
+ROOT_TEMP_MESSAGE = (
+    "leftover temporary file of an interrupted `3die render`; rerun the same `3die render` command to "
+    "remove it, or delete it"
+)
 VIEW_FILE = re.compile(r"^(image_(\d+)\.jpg|latent_(\d+)\.npy)$")
 
 
 @dataclass(frozen=True)
 class Expectations:
     """What every object folder must hold: `views` views of `size`x`size` px images (None: all images of
-    the first object's size) and latents inside [low, high]; `marker`: a completion marker is required."""
+    the first object's size) and latents inside the ranges of the rotation range `rotation` ("published" or
+    "ood"); `marker`: a completion marker is required."""
 
     views: int
     size: int | None
-    low: np.ndarray
-    high: np.ndarray
+    rotation: str
     marker: bool
 
 
@@ -79,6 +85,8 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if not root.is_dir():
         report.add(str(root), "not a folder")
         return report
+    for path in writer.root_temp_files(root):
+        report.add(path.name, ROOT_TEMP_MESSAGE)
     try:
         manifest = writer.read_manifest(root)
         failures = writer.read_failures(root)
@@ -131,7 +139,7 @@ def check_object(folder: Path, expectations: Expectations, decode: bool = True) 
         if latent not in names:
             messages.append(f"missing {latent}")
         else:
-            messages += _check_latent(folder / latent, expectations.low, expectations.high)
+            messages += _check_latent(folder / latent, expectations.rotation)
     return messages, images
 
 
@@ -170,8 +178,9 @@ def _ends_with_eoi(path: Path) -> bool:
         return handle.read() == b"\xff\xd9"
 
 
-def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
-    """Problems of one latent file: unreadable, not a float (7,) array, non-finite or out of range."""
+def _check_latent(path: Path, rotation: str) -> list[str]:
+    """Problems of one latent file: unreadable, not a float (7,) array, non-finite, or out of the range of
+    the rotation range `rotation` (by more than RANGE_TOLERANCE)."""
     try:
         latent = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:
@@ -182,10 +191,11 @@ def _check_latent(path: Path, low: np.ndarray, high: np.ndarray) -> list[str]:
         return [f"{path.name} has dtype {latent.dtype}, expected float64"]
     if not np.all(np.isfinite(latent)):
         return [f"{path.name} holds non-finite values"]
-    outside = (latent < low - RANGE_TOLERANCE) | (latent > high + RANGE_TOLERANCE)
+    outside = outside_range(latent, rotation, RANGE_TOLERANCE)
     if outside.any():
         fields = ", ".join(f"{spec.LATENT_FIELDS[i]}={latent[i]:.4g}" for i in np.flatnonzero(outside))
-        return [f"{path.name} out of range: {fields}"]
+        angles = f" (the {rotation} range of the Euler angles is {range_text(rotation)})"
+        return [f"{path.name} out of range: {fields}" + (angles if outside[spec.ROTATION].any() else "")]
     return []
 
 
@@ -283,7 +293,6 @@ def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> No
 def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Expectations:
     """Views, image size and latent range from manifest.json, or the published values without one."""
     settings = (manifest or {}).get("settings", {})
-    low, high = latent_bounds(settings.get("rotation", "published"))
     size = settings.get("size")
     if size is None and expected:
         first = root / expected[0] / spec.image_name(0)
@@ -291,8 +300,7 @@ def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Exp
     return Expectations(
         views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
         size=size,
-        low=low,
-        high=high,
+        rotation=settings.get("rotation", "published"),
         marker=manifest is not None,
     )
 

@@ -158,22 +158,28 @@ def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectS
 
 
 def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> None:
-    """Write manifest.json and objects.csv, or check that the existing ones describe the same dataset."""
+    """Write manifest.json and objects.csv, or check that the existing ones describe the same dataset.
+
+    Both are written holding the dataset's lock, which first removes the temporary files that a run killed
+    while writing a root file left behind (no live process has one while the lock is held).
+    """
     from render import manifest as object_manifest
 
     config.out.mkdir(parents=True, exist_ok=True)
-    writer.write_manifest(config.out, build_manifest(config, source, objects))
-    csv_path = config.out / spec.OBJECTS_CSV_NAME
     entries = [
         object_manifest.ObjectEntry(o.synset, o.object_id, o.label, o.split, o.source) for o in objects
     ]
-    if not csv_path.is_file():
-        object_manifest.write_manifest(csv_path, entries)
-    elif object_manifest.read_manifest(csv_path) != entries:
-        raise writer.DatasetMismatchError(
-            f"{csv_path}: the folder holds another object list; rerun with the same source, --objects "
-            "and --limit, or choose another --out"
-        )
+    with writer.dataset_lock(config.out):
+        writer.remove_root_temp_files(config.out)
+        writer.write_manifest(config.out, build_manifest(config, source, objects))
+        csv_path = config.out / spec.OBJECTS_CSV_NAME
+        if not csv_path.is_file():
+            object_manifest.write_manifest(csv_path, entries)
+        elif object_manifest.read_manifest(csv_path) != entries:
+            raise writer.DatasetMismatchError(
+                f"{csv_path}: the folder holds another object list; rerun with the same source, --objects "
+                "and --limit, or choose another --out"
+            )
 
 
 def build_manifest(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> dict:

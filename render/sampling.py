@@ -64,10 +64,29 @@ def fold_out_of_distribution(angles: np.ndarray) -> np.ndarray:
 
 
 def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive (low, high) bounds of each latent value, shape (7,) each, for a rotation range."""
+    """Inclusive (low, high) bounds of each latent value, shape (7,) each, for a rotation range.
+
+    For "ood" these are the hull [-pi, pi] of the Euler angles' range; `outside_range` also excludes the gap.
+    """
     if rotation not in ROTATION_RANGES:
         raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {rotation!r}")
     low, high = spec.LATENT_LOW.copy(), spec.LATENT_HIGH.copy()
     if rotation == "ood":
         low[spec.ROTATION], high[spec.ROTATION] = -math.pi, math.pi
     return low, high
+
+
+def outside_range(latents: np.ndarray, rotation: str = "published", tolerance: float = 0.0) -> np.ndarray:
+    """Boolean mask, shape of `latents` (..., 7): the values outside their sampling range for `rotation` by
+    more than `tolerance`. With "ood" an Euler angle inside (-pi/2, pi/2) is outside its range too."""
+    latents = np.asarray(latents)
+    low, high = latent_bounds(rotation)
+    outside = (latents < low - tolerance) | (latents > high + tolerance)
+    if rotation == "ood":
+        outside[..., spec.ROTATION] |= np.abs(latents[..., spec.ROTATION]) < math.pi / 2 - tolerance
+    return outside
+
+
+def range_text(rotation: str = "published") -> str:
+    """The Euler angles' range of `rotation`, as the docs and messages write it."""
+    return "[-pi, -pi/2] U [pi/2, pi]" if rotation == "ood" else "[-pi/2, pi/2]"

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -313,11 +314,24 @@ def write_split_files(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, in
 def finalize(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, int]:
     """Write the split files for the objects of `objects` that are complete; safe to run from many shards.
 
-    A lock file serialises concurrent finalisations, so the last shard to finish writes the full lists.
+    A lock file serialises concurrent finalisations, so the last shard to finish writes the full lists; the
+    temporary files a killed run left at the root go first.
     """
-    with _locked(Path(root) / LOCK_NAME):
+    with dataset_lock(root):
+        remove_root_temp_files(root)
         done = [o for o in objects if is_complete(object_dir(root, o))]
         return write_split_files(root, done)
+
+
+@contextlib.contextmanager
+def dataset_lock(root: Path):
+    """Hold the dataset's lock (ROOT/.3die.lock, exclusive, blocking) for the block.
+
+    Every file at the dataset root that is written atomically (manifest.json, objects.csv, the split files)
+    is written under this lock, so while it is held no live process has a temporary file at the root.
+    """
+    with _locked(Path(root) / LOCK_NAME):
+        yield
 
 
 @contextlib.contextmanager
@@ -328,3 +342,39 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- temporary files at the dataset root ------------------------------------------------------------
+#: The dataset-root files written atomically: under `.NAME.tmp-PID` (`_atomic`) or `.NAME.XXXXXXXX.tmp`
+#: (render.manifest.write_bytes_atomically, for objects.csv) before the rename.
+ROOT_FILES = (
+    spec.MANIFEST_NAME,
+    spec.OBJECTS_CSV_NAME,
+    *(f"{split}_{kind}.npy" for split in SPLITS for kind in ("images", "labels")),
+)
+ROOT_TEMP = re.compile(
+    rf"\.(?:{'|'.join(re.escape(name) for name in ROOT_FILES)})(?:{re.escape(TEMP_TAG)}\d+|\.[a-z0-9_]+\.tmp)"
+)
+
+
+def is_root_temp(name: str) -> bool:
+    """Whether `name` is the temporary name of one of `ROOT_FILES` (and nothing else, e.g. a user's file)."""
+    return ROOT_TEMP.fullmatch(name) is not None
+
+
+def root_temp_files(root: Path) -> list[Path]:
+    """The temporary files of `ROOT_FILES` in the folder `root`, sorted by name."""
+    return sorted(p for p in Path(root).iterdir() if is_root_temp(p.name) and p.is_file())
+
+
+def remove_root_temp_files(root: Path) -> list[Path]:
+    """Delete the temporary files that a killed run left at the dataset root; returns what was deleted.
+
+    Call it holding `dataset_lock(root)`: the root files are written only under that lock, so a temporary
+    file found while holding it belongs to no live process (another shard, worker or node), only to a killed
+    one. That is the root's counterpart of `start_object`, which sweeps an object's folder under its claim.
+    """
+    leftovers = root_temp_files(root)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers

@@ -3,10 +3,12 @@ processes under resource limits or without root's permission override, and file 
 
 `FaultySource` is the procedural library; in the worker process that loads object `target` it injects
 `fault`: "jpeg-write" kills the whole run (its process group) halfway through writing the JPEG of view 1,
-"between-objects" kills it before the object is started (every earlier object is complete). With `log`,
-every worker appends "PID SYNSET/OBJECT_ID" to that file when it starts an object. Run this file as a
-script (`python faults.py OUT --fault F --target ID`, see `main`) to render the test dataset with
-such a source.
+"between-objects" kills it before the object is started (every earlier object is complete). The fault
+"root-write" with a file name as target (`manifest.json`, `objects.csv`, `train_images.npy`, ...) kills
+the run in its main process when that dataset file is written, between its temporary file and the rename.
+With `log`, every worker appends "PID SYNSET/OBJECT_ID" to that file when it starts an object. Run this
+file as a script (`python faults.py OUT --fault F --target ID`, see `main`) to render the test dataset
+with such a source.
 """
 
 from __future__ import annotations
@@ -83,6 +85,19 @@ def arm_jpeg_kill(after: int) -> None:
     Image.Image.save = save
 
 
+def arm_root_write_kill(name: str) -> None:
+    """Kill the process group when a file called `name` is about to be renamed into place: its content is
+    complete under its temporary name, which the kill leaves behind (atomic writes end in os.replace)."""
+    original = os.replace
+
+    def replace(source, destination, **options):
+        if Path(destination).name == name:
+            os.killpg(0, signal.SIGKILL)
+        return original(source, destination, **options)
+
+    os.replace = replace
+
+
 def plain_source() -> ProceduralSource:
     return ProceduralSource(CLASSES, PER_CLASS, seed=0)
 
@@ -147,6 +162,9 @@ def main(arguments: list[str]) -> None:
     parser.add_argument("--shard", default="0/1")
     parser.add_argument("--workers", type=int, default=1)
     options = parser.parse_args(arguments)
+    if options.fault == "root-write":  # in this process, which writes the dataset files; not in a worker
+        arm_root_write_kill(options.target)
+        options.fault = options.target = ""
     source = FaultySource(CLASSES, PER_CLASS, 0, fault=options.fault, target=options.target, log=options.log)
     config = render_config(options.out)
     render_dataset(config, source, shard=Shard.parse(options.shard), workers=options.workers, progress=False)

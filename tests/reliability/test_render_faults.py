@@ -1,4 +1,5 @@
-"""A render killed at chosen points, concurrent shards, a full disk and a read-only folder.
+"""A render killed at chosen points (inside an object, between objects, while writing a dataset file at the
+root), concurrent shards, a full disk and a read-only folder.
 
 Every fault is real: the run is SIGKILLed (its whole process group, Blender workers included) at a
 deterministic point, files are limited in size with RLIMIT_FSIZE, permissions are enforced with chmod (root
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 import numpy as np
@@ -25,10 +27,12 @@ from faults import (
     limit_file_size,
     obey_permissions,
     plain_source,
+    render_config,
 )
 
 from render import spec, writer
-from render.check import check_dataset
+from render.check import ROOT_TEMP_MESSAGE, check_dataset
+from render.launch import prepare_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +94,67 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_render(fault, reference, tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "rendered 1 objects" in resumed.stdout and "1 already done" in resumed.stdout
     assert_same_as_reference(out, reference)
+
+
+@pytest.mark.parametrize("name", [spec.MANIFEST_NAME, spec.OBJECTS_CSV_NAME, "train_images.npy"])
+def test_sigkill_while_writing_a_root_file_then_rerun_removes_its_temporary_file(name, reference, tmp_path):
+    out = tmp_path / "data"
+    killed = run(child_command(str(out), "--fault", "root-write", "--target", name), start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    strays = writer.root_temp_files(out)
+    assert [p.name.startswith(f".{name}.") for p in strays] == [True], sorted(out.iterdir())
+    assert not (out / name).exists(), "killed before the rename"
+
+    checked = run(cli_command("check", "--quick", str(out)))
+    assert checked.returncode == 1, checked.stdout
+    assert f"{strays[0].name}: {ROOT_TEMP_MESSAGE}" in checked.stdout.splitlines()
+
+    resumed = render_cli(out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not strays[0].exists(), "the rerun removes the temporary file"
+    assert_same_as_reference(out, reference)
+
+
+def write_root_file_elsewhere(root, name) -> subprocess.Popen:
+    """A process that holds the dataset lock with ROOT/.NAME.tmp-PID half written, as a render writing NAME
+    does, until its stdin closes; then it renames the file into place."""
+    script = (
+        "import os, sys; from pathlib import Path; from render import writer\n"
+        "root, name = Path(sys.argv[1]), sys.argv[2]\n"
+        f"temp = root / f'.{{name}}{writer.TEMP_TAG}{{os.getpid()}}'\n"
+        "with writer.dataset_lock(root):\n"
+        "    temp.write_bytes(b'half'); print(temp.name, flush=True); sys.stdin.read()\n"
+        "    os.replace(temp, root / name)\n"
+    )
+    writing = subprocess.Popen(
+        [sys.executable, "-c", script, str(root), name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.is_root_temp(writing.stdout.readline().strip())
+    return writing
+
+
+def test_a_root_file_another_process_is_writing_is_not_swept(tmp_path):
+    """A render starting while another shard writes a split file waits for the dataset lock; the other
+    shard's temporary file is never swept (its rename would fail)."""
+    out = tmp_path / "data"
+    out.mkdir()
+    writing = write_root_file_elsewhere(out, "train_images.npy")
+    prepared = threading.Thread(target=prepare_dataset, args=(render_config(out), plain_source(), OBJECTS))
+    try:
+        prepared.start()
+        prepared.join(timeout=2)
+        assert prepared.is_alive(), "the render waits for the dataset lock"
+        assert len(writer.root_temp_files(out)) == 1 and not (out / spec.MANIFEST_NAME).exists()
+    finally:
+        writing.communicate("", timeout=30)
+        prepared.join(timeout=30)
+    assert writing.returncode == 0, "the other process renamed its file into place"
+    assert (out / "train_images.npy").read_bytes() == b"half"
+    assert (out / spec.MANIFEST_NAME).is_file() and (out / spec.OBJECTS_CSV_NAME).is_file()
+    assert not writer.root_temp_files(out)
 
 
 def test_concurrent_shards_and_workers_never_render_the_same_object(reference, tmp_path):

@@ -1,10 +1,14 @@
 import csv
+import math
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from benchmark.cli import main
 from render import spec, writer
-from render.check import check_dataset
+from render.check import RANGE_TOLERANCE, ROOT_TEMP_MESSAGE, check_dataset
+from render.sampling import sample_latents
 from render.sources import ObjectSpec
 
 VIEWS, SIZE = 2, 16
@@ -15,11 +19,10 @@ OBJECTS = [
 ]
 
 
-def make_dataset(root, objects=OBJECTS, views=VIEWS, size=SIZE):
-    """A rendered-looking dataset folder, written by the writer (no Blender)."""
-    writer.write_manifest(
-        root, {"seed": 0, "settings": {"views": views, "size": size, "rotation": "published"}}
-    )
+def make_dataset(root, objects=OBJECTS, views=VIEWS, size=SIZE, rotation="published"):
+    """A rendered-looking dataset folder, written by the writer (no Blender), its latents drawn from the
+    rotation range `rotation`."""
+    writer.write_manifest(root, {"seed": 0, "settings": {"views": views, "size": size, "rotation": rotation}})
     with (root / spec.OBJECTS_CSV_NAME).open("w", newline="") as handle:
         rows = csv.writer(handle)
         rows.writerow(["synset", "object_id", "label", "split", "source"])
@@ -29,7 +32,7 @@ def make_dataset(root, objects=OBJECTS, views=VIEWS, size=SIZE):
         folder = writer.object_dir(root, obj)
         writer.start_object(folder)
         for view in range(views):
-            latent = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH)
+            latent = sample_latents(rng, 1, rotation)[0]
             writer.write_view(folder, view, rng.integers(0, 255, (size, size, 3), dtype=np.uint8), latent)
         writer.finish_object(folder, views)
     writer.finalize(root, objects)
@@ -170,3 +173,38 @@ def test_an_object_rendered_again_after_its_failure_is_checked(tmp_path):
     report, found = problems(tmp_path)
     assert report.failures == {} and report.objects == len(OBJECTS)
     assert list(found) == [OBJECTS[1].key] and "latent_0.npy has shape (3,)" in found[OBJECTS[1].key][0]
+
+
+def test_an_ood_angle_inside_the_published_range_is_found(tmp_path):
+    make_dataset(tmp_path, rotation="ood")
+    assert check_dataset(tmp_path).ok, "every angle drawn from the ood range passes"
+    edge = writer.object_dir(tmp_path, OBJECTS[0]) / spec.latent_name(0)
+    latent = np.load(edge)
+    latent[spec.ROTATION] = [math.pi / 2, -math.pi / 2, math.pi / 2 - RANGE_TOLERANCE / 2]  # on the edges
+    np.save(edge, latent)
+    bad = writer.object_dir(tmp_path, OBJECTS[2]) / spec.latent_name(1)
+    latent = np.load(bad)
+    latent[1] = 0.3
+    np.save(bad, latent)
+    report, found = problems(tmp_path)
+    message = (
+        "latent_1.npy out of range: rot_y=0.3 (the ood range of the Euler angles is "
+        "[-pi, -pi/2] U [pi/2, pi])"
+    )
+    assert found == {OBJECTS[2].key: [message]}
+    assert report.lines()[0] == f"{OBJECTS[2].key}: {message}"
+
+
+def test_a_temporary_file_left_at_the_root_is_found(tmp_path):
+    make_dataset(tmp_path)
+    strays = [f".{spec.MANIFEST_NAME}{writer.TEMP_TAG}4242", f".{spec.OBJECTS_CSV_NAME}.k3j_x9ab.tmp"]
+    for name in strays:
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / ".notes.tmp").write_text("not a file of the renderer")
+    _, found = problems(tmp_path)
+    assert found == {name: [ROOT_TEMP_MESSAGE] for name in strays}
+    result = CliRunner().invoke(main, ["check", "--quick", str(tmp_path)])
+    assert result.exit_code == 1
+    *lines, summary = result.stdout.splitlines()
+    assert lines == [f"{name}: {ROOT_TEMP_MESSAGE}" for name in sorted(strays)]
+    assert summary.endswith("3 objects, 6 images checked: 2 with problems")

@@ -60,6 +60,22 @@ def test_ood_rotations_avoid_the_published_range():
     assert np.array_equal(latents[:, 3:], published[:, 3:])
 
 
+def test_outside_range_excludes_the_published_angles_from_an_ood_dataset():
+    ood = sampling.object_latents(0, "s", "o", views=2000, rotation="ood")
+    published = sampling.object_latents(0, "s", "o", views=2000)
+    assert not sampling.outside_range(ood, "ood").any() and not sampling.outside_range(published).any()
+    assert sampling.outside_range(published, "ood")[:, spec.ROTATION].all()
+    assert not sampling.outside_range(published, "ood")[:, 3:].any()
+    latent = ood[0].copy()
+    latent[1] = 0.3
+    assert sampling.outside_range(latent, "ood").tolist() == [False, True] + [False] * 5
+    edges = np.array([math.pi / 2, -math.pi / 2, math.pi / 2 - 1e-10, 1.0, 0.0, 0.0, 0.0])
+    assert not sampling.outside_range(edges, "ood", tolerance=1e-9).any()
+    assert sampling.outside_range(edges, "ood").tolist() == [False, False, True] + [False] * 4
+    corners = np.array([math.pi + 1e-10, -math.pi, 2.0, 0.0, 0.0, 0.0, 0.0])
+    assert not sampling.outside_range(corners, "ood", tolerance=1e-9).any()
+
+
 def test_unknown_rotation_range_is_refused():
     with pytest.raises(ValueError, match="rotation range"):
         sampling.object_latents(0, "s", "o", views=1, rotation="full")

@@ -70,6 +70,28 @@ def test_remove_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["latent_0.npy"]
 
 
+def test_remove_root_temp_files_removes_only_the_temporary_names_of_root_files(tmp_path):
+    ours = [
+        f".{spec.MANIFEST_NAME}{writer.TEMP_TAG}12",
+        f".{spec.OBJECTS_CSV_NAME}.a1_zq9x0.tmp",
+        f".val_labels.npy{writer.TEMP_TAG}3",
+    ]
+    others = [
+        ".notes.tmp",
+        f"{spec.MANIFEST_NAME}{writer.TEMP_TAG}12",
+        f".{spec.MANIFEST_NAME}{writer.TEMP_TAG}12.bak",
+        f".image_0.jpg{writer.TEMP_TAG}3",
+        f".{spec.FAILURES_NAME}{writer.TEMP_TAG}3",
+        spec.MANIFEST_NAME,
+    ]
+    for name in ours + others:
+        (tmp_path / name).write_bytes(b"x")
+    with writer.dataset_lock(tmp_path):
+        removed = writer.remove_root_temp_files(tmp_path)
+    assert [p.name for p in removed] == sorted(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, writer.LOCK_NAME])
+
+
 def test_failures_are_appended_and_read_back(tmp_path):
     writer.record_failure(tmp_path, OBJ, "the mesh has no faces")
     other = ObjectSpec("02691156", "xyz", 0, "val", "mesh-dir")
