@@ -35,23 +35,32 @@ def object_rng(seed: int, synset: str, object_id: str) -> np.random.Generator:
 
 
 def sample_latents(rng: np.random.Generator, views: int, rotation: str = "published") -> np.ndarray:
-    """Draw `views` latents, shape (views, 7) float64, laid out as `render.spec.LATENT_FIELDS`.
+    """Draw `views` latents, shape (views, spec.LATENT_DIM) float64, laid out as `spec.LATENT_FIELDS`.
 
-    Each value is uniform in its published range (`spec.LATENT_LOW`, `spec.LATENT_HIGH`); with
-    `rotation="ood"` the three Euler angles are uniform in [-pi, -pi/2] U [pi/2, pi] instead.
+    Each value is uniform in its range (`spec.LATENT_LOW`, `spec.LATENT_HIGH`); with `rotation="ood"` the
+    three Euler angles are uniform in [-pi, -pi/2] U [pi/2, pi] instead. The published values of every view
+    are drawn first and values appended to the layout after them, so an appended factor leaves them as
+    they were.
     """
     if rotation not in ROTATION_RANGES:
         raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {rotation!r}")
-    latents = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(views, spec.LATENT_DIM))
+    first, last = slice(0, spec.PUBLISHED_LATENT_DIM), slice(spec.PUBLISHED_LATENT_DIM, spec.LATENT_DIM)
+    latents = np.concatenate([uniform_values(rng, views, first), uniform_values(rng, views, last)], axis=1)
     if rotation == "ood":
         latents[:, spec.ROTATION] = fold_out_of_distribution(latents[:, spec.ROTATION])
     return latents
 
 
+def uniform_values(rng: np.random.Generator, views: int, fields: slice) -> np.ndarray:
+    """(views, n) float64: the latent values `fields` (n of them) of each view, uniform in their ranges."""
+    low, high = spec.LATENT_LOW[fields], spec.LATENT_HIGH[fields]
+    return rng.uniform(low, high, size=(views, len(low)))
+
+
 def object_latents(
     seed: int, synset: str, object_id: str, views: int, rotation: str = "published"
 ) -> np.ndarray:
-    """All view latents of one object, shape (views, 7); the same for the same arguments, always."""
+    """All view latents of one object, shape (views, spec.LATENT_DIM); the same for the same arguments."""
     return sample_latents(object_rng(seed, synset, object_id), views, rotation)
 
 
@@ -64,7 +73,7 @@ def fold_out_of_distribution(angles: np.ndarray) -> np.ndarray:
 
 
 def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive (low, high) bounds of each latent value, shape (7,) each, for a rotation range.
+    """Inclusive (low, high) bounds of each latent value, shape (spec.LATENT_DIM,) each, for a rotation range.
 
     For "ood" these are the hull [-pi, pi] of the Euler angles' range; `outside_range` also excludes the gap.
     """
@@ -77,8 +86,9 @@ def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
 
 
 def outside_range(latents: np.ndarray, rotation: str = "published", tolerance: float = 0.0) -> np.ndarray:
-    """Boolean mask, shape of `latents` (..., 7): the values outside their sampling range for `rotation` by
-    more than `tolerance`. With "ood" an Euler angle inside (-pi/2, pi/2) is outside its range too."""
+    """Boolean mask, shape of `latents` (..., LATENT_DIM): the values outside their sampling range for
+    `rotation` by more than `tolerance`. With "ood" an Euler angle inside (-pi/2, pi/2) is outside its range
+    too."""
     latents = np.asarray(latents)
     low, high = latent_bounds(rotation)
     outside = (latents < low - tolerance) | (latents > high + tolerance)

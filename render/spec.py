@@ -33,8 +33,11 @@ def latent_name(view: int) -> str:
 
 
 # --- latent vector (7 float64 per view) -------------------------------------------------------
+# New factors of variation are appended (docs/extending.md): the published values keep their positions
+# and their random draws, so readers of the published layout read a longer latent unchanged.
 LATENT_FIELDS = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
 LATENT_DIM = len(LATENT_FIELDS)
+PUBLISHED_LATENT_DIM = 7  # the published layout: the first values of every latent
 ROTATION = slice(0, 3)  # extrinsic XYZ Euler angles in radians: Rotation.from_euler("xyz", latent[ROTATION])
 FLOOR_HUE = 3  # HSV hue in [0, 1]
 SPOT_THETA = 4  # polar angle of the spot light, radians
@@ -44,6 +47,12 @@ SPOT_HUE = 6  # HSV hue in [0, 1]
 #: Inclusive sampling range of each latent value in the published dataset.
 LATENT_LOW = np.array([-math.pi / 2] * 3 + [0.0, 0.0, 0.0, 0.0])
 LATENT_HIGH = np.array([math.pi / 2] * 3 + [1.0, math.pi / 4, 2 * math.pi, 1.0])
+
+#: The values of the colour action and of the colour probe, whose differences (view 2 minus view 1) they use.
+COLOUR = (FLOOR_HUE, SPOT_HUE)
+#: Action layouts (`sie_models.ACTION_DIMS`, `benchmark.data.relative_action`): the quaternion of
+#: R1^-1 R2, then the differences (view 2 minus view 1) of these latent values.
+ACTION_FACTORS = {"rotation": (), "rotation+color": COLOUR}
 
 # --- scene ------------------------------------------------------------------------------------
 FLOOR_Z = -1.0

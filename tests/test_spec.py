@@ -14,9 +14,24 @@ def test_synsets_are_sorted_label_order():
 
 
 def test_latent_layout_matches_ranges():
-    assert spec.LATENT_DIM == 7 == len(spec.LATENT_LOW) == len(spec.LATENT_HIGH)
+    assert spec.LATENT_DIM == len(spec.LATENT_FIELDS) == len(spec.LATENT_LOW) == len(spec.LATENT_HIGH)
     assert np.all(spec.LATENT_LOW < spec.LATENT_HIGH)
     assert spec.LATENT_HIGH[spec.SPOT_PHI] == 2 * math.pi
+
+
+def test_the_latent_starts_with_the_published_layout():
+    """Factors are only appended: the published values keep their positions and ranges, which the published
+    reader (latent[:3] for the rotation, latent[[3, 6]] for the colours) and our actions rely on."""
+    published = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
+    assert spec.PUBLISHED_LATENT_DIM == len(published) <= spec.LATENT_DIM
+    assert spec.LATENT_FIELDS[: spec.PUBLISHED_LATENT_DIM] == published
+    positions = (spec.ROTATION, spec.FLOOR_HUE, spec.SPOT_THETA, spec.SPOT_PHI, spec.SPOT_HUE)
+    assert positions == (slice(0, 3), 3, 4, 5, 6)
+    half = math.pi / 2
+    np.testing.assert_array_equal(spec.LATENT_LOW[:7], [-half, -half, -half, 0, 0, 0, 0])
+    np.testing.assert_array_equal(spec.LATENT_HIGH[:7], [half, half, half, 1, math.pi / 4, 2 * math.pi, 1])
+    published_actions = {name: spec.ACTION_FACTORS[name] for name in ("rotation", "rotation+color")}
+    assert published_actions == {"rotation": (), "rotation+color": (3, 6)}
 
 
 def test_spherical_convention():

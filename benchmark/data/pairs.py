@@ -23,9 +23,13 @@ from torch.utils.data import Dataset, Sampler
 from benchmark.data.views import ObjectViews
 from render import spec
 
-#: Action layouts (`sie_models.ACTION_DIMS`): the quaternion of R1^-1 R2, then optionally the hue differences.
-ROTATION_ACTION_DIM = 4
-ROTATION_COLOR_ACTION_DIM = 6
+#: The rotation part of every action: the unit quaternion (x, y, z, w) of R1^-1 R2.
+QUATERNION_DIM = 4
+#: action_dim -> the latent values whose differences follow the quaternion (`render.spec.ACTION_FACTORS`,
+#: whose sizes `sie_models.ACTION_DIMS` gives); an action is identified by its size.
+ACTION_LAYOUTS = {QUATERNION_DIM + len(factors): factors for factors in spec.ACTION_FACTORS.values()}
+ROTATION_ACTION_DIM = QUATERNION_DIM + len(spec.ACTION_FACTORS["rotation"])
+ROTATION_COLOR_ACTION_DIM = QUATERNION_DIM + len(spec.ACTION_FACTORS["rotation+color"])
 # Tags keep the two random streams (epoch order, view pairs) apart for the same seed.
 ORDER_STREAM = 1
 PAIR_STREAM = 2
@@ -43,19 +47,25 @@ class PairKey(NamedTuple):
     second: int
 
 
-def relative_action(latent1: np.ndarray, latent2: np.ndarray, action_dim: int = 4) -> np.ndarray:
-    """The action from view 1 to view 2: (..., 4) quaternion (x, y, z, w) of R1^-1 R2, float32, where
-    R = Rotation.from_euler("xyz", latent[0:3]); with action_dim 6, followed by the floor-hue and
-    spot-hue differences (view 2 minus view 1). latents: (..., 7) float64."""
-    if action_dim not in (ROTATION_ACTION_DIM, ROTATION_COLOR_ACTION_DIM):
-        raise ValueError(f"action_dim must be 4 (rotation) or 6 (rotation + colour), got {action_dim}")
+def relative_action(
+    latent1: np.ndarray, latent2: np.ndarray, action_dim: int = ROTATION_ACTION_DIM
+) -> np.ndarray:
+    """The action from view 1 to view 2, (..., action_dim) float32: the quaternion (x, y, z, w) of R1^-1 R2,
+    where R = Rotation.from_euler("xyz", latent[spec.ROTATION]), followed by the differences (view 2 minus
+    view 1) of the action's latent values (`ACTION_LAYOUTS`: with action_dim 6 the floor and spot hues).
+    latents: (..., spec.LATENT_DIM) float64."""
+    if action_dim not in ACTION_LAYOUTS:
+        sizes = " or ".join(
+            f"{QUATERNION_DIM + len(factors)} ({name})" for name, factors in spec.ACTION_FACTORS.items()
+        )
+        raise ValueError(f"action_dim must be {sizes}, got {action_dim}")
     latent1, latent2 = np.asarray(latent1, np.float64), np.asarray(latent2, np.float64)
     rotation1 = Rotation.from_euler("xyz", latent1[..., spec.ROTATION])
     rotation2 = Rotation.from_euler("xyz", latent2[..., spec.ROTATION])
     action = (rotation1.inv() * rotation2).as_quat()
-    if action_dim == ROTATION_COLOR_ACTION_DIM:
-        hues = [spec.FLOOR_HUE, spec.SPOT_HUE]
-        action = np.concatenate([action, latent2[..., hues] - latent1[..., hues]], axis=-1)
+    factors = list(ACTION_LAYOUTS[action_dim])
+    if factors:
+        action = np.concatenate([action, latent2[..., factors] - latent1[..., factors]], axis=-1)
     return action.astype(np.float32)
 
 
@@ -174,7 +184,8 @@ class ViewPairs(Dataset):
 
     Indexed by a `PairKey` (from `ObjectSampler`), or by an object index (then the pair of that object in
     epoch 0 of an unshuffled single-process sampler). An item holds NumPy values: "view1", "view2"
-    (S, S, 3) uint8 RGB, "latent1", "latent2" (7,) float64, "label", "index", "views" (first, second).
+    (S, S, 3) uint8 RGB, "latent1", "latent2" (LATENT_DIM,) float64, "label", "index", "views" (first,
+    second).
     `collate` (the DataLoader's collate_fn) stacks items into tensors and adds "action"
     (B, action_dim) float32, computed for the whole batch at once.
     """
@@ -214,7 +225,7 @@ class ViewPairs(Dataset):
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """A batch: "view1", "view2" (B, S, S, 3) uint8; "action" (B, action_dim) float32; "latent1",
-        "latent2" (B, 7) float64; "label", "index" (B,) int64; "views" (B, 2) int64."""
+        "latent2" (B, LATENT_DIM) float64; "label", "index" (B,) int64; "views" (B, 2) int64."""
         latent1 = np.stack([item["latent1"] for item in items])
         latent2 = np.stack([item["latent2"] for item in items])
         return {

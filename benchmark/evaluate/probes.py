@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.data import relative_action
+from benchmark.data.pairs import QUATERNION_DIM
 from benchmark.evaluate.metrics import (
     mean_class_accuracy,
     quaternion_angle_deg,
@@ -138,7 +139,7 @@ def rotation_probe(
         val_features,
         val_latents,
         rotation_targets,
-        4,
+        QUATERNION_DIM,
         ROTATION_STREAM,
         settings,
         on_epoch,
@@ -166,7 +167,7 @@ def colour_probe(
         val_features,
         val_latents,
         colour_targets,
-        2,
+        len(spec.COLOUR),
         COLOUR_STREAM,
         settings,
         on_epoch,
@@ -188,8 +189,9 @@ def pair_regression_probe(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train an MLP head on pairs of train views, then predict the fixed validation pairs.
 
-    features: (N, V, D) tensors; latents: (N, V, 7); `targets_of(latents, objects, first, second)` gives
-    the (P, outputs) regression targets of pairs. Returns (predicted, target), both (P_val, K) float64.
+    features: (N, V, D) tensors; latents: (N, V, LATENT_DIM); `targets_of(latents, objects, first,
+    second)` gives the (P, outputs) regression targets of pairs. Returns (predicted, target), both
+    (P_val, K) float64.
     """
     device = train_features.device
     count, views = train_features.shape[:2]
@@ -238,15 +240,22 @@ def rotation_targets(
     latents: np.ndarray, objects: np.ndarray, first: np.ndarray, second: np.ndarray
 ) -> np.ndarray:
     """(P, 4) float32 quaternions of R_first^-1 R_second (`benchmark.data.relative_action`)."""
-    return relative_action(latents[objects, first], latents[objects, second], 4)
+    return relative_action(latents[objects, first], latents[objects, second], QUATERNION_DIM)
 
 
 def colour_targets(
     latents: np.ndarray, objects: np.ndarray, first: np.ndarray, second: np.ndarray
 ) -> np.ndarray:
-    """(P, 2) float32 floor-hue and spot-hue differences, second view minus first."""
-    hues = [spec.FLOOR_HUE, spec.SPOT_HUE]
-    return (latents[objects, second][:, hues] - latents[objects, first][:, hues]).astype(np.float32)
+    """(P, 2) float32 floor-hue and spot-hue differences (`render.spec.COLOUR`), second view minus first."""
+    return latent_differences(latents, objects, first, second, spec.COLOUR)
+
+
+def latent_differences(
+    latents: np.ndarray, objects: np.ndarray, first: np.ndarray, second: np.ndarray, fields: tuple[int, ...]
+) -> np.ndarray:
+    """(P, len(fields)) float32: the latent values `fields` of the second view minus the first's."""
+    columns = list(fields)
+    return (latents[objects, second][:, columns] - latents[objects, first][:, columns]).astype(np.float32)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

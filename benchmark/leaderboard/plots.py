@@ -1,10 +1,10 @@
 """Leaderboard figures (matplotlib, Agg backend, PNG): the invariance-equivariance trade-off (top-1 against
 rotation R^2, one labelled point per method) and one bar chart per metric.
 
-Rows of the same method and setting (dataset, image size, epochs) but different seeds are averaged; bars
-show the spread of seeds as an error bar. A method's top-1 is that of its invariant part when it has one
-(else of the full representation) and its rotation R^2 that of its equivariant part (else of the full
-representation): the part built for each property.
+Rows of the same method and setting (dataset, training dataset when another, image size, epochs) but
+different seeds are averaged; bars show the spread of seeds as an error bar. A method's top-1 is that of
+its invariant part when it has one (else of the full representation) and its rotation R^2 that of its
+equivariant part (else of the full representation): the part built for each property.
 """
 
 from __future__ import annotations
@@ -49,13 +49,16 @@ def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
 
 
 def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
-    """Rows by label: the method, followed by dataset, image size and epochs when the rows span several."""
-    settings = {(row.get("dataset"), row.get("image_size"), row.get("epochs")) for row in rows}
+    """Rows by label: the method, followed by dataset (and the training dataset when another), image size
+    and epochs when the rows span several."""
+    setting = ("dataset", "train_dataset", "image_size", "epochs")
+    settings = {tuple(row.get(column) for column in setting) for row in rows}
     groups: dict[str, list[Row]] = {}
     for row in rows:
         label = str(row.get("method"))
         if len(settings) > 1:
-            label += f"\n{row.get('dataset')} {row.get('image_size')}px {row.get('epochs')}ep"
+            trained = f" (trained on {row['train_dataset']})" if row.get("train_dataset") else ""
+            label += f"\n{row.get('dataset')}{trained} {row.get('image_size')}px {row.get('epochs')}ep"
         groups.setdefault(label, []).append(row)
     return groups
 

@@ -1,6 +1,6 @@
-"""Leaderboard rows: one row per (method, preset, dataset, image size, epochs, seed), every metric of
-`3die evaluate` and where the numbers came from. The schema is `COLUMNS` (documented in
-docs/leaderboard.md); rows are plain dicts with a value of the column's type or None.
+"""Leaderboard rows: one row per (method, preset, dataset, training dataset when another, image size,
+epochs, seed), every metric of `3die evaluate` and where the numbers came from. The schema is `COLUMNS`
+(documented in docs/leaderboard.md); rows are plain dicts with a value of the column's type or None.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ IDENTITY_COLUMNS = {
     "preset": str,
     "dataset": str,
     "dataset_hash": str,
+    "train_dataset": str,
     "image_size": int,
     "epochs": int,
     "seed": int,
@@ -56,10 +57,10 @@ PROVENANCE_COLUMNS = {
 #: Every column, in CSV order, with its type.
 COLUMNS: dict[str, type] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
 #: Rows with equal values here describe the same experiment; the newest evaluation wins.
-KEY_COLUMNS = ("method", "preset", "dataset", "dataset_hash", "image_size", "epochs", "seed")
+KEY_COLUMNS = ("method", "preset", "dataset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed")
 #: Columns `format_table` shows when any row has a value.
 SUMMARY_COLUMNS = (
-    "method", "dataset", "image_size", "epochs", "seed",
+    "method", "dataset", "train_dataset", "image_size", "epochs", "seed",
     "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
     "colour_r2_equi", "colour_r2_full", "pre", "mrr", "hit1", "hit5",
 )  # fmt: skip
@@ -81,6 +82,7 @@ def row_from_results(results: dict[str, Any]) -> Row:
         preset=training.get("preset"),
         dataset=dataset["name"],
         dataset_hash=dataset["hash"],
+        train_dataset=other_training_dataset(training, dataset),
         image_size=training["image_size"],
         epochs=training["epochs_done"],
         seed=training["seed"],
@@ -106,6 +108,13 @@ def row_from_results(results: dict[str, Any]) -> Row:
         evaluated_at=evaluation.get("evaluated_at"),
     )
     return row
+
+
+def other_training_dataset(training: dict[str, Any], dataset: dict[str, Any]) -> str | None:
+    """The name of the dataset a run trained on when it was evaluated on another one (e.g. an OOD split),
+    else None (also for results that do not record it)."""
+    name = (training.get("dataset") or {}).get("name")
+    return name if name is not None and name != dataset["name"] else None
 
 
 def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -> list[Row]:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from render import spec
 from render.manifest import SPLITS, ObjectEntry, class_labels, shapenet_label, write_manifest
+from render.sampling import fold_out_of_distribution
 
 #: Real ShapeNet synsets (airplane, bag, basket, bathtub) so that the official layout's labels are valid.
 SYNSETS = ("02691156", "02773838", "02801938", "02808440")
@@ -50,8 +51,10 @@ def write_dataset(
     size: int = 32,
     seed: int = 0,
     layout: str = "ours",
+    rotation: str = "published",
 ) -> SyntheticDataset:
-    """Write a dataset of `classes` x (train_per_class + val_per_class) objects with `views` views each."""
+    """Write a dataset of `classes` x (train_per_class + val_per_class) objects with `views` views each;
+    `rotation="ood"` draws the Euler angles from the 3DIEBench-OOD range (as `3die render --rotation ood`)."""
     if layout not in ("ours", "official"):
         raise ValueError(f"layout must be 'ours' or 'official', got {layout!r}")
     root = Path(root)
@@ -66,6 +69,8 @@ def write_dataset(
             split = "train" if number < train_per_class else "val"
             entries.append(ObjectEntry(synset, object_id, label_of[synset], split, "procedural"))
             latents = generator.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(views, spec.LATENT_DIM))
+            if rotation == "ood":
+                latents[:, spec.ROTATION] = fold_out_of_distribution(latents[:, spec.ROTATION])
             all_latents[f"{synset}/{object_id}"] = latents
             write_object(root / synset / object_id, latents, ours[synset], size, marker=layout == "ours")
     splits = {split: [f"{e.synset}/{e.object_id}" for e in entries if e.split == split] for split in SPLITS}
@@ -80,7 +85,7 @@ def write_dataset(
             "source": {"kind": "synthetic", "seed": seed},
             "objects": len(entries),
             "seed": seed,
-            "settings": {"views": views, "size": size, "quality": "synthetic", "rotation": "published"},
+            "settings": {"views": views, "size": size, "quality": "synthetic", "rotation": rotation},
             "classes": [{"label": ours[s], "synset": s, "name": f"class-{s}"} for s in synsets],
         }
         (root / spec.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
@@ -104,8 +109,9 @@ def draw_view(latent: np.ndarray, label: int, size: int) -> Image.Image:
     draw = ImageDraw.Draw(image)
     centre, radius = size / 2, size / 3
     corners = 3 + label
-    squash, shift = 0.4 + 0.6 * abs(math.cos(latent[0])), radius * 0.2 * latent[1]
-    angles = [latent[2] + 2 * math.pi * k / corners for k in range(corners)]
+    rot_x, rot_y, rot_z = latent[spec.ROTATION]
+    squash, shift = 0.4 + 0.6 * abs(math.cos(rot_x)), radius * 0.2 * rot_y
+    angles = [rot_z + 2 * math.pi * k / corners for k in range(corners)]
     points = [(centre + radius * math.cos(a), centre + squash * radius * math.sin(a) + shift) for a in angles]
     draw.polygon(points, fill=(230, 230, 230), outline=(20, 20, 20))
     phi = latent[spec.SPOT_PHI]

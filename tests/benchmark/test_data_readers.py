@@ -141,7 +141,7 @@ def test_unreadable_latent_and_non_finite_latent_are_named(small):
     with pytest.raises(DatasetError, match=re.escape(str(garbage)) + r": cannot read the latent"):
         views.latent(2, 1)
     nan = small.root / small.splits["train"][3] / spec.latent_name(0)
-    np.save(nan, np.full(7, np.nan))
+    np.save(nan, np.full(spec.LATENT_DIM, np.nan))
     with pytest.raises(DatasetError, match=re.escape(str(nan)) + r": latent has non-finite values"):
         views.latent(3, 0)
 

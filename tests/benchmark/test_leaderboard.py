@@ -21,6 +21,7 @@ from benchmark.leaderboard import (
     row_from_results,
     write_rows,
 )
+from benchmark.leaderboard.plots import group_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -113,6 +114,35 @@ def test_other_presets_are_other_experiments_and_replaced_runs_are_named():
     assert len(said) == 1
     assert said[0].startswith("/runs/sie-width128 and /runs/sie-width16 are one experiment")
     assert "keeping the newer evaluation, of /runs/sie-width128" in said[0] and "--seed" in said[0]
+
+
+def test_a_run_evaluated_on_another_dataset_names_the_one_it_trained_on():
+    """An OOD evaluation is its own experiment: the row names the evaluated dataset and, in train_dataset,
+    the training one; runs trained on two datasets and evaluated on the same one keep a row each."""
+    same = _results()
+    same["training"]["dataset"] = {"name": "procedural", "path": "/data/procedural", "fingerprint": "f"}
+    assert row_from_results(same)["train_dataset"] is None
+    assert row_from_results(_results())["train_dataset"] is None  # results that do not record it
+    rows = []
+    for trained_on in ("procedural", "procedural-seed1"):
+        ood = _results(evaluated_at=f"2026-01-0{len(rows) + 1}T00:00:00+00:00")
+        ood["training"]["dataset"] = {"name": trained_on, "path": f"/data/{trained_on}", "fingerprint": "f"}
+        ood["dataset"] = {"name": "procedural-ood", "hash": "fedcba9876543210"}
+        rows.append(row_from_results(ood))
+    assert [row["train_dataset"] for row in rows] == ["procedural", "procedural-seed1"]
+    assert rows[0]["dataset"] == "procedural-ood" and rows[0]["dataset_hash"] == "fedcba9876543210"
+    merged = merge_rows([row_from_results(same), *rows])
+    assert [(row["dataset"], row["train_dataset"]) for row in merged] == [
+        ("procedural", None),
+        ("procedural-ood", "procedural"),
+        ("procedural-ood", "procedural-seed1"),
+    ]
+    assert format_table(merged).splitlines()[2].split()[:3] == ["sie", "procedural-ood", "procedural"]
+    assert sorted(group_rows(merged)) == [
+        "sie\nprocedural 64px 20ep",
+        "sie\nprocedural-ood (trained on procedural) 64px 20ep",
+        "sie\nprocedural-ood (trained on procedural-seed1) 64px 20ep",
+    ]
 
 
 def test_append_row_creates_then_replaces(tmp_path):

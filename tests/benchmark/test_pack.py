@@ -42,8 +42,8 @@ def test_packed_file_layout(synthetic_dataset, packed_file):
         offsets = handle["jpeg_offsets"][()]
         assert offsets[0, 0] == 0 and offsets[-1, -1] == handle["jpeg_bytes"].shape[0]
         assert (offsets[1:, 0] == offsets[:-1, -1]).all() and (np.diff(offsets, axis=1) > 0).all()
-        assert handle["latents"].shape == (12, 50, 7) and handle["latents"].dtype == np.float64
-        assert handle["latents"].chunks == (1, 50, 7)
+        assert handle["latents"].shape == (12, 50, spec.LATENT_DIM) and handle["latents"].dtype == np.float64
+        assert handle["latents"].chunks == (1, 50, spec.LATENT_DIM)
         assert handle["labels"].dtype == np.int64
         assert list(handle["split"].asstr()[()]).count("val") == 3
         root = synthetic_dataset.root

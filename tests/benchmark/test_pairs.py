@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader
 
 from benchmark.data import ObjectSampler, ViewPairs, draw_view_pairs, normalise_views, open_dataset
 from benchmark.data import relative_action as action_of
+from benchmark.data.pairs import ACTION_LAYOUTS, QUATERNION_DIM
 from render import spec
+from sie_models import ACTION_DIMS
 
 
 def test_pairs_are_two_distinct_views_and_use_all_fifty_uniformly():
@@ -91,14 +93,29 @@ def test_action_is_the_relative_rotation_quaternion_and_hue_differences(syntheti
 
 
 def test_relative_action_is_vectorised_and_checks_its_layout():
-    latents = np.random.default_rng(0).uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(2, 5, 7))
+    latents = np.random.default_rng(0).uniform(
+        spec.LATENT_LOW, spec.LATENT_HIGH, size=(2, 5, spec.LATENT_DIM)
+    )
     batched = action_of(latents[0], latents[1])
     assert batched.shape == (5, 4) and batched.dtype == np.float32
     np.testing.assert_array_equal(batched[2], action_of(latents[0, 2], latents[1, 2]))
     identity = action_of(latents[0, 0], latents[0, 0])
     np.testing.assert_allclose(np.abs(identity), [0, 0, 0, 1], atol=1e-6)
-    with pytest.raises(ValueError, match="action_dim must be 4"):
-        action_of(latents[0, 0], latents[1, 0], action_dim=5)
+    with pytest.raises(ValueError, match=r"action_dim must be 4 \(rotation\) or 6 \(rotation\+color\)"):
+        action_of(latents[0, 0], latents[1, 0], action_dim=3)
+
+
+def test_every_action_of_the_methods_has_one_layout_of_its_size():
+    """The methods size their predictors by name (sie_models.ACTION_DIMS), the data builds actions by size
+    (render.spec.ACTION_FACTORS): both must list the same actions, and no two actions share a size."""
+    sizes = {name: QUATERNION_DIM + len(factors) for name, factors in spec.ACTION_FACTORS.items()}
+    assert sizes == ACTION_DIMS
+    assert len(ACTION_LAYOUTS) == len(spec.ACTION_FACTORS)
+    latents = np.random.default_rng(1).uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(2, spec.LATENT_DIM))
+    for name, factors in spec.ACTION_FACTORS.items():
+        action = action_of(latents[0], latents[1], ACTION_DIMS[name])
+        differences = latents[1, list(factors)] - latents[0, list(factors)]
+        np.testing.assert_allclose(action[QUATERNION_DIM:], differences, atol=1e-6)
 
 
 def test_sampler_shards_each_epoch_across_ranks_and_skips_consumed_samples():
@@ -156,7 +173,7 @@ def test_an_object_index_gives_the_unshuffled_epoch_zero_pair(synthetic_dataset)
     key = ObjectSampler(len(pairs), views=50, seed=5, shuffle=False).keys(0)[4]
     item = pairs[4]
     assert (item["index"], item["views"]) == (4, (key.first, key.second))
-    assert item["view1"].shape == (8, 8, 3) and item["latent1"].shape == (7,)
+    assert item["view1"].shape == (8, 8, 3) and item["latent1"].shape == (spec.LATENT_DIM,)
 
 
 def test_normalise_views_scales_and_normalises_per_channel():

@@ -67,10 +67,12 @@ def test_wrong_shaped_float32_out_of_range_latents_are_found(tmp_path):
     make_dataset(tmp_path)
     folder = tmp_path / "04379243" / "c"
     np.save(folder / "latent_0.npy", np.zeros(9))
-    np.save(folder / "latent_1.npy", np.full(7, 0.5) * np.array([1, 1, 1, 3, 1, 1, 1]))
+    out_of_range = spec.LATENT_LOW.copy()
+    out_of_range[spec.FLOOR_HUE] = 1.5
+    np.save(folder / "latent_1.npy", out_of_range)
     _, found = problems(tmp_path)
     assert found["04379243/c"] == [
-        "latent_0.npy has shape (9,), expected (7,)",
+        f"latent_0.npy has shape (9,), expected ({spec.LATENT_DIM},)",
         "latent_1.npy out of range: floor_hue=1.5",
     ]
 
@@ -79,7 +81,7 @@ def test_missing_view_other_size_and_leftover_temp_are_found(tmp_path):
     make_dataset(tmp_path)
     folder = tmp_path / "02691156" / "a"
     (folder / "latent_1.npy").unlink()
-    writer.write_view(folder, 0, np.zeros((SIZE + 1, SIZE + 1, 3), np.uint8), np.zeros(7))
+    writer.write_view(folder, 0, np.zeros((SIZE + 1, SIZE + 1, 3), np.uint8), spec.LATENT_LOW)
     (folder / f".image_0.jpg{writer.TEMP_TAG}99").write_bytes(b"")
     _, found = problems(tmp_path)
     messages = found["02691156/a"]

@@ -5,6 +5,16 @@ import pytest
 
 from render import sampling, spec
 
+#: Every latent value but the Euler angles.
+OTHERS = np.arange(spec.LATENT_DIM) >= spec.ROTATION.stop
+
+
+def latent_with_angles(*angles: float) -> np.ndarray:
+    """A latent with these Euler angles and every other value at the low end of its range."""
+    latent = spec.LATENT_LOW.copy()
+    latent[spec.ROTATION] = angles
+    return latent
+
 
 def test_latents_have_published_layout_and_ranges():
     latents = sampling.object_latents(0, "02691156", "abc", views=2000)
@@ -57,7 +67,7 @@ def test_ood_rotations_avoid_the_published_range():
     low, high = sampling.latent_bounds("ood")
     assert np.all(latents >= low) and np.all(latents <= high)
     published = sampling.object_latents(0, "s", "o", views=4000)
-    assert np.array_equal(latents[:, 3:], published[:, 3:])
+    assert np.array_equal(latents[:, OTHERS], published[:, OTHERS])
 
 
 def test_outside_range_excludes_the_published_angles_from_an_ood_dataset():
@@ -65,17 +75,37 @@ def test_outside_range_excludes_the_published_angles_from_an_ood_dataset():
     published = sampling.object_latents(0, "s", "o", views=2000)
     assert not sampling.outside_range(ood, "ood").any() and not sampling.outside_range(published).any()
     assert sampling.outside_range(published, "ood")[:, spec.ROTATION].all()
-    assert not sampling.outside_range(published, "ood")[:, 3:].any()
+    assert not sampling.outside_range(published, "ood")[:, OTHERS].any()
     latent = ood[0].copy()
     latent[1] = 0.3
-    assert sampling.outside_range(latent, "ood").tolist() == [False, True] + [False] * 5
-    edges = np.array([math.pi / 2, -math.pi / 2, math.pi / 2 - 1e-10, 1.0, 0.0, 0.0, 0.0])
+    assert np.flatnonzero(sampling.outside_range(latent, "ood")).tolist() == [1]
+    edges = latent_with_angles(math.pi / 2, -math.pi / 2, math.pi / 2 - 1e-10)
     assert not sampling.outside_range(edges, "ood", tolerance=1e-9).any()
-    assert sampling.outside_range(edges, "ood").tolist() == [False, False, True] + [False] * 4
-    corners = np.array([math.pi + 1e-10, -math.pi, 2.0, 0.0, 0.0, 0.0, 0.0])
+    assert np.flatnonzero(sampling.outside_range(edges, "ood")).tolist() == [2]
+    corners = latent_with_angles(math.pi + 1e-10, -math.pi, 2.0)
     assert not sampling.outside_range(corners, "ood", tolerance=1e-9).any()
 
 
 def test_unknown_rotation_range_is_refused():
     with pytest.raises(ValueError, match="rotation range"):
         sampling.object_latents(0, "s", "o", views=1, rotation="full")
+
+
+def test_latents_are_the_draws_of_every_dataset_rendered_so_far():
+    """One uniform draw per value, view after view, from the object's generator: changing the draws would
+    silently change the latents of every dataset already rendered (and their resumed objects)."""
+    rng = sampling.object_rng(5, "02691156", "abc")
+    expected = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(50, spec.LATENT_DIM))
+    np.testing.assert_array_equal(sampling.object_latents(5, "02691156", "abc", views=50), expected)
+
+
+def test_an_appended_factor_leaves_the_published_values_of_every_view_unchanged(monkeypatch):
+    published = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
+    monkeypatch.setattr(spec, "LATENT_FIELDS", (*spec.LATENT_FIELDS, "object_scale"))
+    monkeypatch.setattr(spec, "LATENT_DIM", spec.LATENT_DIM + 1)
+    monkeypatch.setattr(spec, "LATENT_LOW", np.append(spec.LATENT_LOW, 0.75))
+    monkeypatch.setattr(spec, "LATENT_HIGH", np.append(spec.LATENT_HIGH, 1.25))
+    extended = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
+    assert extended.shape == (200, spec.PUBLISHED_LATENT_DIM + 1)
+    np.testing.assert_array_equal(extended[:, : spec.PUBLISHED_LATENT_DIM], published)
+    assert np.all((extended[:, -1] >= 0.75) & (extended[:, -1] <= 1.25)) and extended[:, -1].std() > 0.1

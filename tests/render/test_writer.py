@@ -18,14 +18,14 @@ def image(colour=(200, 40, 10), size=16):
 def test_view_files_are_true_rgb_jpeg_and_float64_latent(tmp_path):
     folder = writer.object_dir(tmp_path, OBJ)
     writer.start_object(folder)
-    latent = np.arange(7, dtype=np.float32)
+    latent = np.arange(spec.LATENT_DIM, dtype=np.float32)
     writer.write_view(folder, 3, image(), latent)
     with Image.open(folder / "image_3.jpg") as jpeg:
         assert jpeg.format == "JPEG" and jpeg.mode == "RGB"
         red, green, blue = np.asarray(jpeg).reshape(-1, 3).mean(axis=0)
     assert red > 180 and blue < 30 and green < 60  # red stays red: no BGR swap
     saved = np.load(folder / "latent_3.npy")
-    assert saved.dtype == np.float64 and np.array_equal(saved, np.arange(7))
+    assert saved.dtype == np.float64 and np.array_equal(saved, np.arange(spec.LATENT_DIM))
     assert sorted(p.name for p in folder.iterdir()) == ["image_3.jpg", "latent_3.npy"]
 
 
@@ -33,7 +33,7 @@ def test_wrong_latent_or_image_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match="latent"):
         writer.write_view(tmp_path, 0, image(), np.zeros(6))
     with pytest.raises(ValueError, match="image"):
-        writer.write_view(tmp_path, 0, image()[..., :2], np.zeros(7))
+        writer.write_view(tmp_path, 0, image()[..., :2], np.zeros(spec.LATENT_DIM))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -50,13 +50,13 @@ def test_failed_write_leaves_neither_file_nor_temp(tmp_path):
 def test_completion_marker_and_restart_from_scratch(tmp_path):
     folder = writer.object_dir(tmp_path, OBJ)
     writer.start_object(folder)
-    writer.write_view(folder, 0, image(), np.zeros(7))
+    writer.write_view(folder, 0, image(), np.zeros(spec.LATENT_DIM))
     (folder / f".image_1.jpg{writer.TEMP_TAG}123").write_bytes(b"partial")
     (folder / "notes.txt").write_text("a user's file")
     assert not writer.is_complete(folder)
     writer.start_object(folder)  # an interrupted object is redone from scratch
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
-    writer.write_view(folder, 0, image(), np.zeros(7))
+    writer.write_view(folder, 0, image(), np.zeros(spec.LATENT_DIM))
     writer.finish_object(folder, views=1)
     assert writer.is_complete(folder)
     assert json.loads((folder / writer.COMPLETE_MARKER).read_text()) == {"views": 1}
@@ -144,7 +144,7 @@ def view_image(view, size=24):
 def test_background_writer_writes_the_same_files_as_write_view(tmp_path):
     sync, background = tmp_path / "sync", tmp_path / "background"
     sync.mkdir(), background.mkdir()
-    views = [(view_image(view), np.arange(7) * 0.5 + view) for view in range(5)]
+    views = [(view_image(view), np.arange(spec.LATENT_DIM) * 0.5 + view) for view in range(5)]
     for view, (image, latent) in enumerate(views):
         writer.write_view(sync, view, image, latent)
     with writer.ViewWriter(max_pending=2) as queue:
@@ -171,7 +171,7 @@ def test_background_writer_checks_shapes_at_once(tmp_path):
 def test_background_writer_raises_a_failed_write_and_leaves_no_temp_file(tmp_path):
     missing = tmp_path / "not-created"
     queue = writer.ViewWriter()
-    queue.write(missing, 0, image(), np.zeros(7))
+    queue.write(missing, 0, image(), np.zeros(spec.LATENT_DIM))
     with pytest.raises(FileNotFoundError):
         queue.close()
     assert list(tmp_path.iterdir()) == []
@@ -183,7 +183,7 @@ def test_background_writer_finishes_queued_views_when_the_block_fails(tmp_path):
 
     with pytest.raises(Interrupted), writer.ViewWriter(max_pending=4) as queue:
         for view in range(3):
-            queue.write(tmp_path, view, image(), np.full(7, view))
+            queue.write(tmp_path, view, image(), np.full(spec.LATENT_DIM, view))
         raise Interrupted
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         *(f"image_{v}.jpg" for v in range(3)),
