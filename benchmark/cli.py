@@ -401,6 +401,11 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 @click.option("--workers", default=0, show_default=True, help="DataLoader processes decoding images.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
+@click.option(
+    "--skip-bad-objects",
+    is_flag=True,
+    help="Evaluate without the objects whose files are unusable, listed in results.json (default: refuse).",
+)
 def evaluate_command(
     run,
     data,
@@ -416,6 +421,7 @@ def evaluate_command(
     workers,
     device,
     progress,
+    skip_bad_objects,
 ) -> None:
     """Evaluate a trained run with a frozen backbone; writes RUN/results.json (features are cached in
     RUN/features/, and a rerun adds to or refreshes the results)."""
@@ -447,7 +453,9 @@ def evaluate_command(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     try:
-        results = evaluate_run(run, data, settings, progress=progress, echo=click.echo)
+        results = evaluate_run(
+            run, data, settings, progress=progress, echo=click.echo, skip_bad_objects=skip_bad_objects
+        )
     except (CheckpointError, EvaluationError) as error:
         raise click.ClickException(str(error)) from None
     except DatasetError as error:
@@ -531,6 +539,12 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--quality", default="fast", show_default=True, help="Cycles preset of the procedural render.")
 @click.option("--render-workers", default=1, show_default=True, help="Blender worker processes.")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
+@click.option(
+    "--skip-bad-objects",
+    is_flag=True,
+    default=None,
+    help="Train and evaluate without the objects whose files are unusable (default: refuse such a dataset).",
+)
 def benchmark_command(
     method,
     preset,

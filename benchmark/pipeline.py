@@ -60,7 +60,7 @@ class BenchmarkConfig:
     """One benchmark: method and training preset, the dataset (None: `procedural` under OUT/data), the
     output folder, the leaderboard CSV (None: OUT/leaderboard.csv), the training seed, training and probe
     epochs and probe samples per object (None: the preset's), the device, and further training settings
-    for `resolve_config`."""
+    for `resolve_config` (`skip_bad_objects`: training and evaluation both leave out unusable objects)."""
 
     method: str
     preset: str = "mini"
@@ -135,7 +135,15 @@ def run_benchmark(
     settings = EvaluationSettings(
         epochs=probe_epochs, samples_per_object=samples, seed=config.seed, device=config.device
     )
-    results = evaluate_run(run, data, settings, progress=progress, echo=say, train_seconds=train_seconds)
+    results = evaluate_run(
+        run,
+        data,
+        settings,
+        progress=progress,
+        echo=say,
+        train_seconds=train_seconds,
+        skip_bad_objects=training.skip_bad_objects,
+    )
     row = row_from_results(results)
     append_row(leaderboard, row, echo=say)
     return BenchmarkResult(data, run, True, results, row, leaderboard)

@@ -1,6 +1,7 @@
 """Checking a training split before the first step: training refuses a broken dataset, or skips its bad
-objects when asked (`3die train --skip-bad-objects`); `3die pack` checks a folder the same way
-(`usable_splits`) and leaves the bad objects out of the packed file when asked (`--skip-bad-objects`).
+objects when asked (`3die train --skip-bad-objects`); `3die pack` and `3die evaluate` check both splits
+the same way (`usable_splits`) and leave the bad objects out of the packed file, or of the evaluation,
+when asked (`--skip-bad-objects`).
 
 An object is bad when any view cannot be used: a missing folder, image or latent, no completion marker
 (our folders), a JPEG without its start or end-of-image marker (truncated), a latent that does not load,
@@ -74,16 +75,16 @@ def training_split(
 
 
 def usable_splits(
-    root: Path, splits: list[str], skip_bad_objects: bool = False, workers: int = 0
+    root: Path, splits: list[str], skip_bad_objects: bool = False, workers: int = 0, command: str = "pack"
 ) -> tuple[list[ObjectViews], list[SkippedObject]]:
-    """The splits of the dataset folder `root` to pack (`3die pack`), each object checked as before training,
-    and the objects left out (split order, then index order).
+    """The splits of the dataset at `root` (a folder, or a packed file) to pack or evaluate, each object
+    checked as before training, and the objects left out (split order, then index order).
 
-    Raises DatasetError naming the first bad object and how many there are (of both splits together),
-    unless `skip_bad_objects`: then each split is returned without them. DatasetError also when every
-    object of a split is bad.
+    Raises DatasetError naming the first bad object and how many there are (of both splits together) and
+    `command` (the one to rerun with --skip-bad-objects), unless `skip_bad_objects`: then each split is
+    returned without them. DatasetError also when every object of a split is bad.
     """
-    opened = [open_unchecked(root, split) for split in splits]
+    opened = [open_unchecked(Path(root), split) for split in splits]
     found = [find_bad_objects(views, workers) for views in opened]
     skipped = [
         SkippedObject(views.split, views.keys[index], bad[index])
@@ -93,11 +94,12 @@ def usable_splits(
     if skipped:
         total = sum(len(views) for views in opened)
         counted = f"{len(skipped)} of {total} objects"
-        unusable = [views.split for views, bad in zip(opened, found, strict=True) if len(bad) == len(views)]
+        pairs = zip(opened, found, strict=True)
+        unusable = [views.split for views, bad in pairs if bad and len(bad) == len(views)]
         if unusable:
             counted += f" (every {' and every '.join(unusable)} object)"
         if not skip_bad_objects or unusable:
-            raise DatasetError(refusal_line(root, counted, skipped[0].problem, None if unusable else "pack"))
+            raise DatasetError(refusal_line(root, counted, skipped[0].problem, None if unusable else command))
     kept = [subset(views, usable_indices(views, bad)) for views, bad in zip(opened, found, strict=True)]
     return kept, skipped
 
@@ -115,6 +117,17 @@ def refusal_line(path: str | Path, counted: str, first: str, skip_verb: str | No
 def skipping_line(path: str | Path, counted: str, first: str) -> str:
     """The line said when the unusable objects are left out (`--skip-bad-objects`)."""
     return f"{path}: skipping {counted}, which cannot be used (first: {first})"
+
+
+def counted_per_split(kept: list[ObjectViews], skipped: list[SkippedObject]) -> str:
+    """How many objects of each split were left out, of how many: "1 of 6 train and 1 of 2 val objects"
+    (splits without skipped objects are not named)."""
+    counts = []
+    for views in kept:
+        left_out = sum(entry.split == views.split for entry in skipped)
+        if left_out:
+            counts.append(f"{left_out} of {left_out + len(views)} {views.split}")
+    return f"{' and '.join(counts)} objects"
 
 
 def usable_indices(views: ObjectViews, bad: dict[int, str]) -> list[int]:

@@ -1,8 +1,11 @@
 """`3die evaluate`: every frozen-backbone evaluation of a trained run, written to RUN/results.json.
 
 `evaluate_run(run_dir)` loads the run's newest checkpoint (`benchmark.train.load_trained`), opens the train
-and validation splits of its dataset (or of `data`), extracts or reuses the cached features
-(`benchmark.evaluate.features`) and runs the chosen tasks:
+and validation splits of its dataset (or of `data`), checks every object as training does and refuses a
+dataset with unusable objects, or leaves them out with `skip_bad_objects` (`3die evaluate
+--skip-bad-objects`: they are listed in results.json and the dataset hash covers only the objects
+evaluated), extracts or reuses the cached features (`benchmark.evaluate.features`) and runs the chosen
+tasks:
 
 - classification: a linear probe per representation part (`method.parts`: "full", and "inv"/"equi" for
   split methods): top1, top5, mean_class_acc;
@@ -34,8 +37,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.data import DatasetError, ObjectViews, open_dataset
+from benchmark.data import DatasetError, ObjectViews, worker_error_line
 from benchmark.data.folder import read_dataset_manifest
+from benchmark.data.packed import SkippedObject
+from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
 from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, file_sha256, split_features
 from benchmark.evaluate.probes import ProbeSettings, classification_probe, colour_probe, rotation_probe
 from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
@@ -147,12 +152,16 @@ def evaluate_run(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     train_seconds: float | None = None,
+    skip_bad_objects: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring).
 
     data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
     time to record when the run's config lacks `train_seconds` (runs trained before it was recorded).
-    Raises CheckpointError (no checkpoint), DatasetError (unreadable data) or EvaluationError.
+    skip_bad_objects: evaluate without the objects whose files are unusable (one line through `echo` says
+    how many per split) instead of refusing the dataset.
+    Raises CheckpointError (no checkpoint), DatasetError (unreadable data, unusable objects) or
+    EvaluationError.
     """
     settings = settings or EvaluationSettings()
     say = echo or (lambda line: None)
@@ -167,9 +176,17 @@ def evaluate_run(
         raise EvaluationError(
             f"{run}: trained on {data_path}, which is not there; give the dataset with --data"
         )
-    train_views, val_views = (open_dataset(data_path, split) for split in ("train", "val"))
+    (train_views, val_views), skipped = usable_splits(
+        data_path, ["train", "val"], skip_bad_objects, settings.workers, command="evaluate"
+    )
+    if skipped:
+        counted = counted_per_split([train_views, val_views], skipped)
+        say(
+            f"{skipping_line(data_path, counted, skipped[0].problem)}; {run / RESULTS_NAME} lists them "
+            "(dataset.skipped_objects)"
+        )
     check_splits(data_path, train_views, val_views, settings.tasks)
-    dataset = dataset_identity(data_path, train_views, val_views)
+    dataset = dataset_identity(data_path, train_views, val_views, skipped)
     checkpoint_path = Path(config["checkpoint"]["path"]).resolve()
     checkpoint = {"path": str(checkpoint_path), "sha256": file_sha256(checkpoint_path)}
     key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"])
@@ -188,8 +205,15 @@ def evaluate_run(
         progress=progress,
         echo=say,
     )
-    val = split_features(views=val_views, embeddings=method.has_predictor, **extract)
-    train = split_features(views=train_views, **extract) if set(settings.tasks) & set(PROBE_TASKS) else None
+    try:
+        val = split_features(views=val_views, embeddings=method.has_predictor, **extract)
+        probes = set(settings.tasks) & set(PROBE_TASKS)
+        train = split_features(views=train_views, **extract) if probes else None
+    except DatasetError as error:  # a file the check passed (it reads JPEG ends only), or damaged since
+        raise DatasetError(
+            f"{worker_error_line(error)}; run `3die check {data_path}` to list every damaged file, then "
+            "rerender those objects, or delete the damaged files and rerun with --skip-bad-objects"
+        ) from None
     for split, features in (("val", val), ("train", train)):
         check_finite_features(features, split, run, checkpoint["path"])
     results["seconds"]["features"] = round(time.perf_counter() - started, 3)
@@ -300,9 +324,15 @@ def check_splits(path: Path, train: ObjectViews, val: ObjectViews, tasks: tuple[
         raise EvaluationError(f"{path}: {val.views} view per object; the evaluations need at least 2")
 
 
-def dataset_identity(path: Path, train: ObjectViews, val: ObjectViews) -> dict[str, Any]:
-    """Name, hash and size of a dataset. The hash covers the dataset manifest (without package versions)
-    and both splits' objects, labels and view count, so a folder and its packed file hash the same."""
+def dataset_identity(
+    path: Path, train: ObjectViews, val: ObjectViews, skipped: list[SkippedObject] | None = None
+) -> dict[str, Any]:
+    """Name, hash and size of the dataset evaluated, and the objects of `path` left out of it (`skipped`).
+
+    The hash covers the dataset manifest (without package versions) and both splits' objects, labels and
+    view count as given (the objects evaluated, as training fingerprints the objects it trains on), so a
+    folder and its packed file hash the same, and so do a folder evaluated without its unusable objects
+    and the file `3die pack --skip-bad-objects` makes of it; neither hashes like the whole folder."""
     manifest = dataset_manifest(path)
     if manifest is not None:
         manifest = {key: value for key, value in manifest.items() if key != "versions"}
@@ -316,6 +346,9 @@ def dataset_identity(path: Path, train: ObjectViews, val: ObjectViews) -> dict[s
         "views": val.views,
         "objects": {"train": len(train), "val": len(val)},
         "num_classes": train.num_classes,
+        "skipped_objects": [
+            {"split": entry.split, "object": entry.key, "problem": entry.problem} for entry in skipped or []
+        ],
     }
 
 

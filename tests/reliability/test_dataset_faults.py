@@ -1,11 +1,12 @@
-"""Broken datasets: `3die check` names each problem; `3die train` and `3die pack` refuse the dataset, or
-with --skip-bad-objects train or pack without the bad objects and say how many they skipped (a packed
-file records them).
+"""Broken datasets: `3die check` names each problem; `3die train`, `3die pack` and `3die evaluate` refuse
+the dataset, or with --skip-bad-objects train, pack or evaluate without the bad objects and say how many
+they skipped (a packed file and results.json record them).
 
 The check of a truncated JPEG, a missing view and a latent of the wrong shape or out of range is also in
 tests/render/test_check.py; the readers' own messages in tests/benchmark/test_data_readers.py.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset, training_split
 from benchmark.data.packed import read_skipped_objects
 from benchmark.evaluate.run import dataset_identity
+from benchmark.leaderboard import read_rows
 from benchmark.train import read_checkpoint
 from render import spec
 
@@ -396,3 +398,125 @@ def test_a_jpeg_damaged_inside_stops_a_resizing_pack_which_goes_on_without_it(da
     with h5py.File(out) as carried, h5py.File(fresh) as expected:
         for name in (*images, "latents", "labels", "object_ids", "skipped_objects"):
             np.testing.assert_array_equal(carried[name][()], expected[name][()])
+
+
+# --- 3die evaluate and 3die benchmark: the same check, the bad objects left out of the evaluation -------
+EVALUATE = ["--epochs", "1", "--hidden", "8", "--val-pairs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+def evaluate(run, *extra):
+    return CliRunner().invoke(main, ["evaluate", str(run), *EVALUATE, "--no-progress", *extra])
+
+
+def truncate_a_train_and_a_val_object(dataset) -> list[tuple[str, str, Path]]:
+    """Truncate view 2 of train object 1 and of val object 0; (split, key, damaged file) of each."""
+    damaged = []
+    for split, key in (("train", dataset.splits["train"][1]), ("val", dataset.splits["val"][0])):
+        image = dataset.root / key / spec.image_name(2)
+        image.write_bytes(image.read_bytes()[:-50])
+        damaged.append((split, key, image))
+    return damaged
+
+
+def results_of(run: Path, name: str = "results.json") -> dict:
+    return json.loads((run / name).read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_bad_objects_or_scores_without_them_recording_them_and_hashing_what_it_scored(
+    dataset, tmp_path
+):
+    run = tmp_path / "run"
+    assert train(dataset.root, run).exit_code == 0
+    assert evaluate(run).exit_code == 0
+    whole = results_of(run)
+    damaged = truncate_a_train_and_a_val_object(dataset)
+    truncated = "cannot decode the image (truncated: no end-of-image marker)"
+    problems = [f"{image}: {truncated}" for *_, image in damaged]
+
+    refused = evaluate(run)
+    assert refused.exit_code == 1
+    assert error_line(refused.output) == (
+        f"Error: {dataset.root}: 2 of 8 objects cannot be used (first: {problems[0]}); run `3die check "
+        f"{dataset.root}` for the full list, repair the dataset (rerun `3die render`) or evaluate without "
+        "them with --skip-bad-objects"
+    )
+    assert results_of(run) == whole, "the refusal keeps the results already there"
+
+    skipped = evaluate(run, "--skip-bad-objects")
+    assert skipped.exit_code == 0, skipped.output
+    assert (
+        f"{dataset.root}: skipping 1 of 6 train and 1 of 2 val objects, which cannot be used (first: "
+        f"{problems[0]}); {run / 'results.json'} lists them (dataset.skipped_objects)"
+    ) in skipped.output.splitlines()
+    results = results_of(run)
+    assert set(results["metrics"]) == {"classification", "rotation", "colour", "retrieval"}
+    assert results["dataset"]["skipped_objects"] == [
+        {"split": split, "object": key, "problem": problem}
+        for (split, key, _), problem in zip(damaged, problems, strict=True)
+    ]
+    assert results["dataset"]["objects"] == {"train": 5, "val": 1}
+    assert whole["dataset"]["skipped_objects"] == []
+    assert results["dataset"]["hash"] != whole["dataset"]["hash"], "the hash describes the objects scored"
+    packed = tmp_path / "data.h5"
+    pack_dataset(dataset.root, packed, skip_bad_objects=True)
+    assert identity(packed)["hash"] == results["dataset"]["hash"], "as the file packed without them"
+
+    features_key, whole_key = results["features"]["key"], whole["features"]["key"]
+    assert features_key != whole_key, "features extracted from the whole folder are not reused"
+    features = run / "features" / features_key
+    left_out = {key for _, key, _ in damaged}
+    for split, count in (("train", 5), ("val", 1)):
+        assert np.load(features / f"{split}_representations.npy").shape[:2] == (count, 4)
+        labels = folder_rows(dataset, split, left_out)[1]
+        assert np.load(features / f"{split}_labels.npy").tolist() == labels
+    assert np.load(run / "features" / whole_key / "val_representations.npy").shape[:2] == (2, 4)
+    assert results_of(run, f"results.{whole_key}.json") == whole, "the whole folder's results moved aside"
+
+    board = tmp_path / "board.csv"
+    listed = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(board)])
+    assert listed.exit_code == 0, listed.output
+    assert [row["dataset_hash"] for row in read_rows(board)] == [results["dataset"]["hash"]]
+
+
+@pytest.mark.slow
+def test_a_jpeg_damaged_inside_stops_evaluation_saying_how_to_go_on(dataset, tmp_path):
+    """The check before evaluating reads each JPEG's markers only; feature extraction decodes every view."""
+    run = tmp_path / "run"
+    assert train(dataset.root, run).exit_code == 0
+    damaged = dataset.root / dataset.splits["val"][1] / spec.image_name(1)
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:20] + bytes(len(data) - 22) + data[-2:])
+    stopped = evaluate(run, "--tasks", "classification")
+    assert stopped.exit_code == 1
+    line = error_line(stopped.output)
+    assert f"{damaged}: cannot decode the image" in line and f"run `3die check {dataset.root}`" in line
+    assert line.endswith("delete the damaged files and rerun with --skip-bad-objects")
+
+    damaged.unlink()
+    resumed = evaluate(run, "--tasks", "classification", "--skip-bad-objects")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"skipping 1 of 2 val objects, which cannot be used (first: {damaged}: missing)" in resumed.output
+    assert results_of(run)["dataset"]["objects"] == {"train": 6, "val": 1}
+
+
+@pytest.mark.slow
+def test_benchmark_with_skip_bad_objects_trains_and_evaluates_without_them(dataset, tmp_path):
+    """A run trained without the bad objects and evaluated on the same folder: the leaderboard row carries
+    the hash of the objects evaluated, not the whole folder's."""
+    truncate_a_train_and_a_val_object(dataset)
+    options = ["--preset", "tiny", "--image-size", "16", "--batch-size", "2", "--epochs", "1"]
+    options += ["--probe-epochs", "1", "--device", "cpu", "--no-progress", "--data", str(dataset.root)]
+    arguments = ["benchmark", "--method", "sie", *options, "--out", str(tmp_path)]
+    refused = CliRunner().invoke(main, arguments)
+    assert refused.exit_code == 1 and "--skip-bad-objects" in error_line(refused.output)
+
+    benchmarked = CliRunner().invoke(main, [*arguments, "--skip-bad-objects"])
+    assert benchmarked.exit_code == 0, benchmarked.output
+    assert "skipping 1 of 6 train objects, which cannot be used" in benchmarked.output  # training
+    assert "skipping 1 of 6 train and 1 of 2 val objects, which cannot be used" in benchmarked.output
+    run = tmp_path / "runs" / f"sie-tiny-{dataset.root.name}-s0"
+    results = results_of(run)
+    assert len(results["dataset"]["skipped_objects"]) == 2
+    (row,) = read_rows(tmp_path / "leaderboard.csv")
+    assert row["dataset_hash"] == results["dataset"]["hash"] != identity(dataset.root)["hash"]
