@@ -340,7 +340,7 @@ def dataset_identity(
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "path": str(path.resolve()),
-        "name": path.stem if path.is_file() else path.resolve().name,
+        "name": dataset_name(path),
         "hash": digest,
         "kind": train.kind,
         "views": val.views,
@@ -349,6 +349,22 @@ def dataset_identity(
         "skipped_objects": [
             {"split": entry.split, "object": entry.key, "problem": entry.problem} for entry in skipped or []
         ],
+    }
+
+
+def dataset_name(path: Path) -> str:
+    """What results and leaderboards call a dataset: a packed file's stem, a folder's name."""
+    return path.stem if path.is_file() else path.resolve().name
+
+
+def training_dataset(config: dict[str, Any]) -> dict[str, Any]:
+    """The dataset a run trained on, from its config: path as given to training, name, and the fingerprint
+    of the objects it trained on (`benchmark.train.loop.dataset_fingerprint`)."""
+    path = Path(config["data"])
+    return {
+        "path": str(path),
+        "name": dataset_name(path),
+        "fingerprint": config.get("dataset", {}).get("fingerprint"),
     }
 
 
@@ -396,6 +412,7 @@ def results_header(
             "hardware": config.get("hardware") or f"{config.get('world_size', 1)}x {config.get('device')}",
             "seconds": config["train_seconds"] if config.get("train_seconds") is not None else train_seconds,
             "version": config.get("version"),
+            "dataset": training_dataset(config),
         },
         "dataset": dataset,
         "checkpoint": checkpoint,

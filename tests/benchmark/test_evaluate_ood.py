@@ -1,0 +1,77 @@
+"""A run evaluated on another dataset than the one it trained on (an OOD split, docs/extending.md): the
+probes train on that dataset's train split and score its val split, and results.json and the leaderboard
+row name that dataset and its hash, beside the dataset the run trained on."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from synthetic_data import write_dataset
+
+from benchmark.cli import main
+from benchmark.data import open_dataset
+from benchmark.evaluate.run import dataset_identity
+from benchmark.leaderboard import read_rows
+
+pytestmark = pytest.mark.slow
+
+TINY_TRAIN = ["--preset", "tiny", "--image-size", "16", "--batch-size", "2", "--epochs", "1", "--no-progress"]
+TINY_EVAL = ["--epochs", "2", "--hidden", "16", "--val-pairs", "2", "--batch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks and probes run faster and steadier on one thread when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*arguments):
+    result = CliRunner().invoke(main, [str(argument) for argument in arguments])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(tmp_path):
+    trained_on = write_dataset(tmp_path / "in-distribution", classes=2, train_per_class=2, views=4, size=16)
+    ood = write_dataset(
+        tmp_path / "ood", classes=3, train_per_class=3, views=5, size=16, seed=1, rotation="ood"
+    )
+    run = tmp_path / "run"
+    invoke("train", "--method", "sie", "--data", trained_on.root, "--out", run, *TINY_TRAIN)
+    invoke("evaluate", run, *TINY_EVAL, "--no-progress")
+    output = invoke("evaluate", run, "--data", ood.root, *TINY_EVAL, "--no-progress")
+    (kept,) = run.glob("results.*.json")  # the in-distribution results, moved aside
+    assert f"moved to {kept.name}" in output
+
+    results = json.loads((run / "results.json").read_text())
+    identity = dataset_identity(ood.root, open_dataset(ood.root, "train"), open_dataset(ood.root, "val"))
+    assert results["dataset"] == identity
+    assert identity["name"] == "ood" and identity["objects"] == {"train": 9, "val": 3}
+    assert identity["num_classes"] == 3 and identity["views"] == 5
+    assert results["training"]["dataset"] == {
+        "path": str(trained_on.root),
+        "name": "in-distribution",
+        "fingerprint": json.loads((run / "config.json").read_text())["dataset"]["fingerprint"],
+    }
+    # The probes read the OOD dataset's features: its train split to train, its val split to score.
+    features = run / "features" / results["features"]["key"]
+    for split in ("train", "val"):
+        latents = np.stack([ood.latents[key] for key in ood.splits[split]])
+        np.testing.assert_array_equal(np.load(features / f"{split}_latents.npy"), latents)
+        np.testing.assert_array_equal(np.load(features / f"{split}_labels.npy"), ood.labels[split])
+    assert set(results["metrics"]) == {"classification", "rotation", "colour", "retrieval"}
+
+    board = tmp_path / "leaderboard.csv"
+    invoke("leaderboard", run, kept, "--out", board)
+    rows = {row["dataset"]: row for row in read_rows(board)}
+    in_distribution = json.loads(kept.read_text())["dataset"]["hash"]
+    assert rows["ood"]["dataset_hash"] == identity["hash"] != in_distribution
+    assert rows["ood"]["train_dataset"] == "in-distribution"
+    assert rows["in-distribution"]["dataset_hash"] == in_distribution
+    assert rows["in-distribution"]["train_dataset"] is None
+    assert rows["ood"]["run"] == rows["in-distribution"]["run"] == str(run.resolve())
