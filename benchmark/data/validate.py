@@ -33,7 +33,7 @@ from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.manifest import SPLITS
-from render.sampling import latent_bounds
+from render.sampling import outside_range, range_text
 from render.sources import NPY_ERRORS
 
 COMPLETE_MARKER = ".complete"  # render.writer.COMPLETE_MARKER (not imported: it would pull in the renderer)
@@ -175,8 +175,8 @@ def find_bad_objects(
     if isinstance(views, FolderViews):
         problems = _folder_problems(views, indices, workers)
     else:
-        low, high = latent_bounds(_rotation(packed_manifest(views.path)))
-        problems = [_packed_problem(views, index, low, high) for index in indices]
+        rotation = _rotation(packed_manifest(views.path))
+        problems = [_packed_problem(views, index, rotation) for index in indices]
     found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
     for index, problem in (found if merge is None else merge(found)).items():
         bad.setdefault(index, problem)
@@ -225,7 +225,7 @@ def check_packed_file(path: Path, decode: bool = True, workers: int = 1) -> tupl
 
 
 # --- one object -----------------------------------------------------------------------------------
-def object_problem(folder: Path, views: int, low: np.ndarray, high: np.ndarray, marker: bool) -> str | None:
+def object_problem(folder: Path, views: int, rotation: str, marker: bool) -> str | None:
     """The first reason the object folder cannot be trained on, naming the file, or None."""
     try:
         names = set(os.listdir(folder))
@@ -240,7 +240,7 @@ def object_problem(folder: Path, views: int, low: np.ndarray, high: np.ndarray, 
             if name not in names:
                 return f"{folder / name}: missing"
         problem = jpeg_problem(folder / spec.image_name(view)) or latent_file_problem(
-            folder / spec.latent_name(view), low, high
+            folder / spec.latent_name(view), rotation
         )
         if problem is not None:
             return problem
@@ -273,37 +273,40 @@ def jpeg_markers_problem(start: bytes, end: bytes, size: int) -> str | None:
     return None
 
 
-def latent_file_problem(path: Path, low: np.ndarray, high: np.ndarray) -> str | None:
-    """Whether the latent file loads as (7,) finite floats inside [low, high]."""
+def latent_file_problem(path: Path, rotation: str) -> str | None:
+    """Whether the latent file loads as (7,) finite floats inside the ranges of `rotation`'s dataset."""
     try:
         latent = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:
         return f"{path}: cannot read the latent ({error})"
     if latent.shape != (spec.LATENT_DIM,):
         return f"{path}: latent of shape {latent.shape}, expected ({spec.LATENT_DIM},)"
-    problem = latents_problem(latent[None], low, high)
+    problem = latents_problem(latent[None], rotation)
     return None if problem is None else f"{path}: latent {problem.removeprefix('view 0 ')}"
 
 
-def latents_problem(latents: np.ndarray, low: np.ndarray, high: np.ndarray) -> str | None:
-    """Problem of one object's (V, 7) latents: dtype, non-finite values, values outside [low, high]."""
+def latents_problem(latents: np.ndarray, rotation: str) -> str | None:
+    """Problem of one object's (V, 7) latents: dtype, non-finite values, values outside the sampling
+    ranges of a `rotation` ("published" or "ood") dataset (`render.sampling.outside_range`)."""
     if not np.issubdtype(latents.dtype, np.floating):
         return f"has dtype {latents.dtype}, expected float64"
     if not np.isfinite(latents).all():
         return "holds non-finite values"
-    outside = (latents < low - RANGE_TOLERANCE) | (latents > high + RANGE_TOLERANCE)
+    outside = outside_range(latents, rotation, RANGE_TOLERANCE)
     if outside.any():
         view, field = np.argwhere(outside)[0]
-        return f"view {view} out of range: {spec.LATENT_FIELDS[field]}={latents[view, field]:.4g}"
+        value = f"{spec.LATENT_FIELDS[field]}={latents[view, field]:.4g}"
+        if field in range(spec.LATENT_DIM)[spec.ROTATION]:
+            value += f" (the {rotation} range of the Euler angles is {range_text(rotation)})"
+        return f"view {view} out of range: {value}"
     return None
 
 
 # --- the whole folder -------------------------------------------------------------------------------
 def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[str | None]:
     manifest = getattr(views, "manifest", None)
-    low, high = latent_bounds(_rotation(manifest))
     check = partial(
-        _check_key, views.path, views=views.views, low=low, high=high, marker=manifest is not None
+        _check_key, views.path, views=views.views, rotation=_rotation(manifest), marker=manifest is not None
     )
     keys = [views.keys[index] for index in indices]
     if workers <= 1 or len(keys) < 4 * CHUNK:
@@ -312,14 +315,12 @@ def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[s
         return list(pool.map(check, keys, chunksize=CHUNK))
 
 
-def _check_key(
-    root: Path, key: str, views: int, low: np.ndarray, high: np.ndarray, marker: bool
-) -> str | None:
-    return object_problem(root / key, views, low, high, marker)
+def _check_key(root: Path, key: str, views: int, rotation: str, marker: bool) -> str | None:
+    return object_problem(root / key, views, rotation, marker)
 
 
-def _packed_problem(views: PackedViews, index: int, low: np.ndarray, high: np.ndarray) -> str | None:
-    problem = latents_problem(views.latents(index), low, high)
+def _packed_problem(views: PackedViews, index: int, rotation: str) -> str | None:
+    problem = latents_problem(views.latents(index), rotation)
     if problem is not None:
         return f"{views.path}:{views.keys[index]}: latents {problem}"
     if views.raw:

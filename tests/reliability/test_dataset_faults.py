@@ -7,6 +7,7 @@ tests/render/test_check.py; the readers' own messages in tests/benchmark/test_da
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -153,6 +154,24 @@ def test_an_object_in_both_splits_is_named_by_check(dataset):
     status, lines = check(dataset.root)
     assert status == 1
     assert f"{dataset.splits['train'][0]}: listed in both train_images.npy and val_images.npy" in lines
+
+
+def test_an_in_distribution_angle_in_an_ood_dataset_is_refused_folder_and_packed(tmp_path):
+    ood = write_dataset(tmp_path / "ood", classes=2, train_per_class=2, views=3, size=16, rotation="ood")
+    assert len(training_split(ood.root)) == 4 and len(training_split(ood.root, "val")) == 2
+    key = ood.splits["train"][1]
+    latent = np.load(ood.root / key / spec.latent_name(2))
+    latent[1] = 0.3  # rot_y inside (-pi/2, pi/2): a published-range angle, outside the ood range
+    np.save(ood.root / key / spec.latent_name(2), latent)
+    expected = "rot_y=0.3 (the ood range of the Euler angles is [-pi, -pi/2] U [pi/2, pi])"
+    with pytest.raises(DatasetError, match=re.escape(f"latent_2.npy: latent out of range: {expected}")):
+        training_split(ood.root)
+    packed = tmp_path / "ood.h5"
+    pack_dataset(ood.root, packed, skip_bad_objects=True)
+    with h5py.File(packed, "r+") as handle:  # the same angle in a packed file
+        handle["latents"][packed_row(handle, ood.splits["train"][0]), 0, 0] = -0.3
+    with pytest.raises(DatasetError, match=re.escape("latents view 0 out of range: rot_x=-0.3 (the ood")):
+        training_split(packed)
 
 
 def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path):
