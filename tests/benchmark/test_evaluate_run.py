@@ -27,6 +27,7 @@ from benchmark.evaluate import run as evaluate_module
 from benchmark.evaluate.run import check_finite_features, code_version, continue_results, dataset_identity
 from benchmark.train import load_trained
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
+from render import spec
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +143,7 @@ def test_features_are_cached_once_for_every_view(evaluated_sie_run):
     assert np.load(folder / "train_representations.npy").shape == (9, 50, method.representation_dim)
     assert np.load(folder / "val_embeddings.npy").shape[:2] == (3, 50)
     assert not (folder / "train_embeddings.npy").exists()
-    assert np.load(folder / "val_latents.npy").shape == (3, 50, 7)
+    assert np.load(folder / "val_latents.npy").shape == (3, 50, spec.LATENT_DIM)
     assert not list(folder.glob("*.partial")) and not list(folder.glob("*progress*"))
     # The cache holds what the network computes for each view in eval mode.
     views = open_dataset(results["dataset"]["path"], "val")
