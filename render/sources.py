@@ -475,7 +475,21 @@ def _read_objects_csv(path: Path, kind: str) -> list:
         raise SourceError(
             f"{path}: lists objects of source {', '.join(others)}, but this render reads {kind}"
         )
+    if kind != "shapenet":
+        check_class_labels(path, entries)
     return entries
+
+
+def check_class_labels(path: Path, entries: list) -> None:
+    """SourceError unless the labels of the entries' classes are 0..C-1, as dataset readers need them (a
+    ShapeNet object keeps its synset's label among the 55 instead)."""
+    labels = sorted({entry.label for entry in entries})
+    if labels != list(range(len(labels))):
+        raise SourceError(
+            f"{path}: the labels of its {len(labels)} classes are {', '.join(map(str, labels))}; number "
+            f"them 0..{len(labels) - 1} (e.g. by sorted synset, render.manifest.class_labels), as the "
+            "dataset readers need"
+        )
 
 
 def _classes_of(objects: list[ObjectSpec], names: dict[str, str]) -> tuple[spec.Synset, ...]:

@@ -100,6 +100,21 @@ def test_objects_csv_selects_with_its_labels_and_splits(shapenet_root, tmp_path)
         ShapeNetSource(root, objects_csv).objects()
 
 
+def test_an_objects_csv_of_other_classes_must_number_them_from_zero(tmp_path):
+    """Readers need labels 0..C-1 (ShapeNet objects keep their label among the 55): a held-out-class list
+    that copied its labels from a larger dataset is refused before anything is rendered."""
+    objects_csv = tmp_path / "objects.csv"
+    header = "synset,object_id,label,split,source\n"
+    objects_csv.write_text(
+        header + "03001627,chair-s0-i00100,5,train,procedural\n03797390,mug-s0-i00100,9,val,procedural\n"
+    )
+    expected = "objects.csv: the labels of its 2 classes are 5, 9; number them 0..1"
+    with pytest.raises(SourceError, match=expected):
+        ProceduralSource(objects_file=objects_csv).objects()
+    objects_csv.write_text(objects_csv.read_text().replace(",5,", ",1,").replace(",9,", ",0,"))
+    assert [o.label for o in ProceduralSource(objects_file=objects_csv).objects()] == [1, 0]
+
+
 @pytest.fixture
 def mesh_root(tmp_path):
     root = tmp_path / "meshes"
