@@ -38,14 +38,17 @@ def sample_latents(rng: np.random.Generator, views: int, rotation: str = "publis
     """Draw `views` latents, shape (views, spec.LATENT_DIM) float64, laid out as `spec.LATENT_FIELDS`.
 
     Each value is uniform in its range (`spec.LATENT_LOW`, `spec.LATENT_HIGH`); with `rotation="ood"` the
-    three Euler angles are uniform in [-pi, -pi/2] U [pi/2, pi] instead. The published values of every view
-    are drawn first and values appended to the layout after them, so an appended factor leaves them as
-    they were.
+    three Euler angles are uniform in [-pi, -pi/2] U [pi/2, pi] instead. Values appended to the published
+    layout are drawn from a stream of their own (spawned from `rng`), so an appended factor changes no
+    published value, and the first k views never depend on the view count.
     """
     if rotation not in ROTATION_RANGES:
         raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {rotation!r}")
-    first, last = slice(0, spec.PUBLISHED_LATENT_DIM), slice(spec.PUBLISHED_LATENT_DIM, spec.LATENT_DIM)
-    latents = np.concatenate([uniform_values(rng, views, first), uniform_values(rng, views, last)], axis=1)
+    published = slice(0, spec.PUBLISHED_LATENT_DIM)
+    appended = slice(spec.PUBLISHED_LATENT_DIM, spec.LATENT_DIM)
+    latents = np.concatenate(
+        [uniform_values(rng, views, published), uniform_values(rng.spawn(1)[0], views, appended)], axis=1
+    )
     if rotation == "ood":
         latents[:, spec.ROTATION] = fold_out_of_distribution(latents[:, spec.ROTATION])
     return latents

@@ -108,4 +108,6 @@ def test_an_appended_factor_leaves_the_published_values_of_every_view_unchanged(
     extended = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
     assert extended.shape == (200, spec.PUBLISHED_LATENT_DIM + 1)
     np.testing.assert_array_equal(extended[:, : spec.PUBLISHED_LATENT_DIM], published)
+    first = sampling.object_latents(0, "02691156", "abc", views=3, rotation="ood")
+    np.testing.assert_array_equal(first, extended[:3])  # the first views do not depend on the view count
     assert np.all((extended[:, -1] >= 0.75) & (extended[:, -1] <= 1.25)) and extended[:, -1].std() > 0.1
