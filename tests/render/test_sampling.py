@@ -44,7 +44,7 @@ def test_object_seed_is_pinned():
     # a change of the hash or of the draw order would silently change every dataset already rendered
     assert sampling.object_seed(0, "02691156", "abc") == 0x9B0C60DA2DE47FF7
     np.testing.assert_allclose(
-        sampling.object_latents(0, "02691156", "abc", views=1)[0],
+        sampling.object_latents(0, "02691156", "abc", views=1)[0, : spec.PUBLISHED_LATENT_DIM],
         [
             -0.9693465503430224,
             -0.3955615738768008,
@@ -92,22 +92,27 @@ def test_unknown_rotation_range_is_refused():
 
 
 def test_latents_are_the_draws_of_every_dataset_rendered_so_far():
-    """One uniform draw per value, view after view, from the object's generator: changing the draws would
-    silently change the latents of every dataset already rendered (and their resumed objects)."""
+    """One uniform draw per published value, view after view, from the object's generator: changing the
+    draws would silently change the latents of every dataset already rendered (and their resumed objects)."""
+    published = slice(0, spec.PUBLISHED_LATENT_DIM)
     rng = sampling.object_rng(5, "02691156", "abc")
-    expected = rng.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(50, spec.LATENT_DIM))
-    np.testing.assert_array_equal(sampling.object_latents(5, "02691156", "abc", views=50), expected)
+    expected = rng.uniform(spec.LATENT_LOW[published], spec.LATENT_HIGH[published], size=(50, published.stop))
+    np.testing.assert_array_equal(
+        sampling.object_latents(5, "02691156", "abc", views=50)[:, published], expected
+    )
 
 
 def test_an_appended_factor_leaves_the_published_values_of_every_view_unchanged(monkeypatch):
-    published = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
+    before = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
     monkeypatch.setattr(spec, "LATENT_FIELDS", (*spec.LATENT_FIELDS, "object_scale"))
     monkeypatch.setattr(spec, "LATENT_DIM", spec.LATENT_DIM + 1)
     monkeypatch.setattr(spec, "LATENT_LOW", np.append(spec.LATENT_LOW, 0.75))
     monkeypatch.setattr(spec, "LATENT_HIGH", np.append(spec.LATENT_HIGH, 1.25))
     extended = sampling.object_latents(0, "02691156", "abc", views=200, rotation="ood")
-    assert extended.shape == (200, spec.PUBLISHED_LATENT_DIM + 1)
-    np.testing.assert_array_equal(extended[:, : spec.PUBLISHED_LATENT_DIM], published)
+    assert extended.shape == (200, before.shape[1] + 1)
+    np.testing.assert_array_equal(
+        extended[:, : spec.PUBLISHED_LATENT_DIM], before[:, : spec.PUBLISHED_LATENT_DIM]
+    )
     first = sampling.object_latents(0, "02691156", "abc", views=3, rotation="ood")
     np.testing.assert_array_equal(first, extended[:3])  # the first views do not depend on the view count
     assert np.all((extended[:, -1] >= 0.75) & (extended[:, -1] <= 1.25)) and extended[:, -1].std() > 0.1
