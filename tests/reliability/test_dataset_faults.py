@@ -48,8 +48,8 @@ def break_dataset(dataset, damage: str) -> tuple[str, str]:
         (folder / spec.image_name(3)).unlink()
         return key, "image_3.jpg: missing"
     if damage == "latent-shape":
-        np.save(folder / spec.latent_name(1), np.zeros((7, 2)))
-        return key, "latent_1.npy: latent of shape (7, 2), expected (7,)"
+        np.save(folder / spec.latent_name(1), np.zeros((spec.LATENT_DIM, 2)))
+        return key, f"latent_1.npy: latent of shape ({spec.LATENT_DIM}, 2), expected ({spec.LATENT_DIM},)"
     if damage == "latent-range":
         latent = np.load(folder / spec.latent_name(0))
         latent[spec.SPOT_THETA] = 9.0
@@ -73,7 +73,7 @@ TRAINING_WORDS = {
 CHECK_WORDS = {
     "truncated-jpeg": "image_2.jpg does not decode (image file is truncated",
     "missing-view": "missing image_3.jpg",
-    "latent-shape": "latent_1.npy has shape (7, 2), expected (7,)",
+    "latent-shape": f"latent_1.npy has shape ({spec.LATENT_DIM}, 2), expected ({spec.LATENT_DIM},)",
     "latent-range": "latent_0.npy out of range: spot_theta=9",
 }
 
@@ -188,7 +188,7 @@ def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path)
     views = training_split(packed, skip_bad_objects=True, echo=said.append)
     assert len(views) == 5 and dataset.splits["train"][2] not in views.keys
     assert len(said) == 1 and "skipping 1 of 6 train objects" in said[0]
-    assert views.latents(0).shape == (4, 7) and views.image(0, 0).shape == (16, 16, 3)
+    assert views.latents(0).shape == (4, spec.LATENT_DIM) and views.image(0, 0).shape == (16, 16, 3)
 
 
 def test_a_packed_file_with_a_damaged_jpeg_is_refused_or_skipped(dataset, tmp_path):
@@ -350,7 +350,7 @@ def test_a_pack_without_bad_objects_records_them_hashes_apart_from_the_folder_an
     truncated = dataset.root / train_keys[1] / spec.image_name(2)
     truncated.write_bytes(truncated.read_bytes()[:-50])
     (dataset.root / val_keys[0] / spec.image_name(3)).unlink()
-    np.save(dataset.root / train_keys[4] / spec.latent_name(1), np.zeros((7, 2)))
+    np.save(dataset.root / train_keys[4] / spec.latent_name(1), np.zeros((spec.LATENT_DIM, 2)))
 
     out = tmp_path / "data.h5"
     said = []
