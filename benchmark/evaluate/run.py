@@ -357,9 +357,11 @@ def dataset_name(path: Path) -> str:
     return path.stem if path.is_file() else path.resolve().name
 
 
-def training_dataset(config: dict[str, Any]) -> dict[str, Any]:
+def training_dataset(config: dict[str, Any]) -> dict[str, Any] | None:
     """The dataset a run trained on, from its config: path as given to training, name, and the fingerprint
-    of the objects it trained on (`benchmark.train.loop.dataset_fingerprint`)."""
+    of the objects it trained on (`benchmark.train.loop.dataset_fingerprint`); None when it names none."""
+    if config.get("data") is None:
+        return None
     path = Path(config["data"])
     return {
         "path": str(path),
