@@ -40,13 +40,13 @@ def test_render_then_check_then_break_it(tmp_path):
 
     images[0].write_bytes(images[0].read_bytes()[:200])  # truncated JPEG
     latent = sorted(out.glob("*/*/latent_*.npy"))[-1]
-    np.save(latent, np.zeros((7, 1)))  # wrong shape
+    np.save(latent, np.zeros((spec.LATENT_DIM, 1)))  # wrong shape
     result = runner.invoke(main, ["check", str(out)])
     assert result.exit_code == 1
     lines = result.stdout.strip().splitlines()
     key_0, key_1 = (path.parent.relative_to(out).as_posix() for path in (images[0], latent))
     assert any(line.startswith(f"{key_0}: {images[0].name} does not decode") for line in lines), lines
-    assert f"{key_1}: {latent.name} has shape (7, 1), expected (7,)" in lines
+    assert f"{key_1}: {latent.name} has shape ({spec.LATENT_DIM}, 1), expected ({spec.LATENT_DIM},)" in lines
     assert lines[-1].endswith("2 with problems")
 
 
