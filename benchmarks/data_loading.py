@@ -5,8 +5,9 @@ image size); a sample is two decoded views, their latents and the action. The fo
 files per sample (two JPEGs, two .npy latents), as the published loader does; the packed reader reads two
 JPEG buffers from one HDF5 file and keeps the latents in memory. The packed files are written first (not
 timed): one with the rendered JPEGs as they are, one re-encoded at the training image size (`3die pack
---size`). Rounds alternate between the readers and the median rate of each is reported, so that load
-from other processes affects all alike.
+--size`), one of raw pixels at that size (`3die pack --size --raw`), in a temporary folder under
+`--scratch` (created when missing). Rounds alternate between the readers and the median rate of each is
+reported, so that load from other processes affects all alike.
 
     .venv/bin/python benchmarks/data_loading.py --data DATASET_DIR [--image-size 64] [--workers 2]
 """
@@ -36,6 +37,8 @@ PACKINGS = (
 def main() -> None:
     arguments = parse_arguments()
     folder = open_dataset(arguments.data, arguments.split)
+    if arguments.scratch is not None:
+        arguments.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=arguments.scratch) as scratch:
         readers = {"folder (file by file)": folder}
         for label, size, raw in PACKINGS:
@@ -59,7 +62,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=10, help="batches timed per round and reader")
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds per reader")
-    parser.add_argument("--scratch", type=Path, help="folder for the packed files (default: system temp)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        help="folder for the packed files, created when missing (default: system temp)",
+    )
     return parser.parse_args()
 
 
