@@ -477,8 +477,8 @@ def evaluate_command(
 )
 def leaderboard_command(sources, out, plot_dir) -> None:
     """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
-    method, preset, dataset, image size, epochs and seed, the newest evaluation winning; print it and
-    draw it."""
+    experiment (method, preset, dataset and its hash, training dataset, image size, epochs, seed), the
+    newest evaluation winning; print it and draw it."""
     from benchmark.leaderboard import LeaderboardError, format_table, load_rows, merge_rows, write_rows
 
     if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
