@@ -44,9 +44,16 @@ METRIC_COLUMNS = {
     **{f"{prefix}_{part}": float for prefix in PART_METRICS for part in PARTS},
     **dict.fromkeys(RETRIEVAL_METRICS, float),
 }
+
+
+def _count_or_per_task(text: str) -> int | str:
+    """A `probe_samples` cell: one count, or counts per task ("classification=50;rotation=1")."""
+    return int(text) if text.isdigit() else text
+
+
 PROVENANCE_COLUMNS = {
     "probe_epochs": str,
-    "probe_samples": int,
+    "probe_samples": _count_or_per_task,
     "train_time_s": float,
     "hardware": str,
     "eval_hardware": str,
@@ -55,7 +62,7 @@ PROVENANCE_COLUMNS = {
     "evaluated_at": str,
 }
 #: Every column, in CSV order, with its type.
-COLUMNS: dict[str, type] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
+COLUMNS: dict[str, Callable[[str], Any]] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
 #: Rows with equal values here describe the same experiment; the newest evaluation wins.
 KEY_COLUMNS = ("method", "preset", "dataset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed")
 #: Columns `format_table` shows when any row has a value.
@@ -96,10 +103,9 @@ def row_from_results(results: dict[str, Any]) -> Row:
         row[name] = None if value is None else float(value)
     settings = results.get("settings", {})
     epochs = [f"{task}={settings[task]['epochs']}" for task in PROBE_TASKS if task in settings]
-    samples = {settings[task].get("samples_per_object", 1) for task in PROBE_TASKS if task in settings}
     row.update(
         probe_epochs=";".join(epochs) or None,
-        probe_samples=max(samples, default=None),
+        probe_samples=probe_samples(settings),
         train_time_s=training.get("seconds"),
         hardware=training.get("hardware"),
         eval_hardware=evaluation.get("hardware"),
@@ -108,6 +114,15 @@ def row_from_results(results: dict[str, Any]) -> Row:
         evaluated_at=evaluation.get("evaluated_at"),
     )
     return row
+
+
+def probe_samples(settings: dict[str, Any]) -> int | str | None:
+    """Views or pairs per training object and probe epoch: one number when every probe task drew the same,
+    else per task like `probe_epochs` ("classification=50;rotation=1"); None without probes."""
+    samples = {task: settings[task].get("samples_per_object", 1) for task in PROBE_TASKS if task in settings}
+    if len(set(samples.values())) > 1:
+        return ";".join(f"{task}={count}" for task, count in samples.items())
+    return next(iter(samples.values()), None)
 
 
 def other_training_dataset(training: dict[str, Any], dataset: dict[str, Any]) -> str | None:

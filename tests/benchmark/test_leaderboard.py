@@ -71,6 +71,9 @@ def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance()
     )
     assert row["mrr"] == 0.4 and row["hit10"] == 0.8 and row["train_time_s"] == 123.5
     assert row["probe_epochs"] == "classification=300;rotation=300" and row["probe_samples"] == 1
+    mixed = _results()
+    mixed["settings"]["rotation"]["samples_per_object"] = 50  # only rotation re-evaluated with 50
+    assert row_from_results(mixed)["probe_samples"] == "classification=1;rotation=50"
     assert row["code_version"] == "0.1.0+gabc" and row["evaluated_at"].startswith("2026-01-01")
     baseline = row_from_results(_results("vicreg", split=False))
     assert baseline["top1_full"] == pytest.approx(80.0) and baseline["top1_inv"] is None
@@ -80,6 +83,7 @@ def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance()
 def test_csv_round_trip_keeps_values_and_types(tmp_path):
     rows = [row_from_results(_results()), row_from_results(_results("vicreg", seed=3, split=False))]
     rows[0]["top1_equi"] = 1 / 3
+    rows[1]["probe_samples"] = "classification=1;rotation=50"
     path = tmp_path / "board.csv"
     write_rows(path, rows)
     back = read_rows(path)
