@@ -292,8 +292,8 @@ class Method(nn.Module):
         expected = (view.shape[0], self.action_dim)
         if tuple(action.shape) != expected:
             raise ValueError(
-                f"action must have shape {expected} (batch, the {self.action_dim} values of the "
-                f"{self.action!r} action: quaternion x, y, z, w, then any factor differences), "
+                f"action must have shape {expected} (batch, action_dim: quaternion x, y, z, w, then "
+                "the differences of the action's other factors), "
                 f"got {tuple(action.shape)}"
             )
 
