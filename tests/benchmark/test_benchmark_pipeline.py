@@ -1,24 +1,14 @@
 """`3die benchmark` end to end: on a given dataset, and on the procedural dataset it renders itself."""
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from benchmark.cli import main
 from benchmark.leaderboard import read_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TINY = ["--preset", "tiny", "--image-size", "16", "--epochs", "1", "--probe-epochs", "1", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run faster and steadier on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _benchmark(*arguments):

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from synthetic_data import write_dataset
 
@@ -15,19 +14,10 @@ from benchmark.data import open_dataset
 from benchmark.evaluate.run import dataset_identity
 from benchmark.leaderboard import read_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TINY_TRAIN = ["--preset", "tiny", "--image-size", "16", "--batch-size", "2", "--epochs", "1", "--no-progress"]
 TINY_EVAL = ["--epochs", "2", "--hidden", "16", "--val-pairs", "2", "--batch-size", "8", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks and probes run faster and steadier on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def invoke(*arguments):

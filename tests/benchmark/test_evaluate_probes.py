@@ -13,16 +13,9 @@ from benchmark.evaluate.metrics import r2_pooled
 from benchmark.evaluate.probes import rotation_targets
 from render import spec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = ProbeSettings(epochs=40, batch_size=64, hidden=256, val_pairs=5)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small probes run faster and steadier on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _latents(seed, objects, views=50):
