@@ -216,8 +216,7 @@ def check_packed_file(path: Path, decode: bool = True, workers: int = 1) -> tupl
         listed.append(set(views.keys))
         bad = find_bad_objects(views)
         if decode and not views.raw:
-            healthy = [index for index in range(len(views)) if index not in bad]
-            bad.update(_decoding_problems(views, healthy, workers))
+            bad.update(_decoding_problems(views, usable_indices(views, bad), workers))
         problems += [bad[index] for index in sorted(bad)]
     both = sorted(set.intersection(*listed))
     problems += [f"{path}:{key}: listed in both the train and the val split" for key in both]
