@@ -355,18 +355,40 @@ def _render_with_workers(
                         del in_flight[future]
                         _count(outcome, summary, bar, config.views)
             except BrokenProcessPool:
-                for obj in in_flight.values():
-                    crashes[obj.key] = crashes.get(obj.key, 0) + 1
-                    if crashes[obj.key] < CRASHES_BEFORE_FAILURE:
-                        suspects.append(obj)
-                        continue
-                    reason = "the render worker died while rendering it (Blender crashed)"
-                    writer.record_failure(config.out, obj, reason)
-                    _count(ObjectOutcome(obj.key, failure=reason), summary, bar, config.views)
+                for obj, outcome in settle_after_crash(in_flight, crashes, suspects):
+                    if outcome.failure is not None:
+                        writer.record_failure(config.out, obj, outcome.failure)
+                    _count(outcome, summary, bar, config.views)
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+WORKER_DIED = "the render worker died while rendering it (Blender crashed)"
+
+
+def settle_after_crash(
+    in_flight: dict[Future, ObjectSpec], crashes: dict[str, int], suspects: list[ObjectSpec]
+) -> list[tuple[ObjectSpec, ObjectOutcome]]:
+    """Sort the objects in flight when a worker died: finished ones, failed ones, ones to try again.
+
+    An object whose future holds a result finished before the pool broke (its worker was not the one
+    that died; both futures can complete at once) and is returned with that outcome. Every other object
+    gets one more crash in `crashes`: it goes to `suspects`, to be retried alone, or, at
+    CRASHES_BEFORE_FAILURE crashes, is returned as failed.
+    """
+    outcomes = []
+    for future, obj in in_flight.items():
+        if future.done() and not future.cancelled() and future.exception() is None:
+            outcomes.append((obj, future.result()))
+            continue
+        crashes[obj.key] = crashes.get(obj.key, 0) + 1
+        if crashes[obj.key] < CRASHES_BEFORE_FAILURE:
+            suspects.append(obj)
+        else:
+            outcomes.append((obj, ObjectOutcome(obj.key, failure=WORKER_DIED)))
+    return outcomes
 
 
 def _count(outcome: ObjectOutcome, summary: RunSummary, bar, views: int) -> None:

@@ -4,6 +4,8 @@ construction (submitit's debug executor). Renders are tiny (16 px, 2 views, 4 sa
 import json
 import os
 import signal
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,11 +15,15 @@ import trimesh
 from render import spec, writer
 from render.check import check_dataset
 from render.launch import (
+    CRASHES_BEFORE_FAILURE,
+    WORKER_DIED,
+    ObjectOutcome,
     RenderConfig,
     Shard,
     SlurmOptions,
     pending_objects,
     render_dataset,
+    settle_after_crash,
     shard_index,
     submit_slurm,
     threads_per_worker,
@@ -166,6 +172,32 @@ def test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render(tmp_pat
     assert "worker died" in writer.read_failures(tmp_path)[objects[1].key]
     assert pending_objects(tmp_path, objects) == []
     assert check_dataset(tmp_path).ok
+
+
+def future_with(result=None, error=None) -> Future:
+    future = Future()
+    future.set_running_or_notify_cancel()
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+    return future
+
+
+def test_after_a_crash_finished_objects_count_and_the_others_are_retried_then_failed():
+    finished, crashed, pending = SOURCE.objects()[:3]
+    in_flight = {
+        future_with(ObjectOutcome(finished.key, views=2)): finished,  # done as the pool broke
+        future_with(error=BrokenProcessPool("a worker died")): crashed,
+        future_with(error=BrokenProcessPool("a worker died")): pending,
+    }
+    crashes, suspects = {pending.key: CRASHES_BEFORE_FAILURE - 1}, []
+    outcomes = settle_after_crash(in_flight, crashes, suspects)
+    assert outcomes == [
+        (finished, ObjectOutcome(finished.key, views=2)),
+        (pending, ObjectOutcome(pending.key, failure=WORKER_DIED)),
+    ]
+    assert suspects == [crashed] and crashes == {crashed.key: 1, pending.key: CRASHES_BEFORE_FAILURE}
 
 
 def test_slurm_array_runs_one_shard_per_task(tmp_path):
