@@ -1,7 +1,7 @@
 """Validate a dataset folder: every listed object complete, images decodable and of one size, latents of
-shape (7,) and in the ranges of the dataset's rotation range (an ood dataset's Euler angles lie outside
-(-pi/2, pi/2)), split files consistent, no temporary file of a killed render left at the root. Works on our
-folders and on the official download.
+shape (LATENT_DIM,) and in the ranges of the dataset's rotation range (an ood dataset's Euler angles lie
+outside (-pi/2, pi/2)), split files consistent, no temporary file of a killed render left at the root. Works
+on our folders and on the official download.
 
 `check_dataset` returns a `CheckReport`; the `3die check` command prints it and exits non-zero when it
 holds any problem.
@@ -179,8 +179,8 @@ def _ends_with_eoi(path: Path) -> bool:
 
 
 def _check_latent(path: Path, rotation: str) -> list[str]:
-    """Problems of one latent file: unreadable, not a float (7,) array, non-finite, or out of the range of
-    the rotation range `rotation` (by more than RANGE_TOLERANCE)."""
+    """Problems of one latent file: unreadable, not a float (LATENT_DIM,) array, non-finite, or out of the
+    range of the rotation range `rotation` (by more than RANGE_TOLERANCE)."""
     try:
         latent = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:

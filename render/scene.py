@@ -126,7 +126,7 @@ class Scene:
 
     # --- one view ----------------------------------------------------------------------------------
     def apply_latent(self, latent: np.ndarray) -> None:
-        """Pose the object, colour the floor and place and colour the spot light from one latent (7,)."""
+        """Pose the object, colour the floor, place and colour the spot light from a (LATENT_DIM,) latent."""
         if self.object is None:
             raise RuntimeError("set_object must come before apply_latent")
         self.object.rotation_euler = Euler([float(a) for a in latent[spec.ROTATION]], "XYZ")

@@ -32,7 +32,7 @@ def latent_name(view: int) -> str:
     return f"latent_{view}.npy"
 
 
-# --- latent vector (7 float64 per view) -------------------------------------------------------
+# --- latent vector (LATENT_DIM float64 per view) -------------------------------------------------
 # New factors of variation are appended (docs/extending.md): the published values keep their positions
 # and their random draws, so readers of the published layout read a longer latent unchanged.
 LATENT_FIELDS = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")

@@ -85,12 +85,12 @@ def start_object(folder: Path) -> None:
 
 
 def write_view(folder: Path, view: int, image: np.ndarray, latent: np.ndarray) -> None:
-    """Atomically write view `view`: image (H, W, 3) uint8 true RGB as JPEG, then latent (7,) float64."""
+    """Atomically write view `view`: image (H, W, 3) uint8 true RGB as JPEG, then its latent as float64."""
     _write_checked(folder, view, *checked_view(image, latent))
 
 
 def checked_view(image: np.ndarray, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(image, latent) as written: image (H, W, 3) uint8 and latent (7,) float64; ValueError otherwise."""
+    """(image, latent) as written: image (H, W, 3) uint8, latent (LATENT_DIM,) float64, else ValueError."""
     latent = np.asarray(latent, dtype=np.float64)
     if latent.shape != (spec.LATENT_DIM,):
         raise ValueError(f"latent must have shape ({spec.LATENT_DIM},), got {latent.shape}")

@@ -5,9 +5,10 @@ when asked (`--skip-bad-objects`).
 
 An object is bad when any view cannot be used: a missing folder, image or latent, no completion marker
 (our folders), a JPEG without its start or end-of-image marker (truncated), a latent that does not load,
-is not (7,) floats, is non-finite or is outside the dataset's latent range, or an object listed a second
-time. Folders are checked file by file without decoding (as `3die check --quick`); packed files the same
-way from their arrays (each JPEG's markers, read with one slice per object; raw pixels need no check).
+is not spec.LATENT_DIM floats, is non-finite or is outside the dataset's latent range, or an object listed
+a second time. Folders are checked file by file without decoding (as `3die check --quick`); packed files
+the same way from their arrays (each JPEG's markers, read with one slice per object; raw pixels need no
+check).
 Problems of the whole split (split files missing or misaligned, labels outside the classes) always refuse.
 """
 
@@ -273,7 +274,7 @@ def jpeg_markers_problem(start: bytes, end: bytes, size: int) -> str | None:
 
 
 def latent_file_problem(path: Path, rotation: str) -> str | None:
-    """Whether the latent file loads as (7,) finite floats inside the ranges of `rotation`'s dataset."""
+    """Whether the latent file loads as (LATENT_DIM,) finite floats inside `rotation`'s dataset ranges."""
     try:
         latent = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:

@@ -70,7 +70,7 @@ class ObjectViews:
         raise NotImplementedError
 
     def latent(self, index: int, view: int) -> np.ndarray:
-        """The (7,) float64 latent of one view (see render.spec.LATENT_FIELDS)."""
+        """The (LATENT_DIM,) float64 latent of one view (see render.spec.LATENT_FIELDS)."""
         raise NotImplementedError
 
     def latents(self, index: int) -> np.ndarray:
@@ -138,7 +138,7 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def check_latent(latent: np.ndarray, origin: str) -> np.ndarray:
-    """The latent as (7,) float64, or DatasetError naming `origin` for a wrong shape or non-finite value."""
+    """The latent as (LATENT_DIM,) float64; DatasetError naming `origin` if its shape or values are wrong."""
     if latent.shape != (spec.LATENT_DIM,) or not np.issubdtype(latent.dtype, np.floating):
         raise DatasetError(
             f"{origin}: latent of shape {latent.shape} and dtype {latent.dtype}, "
