@@ -336,12 +336,14 @@ def dataset_identity(
     manifest = dataset_manifest(path)
     if manifest is not None:
         manifest = {key: value for key, value in manifest.items() if key != "versions"}
-    content = {"manifest": manifest, "splits": {v.split: dataset_fingerprint(v) for v in (train, val)}}
+    fingerprints = {v.split: dataset_fingerprint(v) for v in (train, val)}
+    content = {"manifest": manifest, "splits": fingerprints}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "path": str(path.resolve()),
         "name": dataset_name(path),
         "hash": digest,
+        "train_fingerprint": fingerprints[train.split],  # as training records it: tells the run's own data
         "kind": train.kind,
         "views": val.views,
         "objects": {"train": len(train), "val": len(val)},

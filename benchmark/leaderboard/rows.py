@@ -63,8 +63,9 @@ PROVENANCE_COLUMNS = {
 }
 #: Every column, in CSV order, with its type.
 COLUMNS: dict[str, Callable[[str], Any]] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
-#: Rows with equal values here describe the same experiment; the newest evaluation wins.
-KEY_COLUMNS = ("method", "preset", "dataset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed")
+#: Rows with equal values here describe the same experiment; the newest evaluation wins. A dataset is its
+#: hash: the same objects evaluated as a folder and as a packed file of another name are one dataset.
+KEY_COLUMNS = ("method", "preset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed")
 #: Columns `format_table` shows when any row has a value.
 SUMMARY_COLUMNS = (
     "method", "dataset", "train_dataset", "image_size", "epochs", "seed",
@@ -127,8 +128,15 @@ def probe_samples(settings: dict[str, Any]) -> int | str | None:
 
 def other_training_dataset(training: dict[str, Any], dataset: dict[str, Any]) -> str | None:
     """The name of the dataset a run trained on when it was evaluated on another one (e.g. an OOD split),
-    else None (also for results that do not record it)."""
-    name = (training.get("dataset") or {}).get("name")
+    else None (also for results that do not record it).
+
+    A run evaluated on the objects it trained on, as a folder or as a packed file of any name, was
+    evaluated on its own dataset: the fingerprints of the training objects are equal."""
+    trained = training.get("dataset") or {}
+    fingerprint = trained.get("fingerprint")
+    if fingerprint is not None and fingerprint == dataset.get("train_fingerprint"):
+        return None
+    name = trained.get("name")
     return name if name is not None and name != dataset["name"] else None
 
 

@@ -65,3 +65,16 @@ def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(
     assert rows["in-distribution"]["dataset_hash"] == in_distribution
     assert rows["in-distribution"]["train_dataset"] is None
     assert rows["ood"]["run"] == rows["in-distribution"]["run"] == str(run.resolve())
+
+    # The objects it trained on, packed under another name, are its own dataset: the evaluation on the file
+    # replaces the one on the folder (same hash) instead of adding a row "trained on in-distribution".
+    packed = tmp_path / "packed-copy.h5"
+    invoke("pack", trained_on.root, "--out", packed)
+    invoke("evaluate", run, "--data", packed, *TINY_EVAL, "--no-progress")
+    on_file = json.loads((run / "results.json").read_text())
+    assert on_file["dataset"]["name"] == "packed-copy" and on_file["dataset"]["hash"] == in_distribution
+    assert on_file["dataset"]["train_fingerprint"] == results["training"]["dataset"]["fingerprint"]
+    invoke("leaderboard", run, *run.glob("results.*.json"), "--out", board)
+    rows = {row["dataset"]: row for row in read_rows(board)}
+    assert sorted(rows) == ["ood", "packed-copy"] and rows["packed-copy"]["train_dataset"] is None
+    assert rows["packed-copy"]["dataset_hash"] == in_distribution

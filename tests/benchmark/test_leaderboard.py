@@ -127,6 +127,16 @@ def test_a_run_evaluated_on_another_dataset_names_the_one_it_trained_on():
     same["training"]["dataset"] = {"name": "procedural", "path": "/data/procedural", "fingerprint": "f"}
     assert row_from_results(same)["train_dataset"] is None
     assert row_from_results(_results())["train_dataset"] is None  # results that do not record it
+    packed = _results()  # its own objects, as a packed file of another name
+    packed["training"]["dataset"] = {"name": "procedural", "path": "/data/procedural", "fingerprint": "f"}
+    packed["dataset"] |= {"name": "procedural-64px", "train_fingerprint": "f"}
+    assert row_from_results(packed)["train_dataset"] is None
+    assert (
+        row_from_results(packed | {"dataset": packed["dataset"] | {"train_fingerprint": "g"}})[
+            "train_dataset"
+        ]
+        == "procedural"
+    )
     rows = []
     for trained_on in ("procedural", "procedural-seed1"):
         ood = _results(evaluated_at=f"2026-01-0{len(rows) + 1}T00:00:00+00:00")
