@@ -321,7 +321,7 @@ def _render_with_workers(
     """Render `todo` in `workers` spawned processes, at most one object in flight per worker.
 
     When a worker dies (Blender crashed), the pool is rebuilt and the objects that were in flight are
-    tried again one at a time, so the culprit is known; an object whose worker dies
+    tried again one at a time, nothing else in flight, so the culprit is known; an object whose worker dies
     CRASHES_BEFORE_FAILURE times is recorded as failed.
     """
     queue = list(reversed(todo))
@@ -344,11 +344,11 @@ def _render_with_workers(
             try:
                 while queue or suspects or in_flight:
                     if suspects and not in_flight:
-                        obj = suspects.pop()
-                        in_flight[pool.submit(_render_in_worker, obj)] = obj
-                    while not suspects and queue and len(in_flight) < workers:
-                        obj = queue.pop()
-                        in_flight[pool.submit(_render_in_worker, obj)] = obj
+                        _submit_last(pool, suspects, in_flight)
+                    while queue and len(in_flight) < workers and not suspects:
+                        if any(obj.key in crashes for obj in in_flight.values()):
+                            break  # a suspect is being retried: alone, so that a crash is its own
+                        _submit_last(pool, queue, in_flight)
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         outcome = future.result()
@@ -363,6 +363,13 @@ def _render_with_workers(
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+def _submit_last(pool: ProcessPoolExecutor, pending: list[ObjectSpec], in_flight: dict) -> None:
+    """Submit the last object of `pending` and move it to `in_flight`; when the pool has broken meanwhile,
+    `submit` raises BrokenProcessPool and the object stays in `pending`."""
+    future = pool.submit(_render_in_worker, pending[-1])
+    in_flight[future] = pending.pop()
 
 
 WORKER_DIED = "the render worker died while rendering it (Blender crashed)"

@@ -31,6 +31,7 @@ from render.sampling import ROTATION_RANGES
 from render.sources import ObjectSpec
 
 COMPLETE_MARKER = ".complete"
+CLAIM_NAME = ".claim"  # the file a process locks while it renders the object (`claim_object`)
 WARNINGS_NAME = "warnings.jsonl"
 LOCK_NAME = ".3die.lock"
 TEMP_TAG = ".tmp-"
@@ -60,11 +61,13 @@ def claim_object(folder: Path):
     """Hold an exclusive, non-blocking lock on the object's folder (created if missing) while rendering it.
 
     Yields True when this process holds the claim, False when another process (a second copy of the
-    same shard, say) is rendering the object now. The lock is the kernel's (flock on the folder), so it
-    goes away with its process, even one killed by SIGKILL.
+    same shard, say) is rendering the object now. The lock is the kernel's (flock on the folder's claim
+    file, CLAIM_NAME), so it goes away with its process, even one killed by SIGKILL. The file is opened for
+    writing because NFS emulates flock with byte-range locks, which need a writable descriptor; it is
+    never deleted (deleting a lock file lets two processes lock two different files).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    descriptor = os.open(folder / CLAIM_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -218,13 +221,15 @@ def _object_record(obj: ObjectSpec, reason: str) -> dict:
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    # One write() of one short line on an O_APPEND descriptor: lines of concurrent workers do not interleave.
+    # One write() of one line on an O_APPEND descriptor, under the dataset lock: O_APPEND alone keeps the
+    # lines of concurrent processes apart on a local disk but not on NFS.
     line = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    with _locked(path.parent / LOCK_NAME):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 # --- dataset-level files --------------------------------------------------------------------------

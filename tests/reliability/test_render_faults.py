@@ -86,8 +86,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_render(fault, reference, tmp
         half = [p for p in second.iterdir() if writer.TEMP_TAG in p.name]
         assert [p.name.split(writer.TEMP_TAG)[0] for p in half] == [".image_1.jpg"], sorted(second.iterdir())
         assert (second / "image_0.jpg").is_file() and not (second / "image_1.jpg").exists()
-    else:  # claimed (its folder exists) but not started
-        assert not second.exists() or not any(second.iterdir())
+    else:  # claimed (its folder and claim file exist) but not started
+        assert not second.exists() or {p.name for p in second.iterdir()} <= {writer.CLAIM_NAME}
     assert not check_dataset(out).ok, "the check sees the interrupted render"
 
     resumed = render_cli(out)
@@ -217,6 +217,7 @@ def claim_held_elsewhere(folder) -> subprocess.Popen:
 def test_an_object_claimed_by_another_process_is_left_to_it(tmp_path):
     folder = tmp_path / "SYNSET" / "OBJECT"
     holder = claim_held_elsewhere(folder)
+    assert (folder / writer.CLAIM_NAME).is_file()  # a file, writable: NFS locks need one
     try:
         with writer.claim_object(folder) as claimed:
             assert claimed is False

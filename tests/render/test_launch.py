@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import trimesh
 
-from render import spec, writer
+from render import launch, spec, writer
 from render.check import check_dataset
 from render.launch import (
     CRASHES_BEFORE_FAILURE,
     WORKER_DIED,
     ObjectOutcome,
     RenderConfig,
+    RunSummary,
     Shard,
     SlurmOptions,
     pending_objects,
@@ -198,6 +199,70 @@ def test_after_a_crash_finished_objects_count_and_the_others_are_retried_then_fa
         (pending, ObjectOutcome(pending.key, failure=WORKER_DIED)),
     ]
     assert suspects == [crashed] and crashes == {crashed.key: 1, pending.key: CRASHES_BEFORE_FAILURE}
+
+
+class SimulatedPool:
+    """Stands in for the worker pool: futures complete when `wait` is called, and a batch in flight that
+    holds a crashing object breaks the pool (every future in flight fails, as with a dead worker), as does
+    a `submit` after `broken_at` submissions (the pool broke between a result and the refill)."""
+
+    def __init__(self, crashing: set[str], broken_at: int | None = None):
+        self.crashing, self.broken_at = crashing, broken_at
+        self.submitted, self.batches, self.live = [], [], {}
+
+    def __call__(self, **_):  # the executor class
+        self.live.clear()
+        return self
+
+    def submit(self, function, obj):
+        if self.broken_at is not None and len(self.submitted) == self.broken_at:
+            self.broken_at = None
+            raise BrokenProcessPool("a worker died")
+        self.submitted.append(obj.key)
+        future = Future()
+        future.set_running_or_notify_cancel()
+        self.live[future] = obj
+        return future
+
+    def wait(self, futures, return_when):
+        batch = [self.live[future] for future in futures]
+        self.batches.append({obj.key for obj in batch})
+        broken = any(obj.key in self.crashing for obj in batch)
+        for future, obj in zip(futures, batch, strict=True):
+            if broken:
+                future.set_exception(BrokenProcessPool("a worker died"))
+            else:
+                future.set_result(ObjectOutcome(obj.key, views=1))
+        return set(futures), set()
+
+    def shutdown(self, **_):
+        pass
+
+
+def run_simulated(monkeypatch, tmp_path, pool: SimulatedPool) -> RunSummary:
+    monkeypatch.setattr(launch, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(launch, "wait", pool.wait)
+    summary = RunSummary()
+    launch._render_with_workers(config(tmp_path), SOURCE, SOURCE.objects(), 2, 200, False, summary)
+    return summary
+
+
+def test_a_crash_never_counts_against_an_object_that_was_not_retried_alone(monkeypatch, tmp_path):
+    innocent, first, second, last = SOURCE.objects()  # first and second kill their worker at once
+    pool = SimulatedPool({first.key, second.key})
+    summary = run_simulated(monkeypatch, tmp_path, pool)
+    assert (summary.rendered, summary.failed) == (2, 2)
+    assert set(writer.read_failures(tmp_path)) == {first.key, second.key}
+    # after each crash, the objects that were in flight are retried one at a time, nothing beside them
+    keys = [{obj.key} for obj in (innocent, first, second, last)]
+    assert pool.batches == [keys[0] | keys[1], keys[1], keys[0], keys[2] | keys[3], keys[3], keys[2]]
+
+
+def test_an_object_whose_submission_finds_the_pool_broken_is_still_rendered(monkeypatch, tmp_path):
+    pool = SimulatedPool(set(), broken_at=2)  # the refill after the first two results
+    summary = run_simulated(monkeypatch, tmp_path, pool)
+    assert (summary.rendered, summary.failed) == (4, 0)
+    assert sorted(pool.submitted) == sorted(obj.key for obj in SOURCE.objects())
 
 
 def test_slurm_array_runs_one_shard_per_task(tmp_path):

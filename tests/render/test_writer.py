@@ -1,5 +1,6 @@
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -104,6 +105,17 @@ def test_failures_are_appended_and_read_back(tmp_path):
         "object_id": OBJ.object_id,
         "reason": "the mesh has no faces",
     }
+
+
+def test_failures_are_appended_under_the_dataset_lock(tmp_path):
+    """O_APPEND alone does not keep concurrent lines apart on NFS: the append waits for the dataset lock."""
+    appending = threading.Thread(target=writer.record_failure, args=(tmp_path, OBJ, "broken"))
+    with writer.dataset_lock(tmp_path):
+        appending.start()
+        appending.join(timeout=0.5)
+        assert appending.is_alive() and writer.read_failures(tmp_path) == {}
+    appending.join(timeout=30)
+    assert writer.read_failures(tmp_path) == {OBJ.key: "broken"}
 
 
 def test_manifest_written_once_then_checked(tmp_path):
