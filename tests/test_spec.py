@@ -40,11 +40,25 @@ def test_spherical_convention():
     assert math.isclose(math.hypot(x, y, z), spec.CAMERA_DISTANCE)
 
 
-def test_extrinsic_xyz_is_rz_ry_rx():
-    angles = np.array([0.3, -0.7, 1.1])
-    expected = (
-        Rotation.from_rotvec([0, 0, angles[2]])
-        * Rotation.from_rotvec([0, angles[1], 0])
-        * Rotation.from_rotvec([angles[0], 0, 0])
-    )
-    assert np.allclose(Rotation.from_euler("xyz", angles).as_matrix(), expected.as_matrix())
+def elementary(axis: int, angle: float) -> np.ndarray:
+    """The 3x3 matrix of a right-handed rotation by `angle` about coordinate axis `axis`, written out."""
+    c, s = math.cos(angle), math.sin(angle)
+    return [
+        np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    ][axis]
+
+
+def test_the_action_is_r1_inverse_r2_with_extrinsic_xyz_euler_angles():
+    """The published convention: R = Rz(latent[2]) Ry(latent[1]) Rx(latent[0]) (extrinsic XYZ), and the
+    action from view 1 to view 2 is the quaternion (x, y, z, w) of R1^-1 R2."""
+    from benchmark.data.pairs import relative_action
+
+    generator = np.random.default_rng(0)
+    latents = generator.uniform(spec.LATENT_LOW, spec.LATENT_HIGH, size=(2, spec.LATENT_DIM))
+    rx, ry, rz = latents[:, spec.ROTATION].T
+    r1, r2 = (elementary(2, rz[v]) @ elementary(1, ry[v]) @ elementary(0, rx[v]) for v in range(2))
+    action = relative_action(latents[0], latents[1]).astype(np.float64)
+    assert action.shape == (4,) and math.isclose(np.linalg.norm(action), 1.0, rel_tol=1e-6)
+    np.testing.assert_allclose(Rotation.from_quat(action).as_matrix(), r1.T @ r2, atol=1e-6)

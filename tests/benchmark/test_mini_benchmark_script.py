@@ -42,7 +42,9 @@ def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path
         rows = list(csv.DictReader(handle))
     assert sorted(row["method"] for row in rows) == ["sie", "vicreg"]
     assert {row["preset"] for row in rows} == {"tiny"} and {row["image_size"] for row in rows} == {"32"}
-    assert all(float(row["top1_full"]) >= 0 for row in rows)
+    assert all(0 <= float(row["top1_full"]) <= 100 and float(row["rot_r2_full"]) <= 1 for row in rows)
+    sie = next(row for row in rows if row["method"] == "sie")
+    assert 0 < float(sie["mrr"]) <= 1 and float(sie["hit1"]) <= float(sie["hit5"]) <= float(sie["hit10"]) <= 1
     figures = board.with_suffix("")
     assert (figures / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((figures / "dataset_manifest.json").read_text())
