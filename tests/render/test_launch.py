@@ -22,6 +22,7 @@ from render.launch import (
     RunSummary,
     Shard,
     SlurmOptions,
+    estimate_jobs,
     pending_objects,
     render_dataset,
     settle_after_crash,
@@ -263,6 +264,10 @@ def test_an_object_whose_submission_finds_the_pool_broken_is_still_rendered(monk
     summary = run_simulated(monkeypatch, tmp_path, pool)
     assert (summary.rendered, summary.failed) == (4, 0)
     assert sorted(pool.submitted) == sorted(obj.key for obj in SOURCE.objects())
+
+
+def test_the_default_job_count_gives_each_array_task_about_500_objects():
+    assert [estimate_jobs(n) for n in (0, 1, 500, 501, 1001, 52_472)] == [1, 1, 1, 2, 3, 105]
 
 
 def test_slurm_array_runs_one_shard_per_task(tmp_path):
