@@ -210,6 +210,31 @@ def test_probes_report_each_part_and_do_not_backprop_into_representations():
     expected_top1 = (logits.argmax(1) == torch.cat([labels, labels])).float().mean()
     assert torch.isclose(stats["probe_top1"], expected_top1)
     assert probes.rotation_regressors["equi"][0].in_features == 8
+    expected_loss = sum(
+        np_probe_loss(probes, name, part, rep1, rep2, action, labels) for name, part in parts.items()
+    )
+    assert np.isclose(stats["probe_loss"].item(), expected_loss, rtol=1e-5)
+    assert torch.equal(stats["probe_loss"], loss.detach())
+
+
+def numpy_parameters(module):
+    return [parameter.detach().double().numpy() for parameter in module.parameters()]
+
+
+def np_probe_loss(probes, name, part, rep1, rep2, action, labels):
+    """One part's probe loss from the probe weights: log-softmax cross-entropy of the linear classifier
+    over both views + MSE of the ReLU MLP regressing the quaternion from [rep1, rep2]."""
+    rep1, rep2 = rep1.detach().double().numpy()[:, part], rep2.detach().double().numpy()[:, part]
+    weight, bias = numpy_parameters(probes.classifiers[name])
+    logits = np.concatenate([rep1, rep2]) @ weight.T + bias
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    both_labels = np.concatenate([labels.numpy(), labels.numpy()])
+    cross_entropy = -log_softmax[np.arange(len(both_labels)), both_labels].mean()
+    w1, b1, w2, b2, w3, b3 = numpy_parameters(probes.rotation_regressors[name])
+    hidden = np.maximum(0.0, np.concatenate([rep1, rep2], axis=1) @ w1.T + b1)
+    predicted = np.maximum(0.0, hidden @ w2.T + b2) @ w3.T + b3
+    return cross_entropy + np.mean((predicted - action.numpy()[:, :4]) ** 2)
 
 
 def test_probes_without_classes_refuse_labels():
