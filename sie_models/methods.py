@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +126,76 @@ class UnknownMethodError(ValueError):
     """A method name that is not registered; the message lists the valid names."""
 
 
+class MethodOptionError(ValueError):
+    """A method option that the method does not have, or whose value has the wrong type or is out of range;
+    the message names the option, the value given and what is expected."""
+
+
+# --- option rules: the type comes from the default, the range from OPTION_RANGES -------------------
+
+
+@dataclass(frozen=True)
+class OptionRange:
+    """What an option's value must satisfy beyond its type: `accepts(value)`, described by `expected`."""
+
+    accepts: Callable[[Any], bool]
+    expected: str
+
+
+def _finite_at_least_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def _finite_positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def _projector_spec(value: str) -> bool:
+    parts = value.split("-")
+    return all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts)
+
+
+COEFFICIENT = OptionRange(_finite_at_least_zero, "a finite number >= 0")
+POSITIVE = OptionRange(_finite_positive, "a finite number > 0")
+COUNT = OptionRange(lambda value: value >= 1, "an integer >= 1")
+
+#: Options whose default is None, and the type they take otherwise.
+OPTIONAL_OPTION_TYPES: dict[str, type] = {"num_classes": int}
+
+#: The values each option accepts beyond the type of its default (every option has an entry); `expected`
+#: names the type too, as the error message shows only it.
+OPTION_RANGES: dict[str, OptionRange] = {
+    "image_size": COUNT,
+    "width": COUNT,
+    "stem": OptionRange(
+        lambda value: value in ("auto", "imagenet", "small"), "'auto', 'imagenet' or 'small'"
+    ),
+    "num_classes": COUNT,
+    "action": OptionRange(
+        lambda value: value in ACTION_DIMS, " or ".join(repr(name) for name in ACTION_DIMS)
+    ),
+    "projector": OptionRange(
+        _projector_spec, "a projector spec: positive integers joined by '-', e.g. '2048-2048-2048'"
+    ),
+    "equivariant_fraction": OptionRange(lambda value: 0 < value <= 1, "a number in (0, 1]"),
+    "sim_coeff": COEFFICIENT,
+    "std_coeff": COEFFICIENT,
+    "cov_coeff": COEFFICIENT,
+    "equi_factor": COEFFICIENT,
+    "equi_weight": COEFFICIENT,
+    "augself_weight": COEFFICIENT,
+    "temperature": POSITIVE,
+    "hinge": POSITIVE,
+    "sigma": POSITIVE,
+    "predictor_variance": OptionRange(lambda value: True, "true or false"),
+    "predictor": OptionRange(lambda value: value in ("hypernetwork", "mlp"), "'hypernetwork' or 'mlp'"),
+    "hypernetwork": OptionRange(lambda value: value in ("linear", "deep"), "'linear' or 'deep'"),
+    "hypernetwork_bias": OptionRange(lambda value: True, "true or false"),
+    "predictor_bias": OptionRange(lambda value: True, "true or false"),
+    "predictor_layers": COUNT,
+}
+
+
 @dataclass
 class MethodOutput:
     """loss: scalar to back-propagate (probes included when labels were given); stats: detached scalars."""
@@ -170,20 +243,63 @@ def build_method(name: str, **overrides: Any) -> Method:
     """Build a registered method from its defaults updated with `overrides`.
 
     The returned module has `name` and `config` (the resolved keyword arguments, JSON-serialisable).
+    Raises UnknownMethodError, or MethodOptionError for an unknown option or a value of the wrong type or
+    out of range (before anything is built); other ValueErrors for options that do not fit together.
     """
-    config = method_defaults(name)
-    unknown = sorted(set(overrides) - set(config))
-    if unknown:
-        raise ValueError(
-            f"method {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(config)}"
-        )
-    config.update(overrides)
+    check_method_options(name, overrides)
+    config = {**method_defaults(name), **overrides}
     common = CommonOptions(**{key: config[key] for key in COMMON_DEFAULTS})
     specific = {key: value for key, value in config.items() if key not in COMMON_DEFAULTS}
     method = METHOD_CLASSES[name](common, **specific)
     method.name = name
     method.config = config
     return method
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> None:
+    """Raise MethodOptionError for the first option of `options` that method `name` does not have, or whose
+    value does not have its default's type (an int passes for a float, a bool never for a number) or
+    lies outside its OPTION_RANGES entry."""
+    defaults = method_defaults(name)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise MethodOptionError(
+            f"method {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(defaults)}"
+        )
+    for key, value in options.items():
+        expected = option_problem(key, value, defaults[key])
+        if expected is not None:
+            raise MethodOptionError(
+                f"method {name!r}: option {key}={_shown(value)} is not valid; expected {expected}"
+            )
+
+
+def option_problem(key: str, value: Any, default: Any) -> str | None:
+    """What option `key` expects, in words, when `value` does not fit it; None when it does."""
+    rule = OPTION_RANGES[key]
+    if key in OPTIONAL_OPTION_TYPES:
+        if value is None:
+            return None
+        kind, expected = OPTIONAL_OPTION_TYPES[key], f"null or {rule.expected}"
+    else:
+        kind, expected = type(default), rule.expected
+    return None if _has_type(value, kind) and rule.accepts(value) else expected
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _shown(value: Any) -> str:
+    """A value as written on the command line (JSON), or its repr when it has no JSON form."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def describe_method(name: str) -> dict[str, Any]:

@@ -99,13 +99,15 @@ def presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
 def resolve_config(preset: str, **overrides: Any) -> TrainConfig:
     """A preset's settings updated with `overrides` (None values are ignored: options not given).
 
-    `method_options` in overrides update the preset's method options key by key.
+    `method_options` in overrides update the preset's method options key by key; each is checked against
+    the method's (type and range) here, so that a bad one stops the run before anything is written.
     """
     table = presets()
     if preset not in table:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(table)} (in {PRESETS_FILE})")
     given = {key: value for key, value in overrides.items() if value is not None}
     options = {**preset_method_options(table[preset], given.get("method")), **given.pop("method_options", {})}
+    check_options(given.get("method"), options)
     values = {**table[preset], **given, "preset": preset, "method_options": options}
     try:
         return TrainConfig(**values)
@@ -123,6 +125,19 @@ def preset_method_options(preset: dict[str, Any], method: str | None) -> dict[st
     except UnknownMethodError as error:
         raise ConfigError(str(error)) from None
     return {key: value for key, value in options.items() if key in known}
+
+
+def check_options(method: str | None, options: dict[str, Any]) -> None:
+    """ConfigError for a method option that `method` lacks, or a value of the wrong type or out of range,
+    before anything is read or written (the network is built later)."""
+    from sie_models import MethodOptionError, check_method_options
+
+    if method is None:
+        return
+    try:
+        check_method_options(method, options)
+    except MethodOptionError as error:
+        raise ConfigError(str(error)) from None
 
 
 def parse_method_options(items: tuple[str, ...]) -> dict[str, Any]:

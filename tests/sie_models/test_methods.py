@@ -5,8 +5,10 @@ import torch
 
 from sie_models import (
     ACTION_DIMS,
+    MethodOptionError,
     UnknownMethodError,
     build_method,
+    check_method_options,
     describe_method,
     list_methods,
     method_defaults,
@@ -94,8 +96,86 @@ def test_unknown_method_lists_the_valid_ones():
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"no option temperature.*sim_coeff"):
+    with pytest.raises(MethodOptionError, match=r"no option temperature.*sim_coeff"):
         build_method("vicreg", temperature=0.5)
+
+
+#: (method, option, value, what the message says is expected): one of each way an option can be wrong.
+BAD_OPTIONS = [
+    ("sie", "equi_factor", "abc", r"equi_factor=\"abc\" .*expected a finite number >= 0"),
+    ("sie", "projector", [1, 2], r"projector=\[1, 2\] .*expected a projector spec"),
+    ("sie", "projector", "64-x-64", r"projector=\"64-x-64\" .*positive integers joined by '-'"),
+    ("sie", "projector", "64--64", r"projector=\"64--64\" .*positive integers joined by '-'"),
+    ("vicreg", "projector", 64, r"projector=64 .*expected a projector spec"),
+    ("sie", "sim_coeff", None, r"sim_coeff=null .*expected a finite number >= 0"),
+    ("vicreg", "std_coeff", -1.0, r"std_coeff=-1.0 .*expected a finite number >= 0"),
+    ("vicreg", "cov_coeff", float("inf"), r"cov_coeff=Infinity .*expected a finite number >= 0"),
+    ("sie", "equi_factor", float("nan"), r"equi_factor=NaN .*expected a finite number >= 0"),
+    ("sie", "equi_factor", True, r"equi_factor=true .*expected a finite number >= 0"),
+    ("sen", "sigma", 0, r"sigma=0 .*expected a finite number > 0"),
+    ("sen", "hinge", -0.5, r"hinge=-0.5 .*expected a finite number > 0"),
+    ("simclr", "temperature", 0, r"temperature=0 .*expected a finite number > 0"),
+    ("simclr", "temperature", "0.1", r"temperature=\"0.1\" .*expected a finite number > 0"),
+    ("simclr-augself", "augself_weight", -1, r"augself_weight=-1 .*expected a finite number >= 0"),
+    ("equimod-vicreg", "equi_weight", [], r"equi_weight=\[\] .*expected a finite number >= 0"),
+    ("sie", "predictor_variance", "maybe", r"predictor_variance=\"maybe\" .*expected true or false"),
+    ("sie", "predictor_variance", 1, r"predictor_variance=1 .*expected true or false"),
+    ("sie", "hypernetwork_bias", None, r"hypernetwork_bias=null .*expected true or false"),
+    ("sie", "predictor_layers", 2.0, r"predictor_layers=2.0 .*expected an integer >= 1"),
+    ("sie", "predictor_layers", True, r"predictor_layers=true .*expected an integer >= 1"),
+    ("sie-mlp", "predictor_layers", 0, r"predictor_layers=0 .*expected an integer >= 1"),
+    ("sie", "predictor", "transformer", r"predictor=\"transformer\" .*'hypernetwork' or 'mlp'"),
+    ("sie", "hypernetwork", 1, r"hypernetwork=1 .*'linear' or 'deep'"),
+    ("vicreg-partial", "equivariant_fraction", 0, r"equivariant_fraction=0 .*a number in \(0, 1\]"),
+    ("sie", "equivariant_fraction", 1.5, r"equivariant_fraction=1.5 .*a number in \(0, 1\]"),
+    ("sie", "action", "translation", r"action=\"translation\" .*'rotation' or 'rotation\+color'"),
+    ("sie", "stem", None, r"stem=null .*'auto', 'imagenet' or 'small'"),
+    ("sie", "width", 0, r"width=0 .*an integer >= 1"),
+    ("sie", "image_size", "32", r"image_size=\"32\" .*an integer >= 1"),
+    ("sie", "num_classes", 0, r"num_classes=0 .*null or an integer >= 1"),
+    ("sie", "num_classes", 2.5, r"num_classes=2.5 .*null or an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "option", "value", "expected"), BAD_OPTIONS)
+def test_an_option_of_the_wrong_type_or_range_is_refused_before_building(name, option, value, expected):
+    with pytest.raises(MethodOptionError, match=rf"^method '{name}': option {expected}") as error:
+        build_method(name, **{**TINY, option: value})
+    assert "\n" not in str(error.value)
+    with pytest.raises(MethodOptionError, match=expected):
+        check_method_options(name, {option: value})
+
+
+#: Values of every type that must still be accepted, ints standing for floats included.
+GOOD_OPTIONS = [
+    ("sie", {"equi_factor": 0, "sim_coeff": 25, "std_coeff": 2.5, "cov_coeff": 0.0}),
+    ("sie", {"predictor_variance": False, "hypernetwork_bias": True, "predictor_bias": True}),
+    ("sie", {"predictor": "mlp", "predictor_layers": 1, "hypernetwork": "deep", "num_classes": None}),
+    ("sie", {"equivariant_fraction": 1, "stem": "small", "action": "rotation+color", "projector": "16"}),
+    ("simclr", {"temperature": 1, "projector": "8-016"}),
+    ("sen", {"sigma": 1e-3, "hinge": 2}),
+    ("simclr-augself", {"augself_weight": 0}),
+    ("equimod-simclr", {"equi_weight": 0.5, "temperature": 0.2}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), GOOD_OPTIONS)
+def test_options_of_the_right_type_and_range_are_accepted(name, options):
+    check_method_options(name, options)
+    method = tiny(name, **options)
+    assert {key: method.config[key] for key in options} == options
+    view1, view2, action, _ = batch(method, size=4, image_size=TINY["image_size"])
+    assert torch.isfinite(method(view1, view2, action).loss)
+
+
+def test_every_default_passes_its_own_check():
+    for name in ALL_METHODS:
+        check_method_options(name, method_defaults(name))
+
+
+def test_a_fraction_that_fits_the_rules_but_not_the_network_is_still_a_clear_error():
+    with pytest.raises(ValueError, match="leaves an empty part of 32 dims"):
+        tiny("sie", equivariant_fraction=0.001)
 
 
 def test_describe_every_method_as_json():
@@ -158,7 +238,7 @@ def test_bad_inputs_get_clear_errors():
         tiny("sie", num_classes=None)(view1, view2, action, labels)
     with pytest.raises(ValueError, match="rotation"):
         tiny("sen", action="rotation+color")
-    with pytest.raises(ValueError, match="unknown action"):
+    with pytest.raises(ValueError, match="action=\"translation\" is not valid; expected 'rotation' or"):
         tiny("sie", action="translation")
 
 
