@@ -479,18 +479,14 @@ def leaderboard_command(sources, out, plot_dir) -> None:
     """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
     experiment (method, preset, dataset and its hash, training dataset, image size, epochs, seed), the
     newest evaluation winning; print it and draw it."""
-    from benchmark.leaderboard import LeaderboardError, format_table, load_rows, merge_rows, write_rows
+    from benchmark.leaderboard import LeaderboardError, append_rows, format_table, load_rows
 
     if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
         raise click.ClickException(f"{out}: --out must name a .csv file (the leaderboard to write)")
     try:
-        rows = [
-            row for source in ([out] if out.exists() else []) + list(sources) for row in load_rows(source)
-        ]
+        rows = append_rows(out, [row for source in sources for row in load_rows(source)], echo=click.echo)
     except LeaderboardError as error:
         raise click.ClickException(str(error)) from None
-    rows = merge_rows(rows, echo=click.echo)
-    write_rows(out, rows)
     click.echo(format_table(rows))
     click.echo(f"{out}: {len(rows)} rows")
     if plot_dir is not None:

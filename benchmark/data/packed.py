@@ -23,10 +23,13 @@ The N objects are those of the folder's split files that passed the check before
 which the `skipped_*` datasets then record (K = 0 for a whole folder; files packed before they existed
 lack them). The dataset hash of `3die evaluate` covers the objects in the file, so a file without some of
 the folder's objects never hashes like the folder.
-The file is written as FILE.partial and renamed into place when every object is in. The JPEGs are one flat
-byte array rather than an HDF5 variable-length dataset: reading a slice of it took about 26 us against
-300-500 us for one variable-length element (h5py 3.16, see BENCHMARKS.md). Raw storage skips JPEG decoding
-while training (the fastest reader, at S x S x 3 bytes per view).
+The file is written as FILE.partial and renamed into place when every object is in. A pack holds
+.NAME.lock beside FILE (`benchmark.locks`) while it writes FILE.partial, so a second pack to the same file,
+started while the first runs, stops with one line naming the file and touches nothing; a FILE.partial that
+HDF5 finds open in another process (its own file lock) is named too, never taken for damage and deleted.
+The JPEGs are one flat byte array rather than an HDF5 variable-length dataset: reading a slice of it took
+about 26 us against 300-500 us for one variable-length element (h5py 3.16, see BENCHMARKS.md). Raw storage
+skips JPEG decoding while training (the fastest reader, at S x S x 3 bytes per view).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from benchmark.data.views import (
     encode_jpeg,
     resize_pixels,
 )
+from benchmark.locks import LockBusy, exclusive_lock
 from render import spec
 from render.manifest import SPLITS
 
@@ -132,7 +136,7 @@ def pack_dataset(
         "jpeg_quality": quality if size and not raw else 0,
         "source": str(root.resolve()),
     }
-    with _partial_file(partial, readers, options, skipped) as handle:
+    with _pack_lock(out, partial), _partial_file(partial, readers, options, skipped) as handle:
         done = handle["packed"][()]
         first = _packed_rows(done)
         done[first:] = False
@@ -209,6 +213,21 @@ def _map_objects(tasks: list, size: int | None, quality: int, raw: bool, workers
 
 
 @contextlib.contextmanager
+def _pack_lock(out: Path, partial: Path) -> Iterator[None]:
+    """Hold the pack lock of `out` (.NAME.lock beside it) for the block; DatasetError naming `out` when
+    another pack holds it (that pack's FILE.partial is left to it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out.with_name(f".{out.name}.lock"), wait=False):
+            yield
+    except LockBusy as busy:
+        raise DatasetError(
+            f"{out}: another `3die pack` ({busy.holder or 'another process'}) is writing it now, as "
+            f"{partial.name}; wait for it to finish, or stop it and rerun this command to continue its pack"
+        ) from None
+
+
+@contextlib.contextmanager
 def _partial_file(
     path: Path, readers: list[ObjectViews], options: dict, skipped: list[SkippedObject]
 ) -> Iterator[h5py.File]:
@@ -229,10 +248,20 @@ def _reopen(
 ) -> h5py.File | None:
     try:
         handle = h5py.File(path, "r+")
+    except OSError as error:
+        if _locked_by_another_process(error):
+            raise DatasetError(
+                f"{path}: open in another process (a pack writing it, or a program reading it); let it "
+                "finish or close the file, then rerun this command (the objects packed so far are kept)"
+            ) from None
+        path.unlink()  # not an HDF5 file: left by a pack killed before its first flush
+        return None
+    try:
         keys = _keys(handle)
         same_options = all(handle.attrs.get(key) == value for key, value in options.items())
         rows = _packed_rows(handle["packed"][()])
     except (OSError, KeyError):
+        handle.close()
         path.unlink()
         return None
     wanted = [key for reader in readers for key in reader.keys]
@@ -246,6 +275,12 @@ def _reopen(
         f"{path}: an unfinished pack of another dataset or with other options; "
         "rerun with the same options, or delete it to start again"
     )
+
+
+def _locked_by_another_process(error: OSError) -> bool:
+    """Whether h5py could not open a file because HDF5's file lock is held elsewhere (h5py raises
+    BlockingIOError, errno EAGAIN, for "unable to lock file"; older releases a plain OSError)."""
+    return isinstance(error, BlockingIOError) or "unable to lock file" in str(error)
 
 
 def _carry_over(

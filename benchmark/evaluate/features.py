@@ -60,15 +60,6 @@ def features_key(checkpoint_sha256: str, dataset_hash: str, image_size: int) -> 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def split_features(
     method: Method,
     views: ObjectViews,

@@ -14,11 +14,17 @@ tasks:
 - retrieval (methods with a predictor): pre, mrr, hit1, hit2, hit5, hit10 (`benchmark.evaluate.retrieval`).
 
 results.json is rewritten after every task, so an interrupted evaluation keeps the tasks it finished, and
-a later call for other tasks adds to it as long as the checkpoint and dataset are the same.
+a later call for other tasks adds to it as long as the checkpoint and dataset are the same. An evaluation
+holds RUN/.evaluate.lock (`benchmark.locks`) from the moment its checkpoint is loaded to its last write, so
+two evaluations of one run (`--tasks classification` and `--tasks retrieval` started together, say) take
+turns: the second says once that it waits, then reuses the features the first extracted and adds its tasks
+to the first's results.json. The checkpoint recorded (sha256, and the feature cache's key) is the bytes the
+weights were loaded from, even when training has saved a newer last.pt since.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -26,7 +32,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -41,9 +47,10 @@ from benchmark.data import DatasetError, ObjectViews, worker_error_line
 from benchmark.data.folder import read_dataset_manifest
 from benchmark.data.packed import SkippedObject
 from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
-from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, file_sha256, split_features
+from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, split_features
 from benchmark.evaluate.probes import ProbeSettings, classification_probe, colour_probe, rotation_probe
 from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
+from benchmark.locks import exclusive_lock
 from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
@@ -57,6 +64,8 @@ TASK_ALIASES = {"color": "colour"}
 PAPER_PROBE_EPOCHS = 300
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "3die-results/1"
+#: The lock file an evaluation holds in its run folder.
+LOCK_NAME = ".evaluate.lock"
 #: Objects per block when checking cached features for NaN and infinite values.
 FINITE_CHECK_OBJECTS = 1024
 
@@ -159,7 +168,8 @@ def evaluate_run(
     data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
     time to record when the run's config lacks `train_seconds` (runs trained before it was recorded).
     skip_bad_objects: evaluate without the objects whose files are unusable (one line through `echo` says
-    how many per split) instead of refusing the dataset.
+    how many per split) instead of refusing the dataset. Another evaluation of the same run holding its
+    lock is waited for (one line through `echo`).
     Raises CheckpointError (no checkpoint), DatasetError (unreadable data, unusable objects) or
     EvaluationError.
     """
@@ -171,6 +181,45 @@ def evaluate_run(
     except RuntimeError as error:
         raise EvaluationError(f"{error}; use --device cpu") from None
     method, config = load_trained(run, device)
+    with evaluation_lock(run, say):
+        return _evaluate_locked(
+            run, method, config, device, data, settings, progress, say, train_seconds, skip_bad_objects
+        )
+
+
+@contextlib.contextmanager
+def evaluation_lock(run: Path, echo: Callable[[str], None]) -> Iterator[None]:
+    """Hold the run's evaluation lock (RUN/.evaluate.lock) for the block, after one line through `echo`
+    when another evaluation of the run holds it and this one waits for it. EvaluationError when the run
+    folder cannot be locked (not writable)."""
+    lock = run / LOCK_NAME
+
+    def waiting(holder: str) -> None:
+        echo(f"{run}: waiting for the other evaluation of this run ({holder or lock}) to finish")
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive_lock(lock, on_wait=waiting))
+        except OSError as error:
+            raise EvaluationError(
+                f"{lock}: cannot lock the run folder ({error.strerror or error}); make it writable"
+            ) from None
+        yield
+
+
+def _evaluate_locked(
+    run: Path,
+    method: Method,
+    config: dict[str, Any],
+    device: torch.device,
+    data: str | Path | None,
+    settings: EvaluationSettings,
+    progress: bool,
+    say: Callable[[str], None],
+    train_seconds: float | None,
+    skip_bad_objects: bool,
+) -> dict[str, Any]:
+    """`evaluate_run` once the run's checkpoint is loaded and its lock held."""
     data_path = Path(data) if data is not None else Path(config["data"])
     if data is None and not data_path.exists():
         raise EvaluationError(
@@ -187,8 +236,8 @@ def evaluate_run(
         )
     check_splits(data_path, train_views, val_views, settings.tasks)
     dataset = dataset_identity(data_path, train_views, val_views, skipped)
-    checkpoint_path = Path(config["checkpoint"]["path"]).resolve()
-    checkpoint = {"path": str(checkpoint_path), "sha256": file_sha256(checkpoint_path)}
+    trained = config["checkpoint"]  # sha256: of the bytes loaded, whatever training has saved since
+    checkpoint = {"path": str(Path(trained["path"]).resolve()), "sha256": trained["sha256"]}
     key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"])
     header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
     results = continue_results(read_results(run / RESULTS_NAME, say), header, run, say)

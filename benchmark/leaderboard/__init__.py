@@ -2,7 +2,8 @@
 merging with deduplication, a text table and matplotlib figures.
 
 `row_from_results(results)` turns a run's results.json into a row; `append_row(csv_path, row)` adds it to
-a leaderboard CSV (replacing an older row of the same experiment); `plot_leaderboard(rows, folder)` draws.
+a leaderboard CSV (replacing an older row of the same experiment; `append_rows` several, under the CSV's
+lock, so concurrent writers lose no row); `plot_leaderboard(rows, folder)` draws.
 """
 
 from benchmark.leaderboard.plots import TRADEOFF_NAME, plot_leaderboard
@@ -12,6 +13,7 @@ from benchmark.leaderboard.rows import (
     LeaderboardError,
     Row,
     append_row,
+    append_rows,
     format_table,
     load_rows,
     merge_rows,
@@ -27,6 +29,7 @@ __all__ = [
     "LeaderboardError",
     "Row",
     "append_row",
+    "append_rows",
     "format_table",
     "load_rows",
     "merge_rows",

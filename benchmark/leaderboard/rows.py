@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME
+from benchmark.locks import exclusive_lock
 
 #: Representation parts, in column order.
 PARTS = ("inv", "equi", "full")
@@ -72,6 +73,9 @@ SUMMARY_COLUMNS = (
     "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
     "colour_r2_equi", "colour_r2_full", "pre", "mrr", "hit1", "hit5",
 )  # fmt: skip
+
+#: The lock file of NAME.csv is .NAME.csv.lock beside it.
+LOCK_SUFFIX = ".lock"
 
 Row = dict[str, Any]
 
@@ -167,10 +171,36 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
 def append_row(csv_path: str | Path, row: Row, echo: Callable[[str], None] | None = None) -> list[Row]:
     """Add one row to a leaderboard CSV (created when missing), replacing an older row of the same
     experiment (said through `echo` when it came from another run folder); returns the rows written."""
+    return append_rows(csv_path, [row], echo)
+
+
+def append_rows(
+    csv_path: str | Path, rows: Iterable[Row], echo: Callable[[str], None] | None = None
+) -> list[Row]:
+    """Merge rows into a leaderboard CSV (created when missing; its rows come first, so among equal times
+    a given row wins) and write it; returns the rows written.
+
+    The CSV is read, merged and written under its lock (.NAME.csv.lock beside it), so processes adding rows
+    to one leaderboard at once (several `3die benchmark` runs) take turns and none loses another's row;
+    `echo` hears once when this one waits. LeaderboardError when the CSV is unreadable or its folder
+    unwritable."""
     path = Path(csv_path)
-    rows = merge_rows([*(read_rows(path) if path.exists() else []), row], echo)
-    write_rows(path, rows)
-    return rows
+    lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+    def waiting(holder: str) -> None:
+        if echo is not None:
+            echo(f"{path}: waiting for another process writing this leaderboard ({holder or lock})")
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(lock, on_wait=waiting):
+            merged = merge_rows([*(read_rows(path) if path.exists() else []), *rows], echo)
+            write_rows(path, merged)
+    except OSError as error:
+        raise LeaderboardError(
+            f"{path}: cannot write the leaderboard ({error.strerror or error}); choose a writable place"
+        ) from None
+    return merged
 
 
 def load_rows(source: str | Path) -> list[Row]:

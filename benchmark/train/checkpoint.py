@@ -4,7 +4,9 @@ A checkpoint file is one header line, `3die-checkpoint 1 sha256=HEX bytes=N`, fo
 `torch.save(payload)`. Saving writes a temporary file, syncs it, moves last.pt to previous.pt and renames
 the temporary file to last.pt (`os.replace`), so a killed process leaves either checkpoint readable (and a
 temporary file, which the next save deletes).
-Loading verifies the checksum and falls back to previous.pt when last.pt is missing, truncated or corrupt.
+Loading verifies the checksum and falls back to previous.pt when last.pt is missing, truncated or corrupt;
+it reads the file once and returns the sha256 of those bytes with the payload, so a save replacing last.pt
+meanwhile never pairs one checkpoint's weights with another's hash.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ class CheckpointError(Exception):
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    """A verified checkpoint: its payload and the file it came from."""
+    """A verified checkpoint: its payload, the file it came from and the sha256 (hex) of the bytes read
+    from that file, header line included: what identifies the payload even when a later save has replaced
+    the file since."""
 
     payload: dict[str, Any]
     path: Path
+    sha256: str
 
 
 def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
@@ -85,7 +90,7 @@ def load_checkpoint(
         if not path.exists():
             continue
         try:
-            payload = read_checkpoint(path)
+            payload, sha256 = read_checkpoint_file(path)
         except CheckpointError as error:
             problems.append(str(error))
             continue
@@ -95,7 +100,7 @@ def load_checkpoint(
             continue
         if problems and warn is not None:
             warn(f"{problems[0]}; resuming from {path} instead")
-        return LoadedCheckpoint(payload, path)
+        return LoadedCheckpoint(payload, path, sha256)
     if problems:
         raise CheckpointError(
             "; ".join(problems) + " (no usable checkpoint: delete the checkpoints folder to start again)"
@@ -105,6 +110,13 @@ def load_checkpoint(
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The verified payload of one checkpoint file; CheckpointError naming the file otherwise."""
+    return read_checkpoint_file(path)[0]
+
+
+def read_checkpoint_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The verified payload of one checkpoint file and the sha256 (hex) of the file's bytes it was read
+    from, read once (a save replacing the file meanwhile cannot mix two checkpoints); CheckpointError
+    naming the file otherwise."""
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
@@ -126,6 +138,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if hashlib.sha256(data).hexdigest() != expected_sha:
         raise CheckpointError(f"{path}: checksum mismatch (the file is corrupt)")
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a verified file that is no torch.save payload: torch raises many kinds
         raise CheckpointError(f"{path}: the payload does not load ({type(error).__name__})") from None
+    return payload, hashlib.sha256(raw).hexdigest()

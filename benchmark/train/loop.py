@@ -109,7 +109,8 @@ def train(
 
 def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Method, dict[str, Any]]:
     """The trained method of a run folder (from its newest verified checkpoint) in eval mode on `device`,
-    and its resolved config, with "checkpoint": {"path", "epochs_done", "global_step", "complete"}."""
+    and its resolved config, with "checkpoint": {"path", "sha256", "epochs_done", "global_step", "complete"}:
+    sha256 is that of the bytes the weights were loaded from (the file may be replaced by a save since)."""
     run = Path(run_dir)
     loaded = load_checkpoint(run / CHECKPOINTS_DIR, warn=_stderr, required=PAYLOAD_KEYS)
     if loaded is None:
@@ -119,6 +120,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
     method.load_state_dict(loaded.payload["model"])
     config["checkpoint"] = {
         "path": str(loaded.path),
+        "sha256": loaded.sha256,
         "epochs_done": loaded.payload["epoch"],
         "global_step": loaded.payload["global_step"],
         "complete": loaded.payload["epoch"] >= config["epochs"] and loaded.payload["step_in_epoch"] == 0,

@@ -1,5 +1,7 @@
 """Checkpoints: atomic, checksummed, and a corrupt last.pt falls back to previous.pt."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -25,6 +27,21 @@ def test_save_keeps_the_previous_checkpoint_and_load_verifies(tmp_path):
     assert loaded.path == tmp_path / LAST and loaded.payload["epoch"] == 2
     torch.testing.assert_close(loaded.payload["model"]["weight"], torch.full((3, 2), 2.0))
     assert sorted(path.name for path in tmp_path.iterdir()) == [LAST, PREVIOUS], "no temporary files left"
+
+
+def test_a_loaded_checkpoint_carries_the_sha256_of_the_bytes_it_was_read_from(tmp_path):
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    second = hashlib.sha256((tmp_path / LAST).read_bytes()).hexdigest()
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.sha256 == second and loaded.payload["epoch"] == 2
+    save_checkpoint(tmp_path, _payload(3))  # training saves again after the load
+    assert hashlib.sha256((tmp_path / LAST).read_bytes()).hexdigest() != second
+    (tmp_path / LAST).unlink()  # last.pt gone: the payload and the hash both come from previous.pt
+    fallback = load_checkpoint(tmp_path)
+    assert (
+        fallback.path == tmp_path / PREVIOUS and fallback.payload["epoch"] == 2 and fallback.sha256 == second
+    )
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "delete"])

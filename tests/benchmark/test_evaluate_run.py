@@ -1,9 +1,14 @@
 """`3die evaluate` end to end on tiny trained runs: results.json, the feature cache and its reuse, resumed
 extraction, methods without a predictor, and clear errors."""
 
+import fcntl
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +193,79 @@ def test_evaluating_some_tasks_keeps_the_others(sie_run, tmp_path):
     assert second["metrics"]["retrieval"] == first["metrics"]["retrieval"]
 
 
+def test_the_checkpoint_recorded_is_the_one_whose_weights_were_evaluated(
+    evaluated_sie_run, tmp_path, monkeypatch
+):
+    """Training saving a newer last.pt while the evaluation checks the dataset changes neither the hash in
+    results.json nor the feature cache's key: both are those of the checkpoint the weights came from."""
+    run = tmp_path / "training"
+    shutil.copytree(evaluated_sie_run, run, ignore=shutil.ignore_patterns("results*.json"))
+    loaded = hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest()
+    payload = load_checkpoint(run / "checkpoints").payload
+    newer = {**payload, "epoch": payload["epoch"] + 1}
+    newer["model"] = {
+        name: tensor + 1 if tensor.is_floating_point() else tensor
+        for name, tensor in payload["model"].items()
+    }
+    check = evaluate_module.usable_splits
+
+    def check_while_training_saves(*arguments, **options):
+        save_checkpoint(run / "checkpoints", newer)
+        return check(*arguments, **options)
+
+    monkeypatch.setattr(evaluate_module, "usable_splits", check_while_training_saves)
+    settings = EvaluationSettings(tasks=("retrieval",), device="cpu")
+    results = evaluate_run(run, settings=settings, progress=False)
+    saved = hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest()
+    assert results["checkpoint"]["sha256"] == loaded != saved
+    assert results["training"]["epochs_done"] == payload["epoch"]
+    evaluated = json.loads((evaluated_sie_run / "results.json").read_text())
+    assert results["features"]["key"] == evaluated["features"]["key"]  # the cache of those weights, reused
+    assert results["metrics"]["retrieval"] == evaluated["metrics"]["retrieval"]
+
+
+def test_a_second_evaluation_of_a_run_waits_for_the_first_and_adds_its_task(evaluated_sie_run, tmp_path):
+    """While another evaluation holds RUN/.evaluate.lock, `3die evaluate` says it waits and writes nothing;
+    it then adds its task to the results.json the other one wrote instead of replacing it."""
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_sie_run, run, ignore=shutil.ignore_patterns("results*.json"))
+    evaluated = json.loads((evaluated_sie_run / "results.json").read_text())
+    first = {
+        **evaluated,
+        **{
+            section: {"classification": evaluated[section]["classification"]}
+            for section in ("metrics", "settings")
+        },
+    }
+    command = [sys.executable, "-c", "from benchmark.cli import main; main()", "evaluate", str(run)]
+    descriptor = os.open(run / ".evaluate.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.write(descriptor, b"pid 1 on the-other-host\n")
+        second = subprocess.Popen(
+            [*command, *TINY_EVAL, "--tasks", "retrieval", "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        said = next((line for line in second.stdout if "waiting" in line), "")
+        assert (
+            said.strip()
+            == f"{run}: waiting for the other evaluation of this run (pid 1 on the-other-host) to finish"
+        )
+        time.sleep(1)
+        assert second.poll() is None and not (run / "results.json").exists()
+        (run / "results.json").write_text(json.dumps(first))  # what the other evaluation writes
+    finally:
+        os.close(descriptor)
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"] == {
+        task: evaluated["metrics"][task] for task in ("classification", "retrieval")
+    }
+
+
 def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic_dataset, tmp_path):
     method, _ = load_trained(sie_run)
     failing = open_dataset(synthetic_dataset.root, "train")
@@ -262,6 +340,19 @@ def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie
     assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
     result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
     assert result.exit_code == 1 and str(tmp_path) in result.output and "Traceback" not in result.output
+    unlockable = tmp_path / "unlockable"
+    shutil.copytree(
+        evaluated_sie_run,
+        unlockable,
+        ignore=shutil.ignore_patterns("features", "results*.json", ".evaluate.lock"),
+    )
+    (unlockable / ".evaluate.lock").mkdir()
+    result = _evaluate(unlockable)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        f"Error: {unlockable / '.evaluate.lock'}: cannot lock the run folder (Is a directory)"
+        in result.output
+    )
 
 
 def test_non_finite_features_name_the_split_and_how_many_objects(monkeypatch):

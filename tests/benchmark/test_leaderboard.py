@@ -1,6 +1,8 @@
 """Leaderboard rows, CSV round trip, merging, figures and `3die leaderboard`."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -168,6 +170,39 @@ def test_append_row_creates_then_replaces(tmp_path):
     assert [(r["seed"], round(r["top1_inv"])) for r in rows] == [(0, 60), (1, 80)]
 
 
+APPENDER = """
+import json, sys, time
+from pathlib import Path
+from benchmark.leaderboard import append_row
+board, rows, start = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
+print("ready", flush=True)
+while not start.exists():
+    time.sleep(0.001)
+for row in rows:
+    append_row(board, row)
+"""
+
+
+def test_two_processes_appending_to_one_leaderboard_lose_no_row(tmp_path):
+    """Two `3die benchmark` runs sharing a leaderboard append at the same time: every row is kept."""
+    board, start, per_process = tmp_path / "board.csv", tmp_path / "start", 40
+    processes = []
+    for first_seed in (0, 1000):
+        rows = [row_from_results(_results(seed=first_seed + n)) for n in range(per_process)]
+        (tmp_path / f"rows-{first_seed}.json").write_text(json.dumps(rows))
+        arguments = [str(board), str(tmp_path / f"rows-{first_seed}.json"), str(start)]
+        processes.append(
+            subprocess.Popen([sys.executable, "-c", APPENDER, *arguments], stdout=subprocess.PIPE, text=True)
+        )
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready"
+    start.touch()
+    for process in processes:
+        assert process.wait(timeout=120) == 0
+    seeds = sorted(row["seed"] for row in read_rows(board))
+    assert seeds == [*range(per_process), *range(1000, 1000 + per_process)]
+
+
 def test_bad_inputs_name_the_file(tmp_path):
     unknown = tmp_path / "unknown.csv"
     unknown.write_text("method,flops\nsie,3\n")
@@ -183,6 +218,9 @@ def test_bad_inputs_name_the_file(tmp_path):
     not_results.write_text(json.dumps({"format": "something"}))
     with pytest.raises(LeaderboardError, match="not a results file"):
         load_rows(not_results)
+    unwritable = not_results / "board.csv"  # its folder is a file
+    with pytest.raises(LeaderboardError, match=rf"^{unwritable}: cannot write the leaderboard \("):
+        append_row(unwritable, row_from_results(_results()))
 
 
 def test_undecodable_csvs_and_incomplete_results_name_the_file(tmp_path):

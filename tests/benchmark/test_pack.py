@@ -1,6 +1,8 @@
 """`3die pack`: one HDF5 file that reads back exactly like the folder it was packed from."""
 
 import re
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -110,6 +112,95 @@ def test_interrupted_pack_resumes_to_the_same_file(tmp_path, monkeypatch):
             assert resumed.jpegs(index, (0, 1, 2, 3)) == expected.jpegs(index, (0, 1, 2, 3))
     with h5py.File(reference) as expected, h5py.File(out) as resumed:
         np.testing.assert_array_equal(resumed["jpeg_bytes"][()], expected["jpeg_bytes"][()])
+
+
+LIVE_PACK = """
+import sys, time
+from pathlib import Path
+from benchmark.data import pack_dataset
+root, out, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+written = []
+def hold_after_the_first_object():
+    written.append(1)
+    if len(written) == 1:
+        print("packing", flush=True)
+        while not go.exists():
+            time.sleep(0.01)
+print(pack_dataset(root, out, on_object=hold_after_the_first_object).objects, flush=True)
+"""
+
+
+def test_a_second_pack_to_the_same_file_stops_and_deletes_nothing(tmp_path):
+    """A pack started while another process packs into the same file stops with one line naming it; the
+    live pack's partial file is left alone and that pack completes."""
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
+    out, go = tmp_path / "data.h5", tmp_path / "go"
+    partial = tmp_path / "data.h5.partial"
+    live = subprocess.Popen(
+        [sys.executable, "-c", LIVE_PACK, str(dataset.root), str(out), str(go)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout.readline().strip() == "packing"
+        inode = partial.stat().st_ino
+        with pytest.raises(DatasetError) as refused:
+            pack_dataset(dataset.root, out)
+        message = str(refused.value)
+        assert message.startswith(f"{out}: another `3die pack` (pid {live.pid} on ") and "\n" not in message
+        result = CliRunner().invoke(main, ["pack", str(dataset.root), "--out", str(out)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"Error: {out}: another `3die pack`" in result.output
+        assert partial.stat().st_ino == inode and not out.exists()
+    finally:
+        go.touch()
+    assert live.wait(timeout=120) == 0 and live.stdout.read().strip() == "6"
+    assert not partial.exists()
+    packed = [open_dataset(out, split) for split in ("train", "val")]
+    assert [len(views) for views in packed] == [4, 2] and packed[0].jpeg(3, 2)[:2] == b"\xff\xd8"
+
+
+HOLD_OPEN = """
+import sys
+import h5py
+with h5py.File(sys.argv[1], "r"):
+    print("open", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_partial_file_open_in_another_process_is_kept_and_named(tmp_path, monkeypatch):
+    """HDF5's own lock on FILE.partial (a reader, or a pack that does not take the pack lock) stops the
+    pack with one line instead of the file being taken for damage and deleted; the rerun resumes it."""
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
+    out, partial = tmp_path / "data.h5", tmp_path / "data.h5.partial"
+    monkeypatch.setattr(packed_module, "FLUSH_EVERY", 1)
+
+    calls = []
+
+    def interrupt_after_two():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(dataset.root, out, on_object=interrupt_after_two)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(partial)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        kept = partial.read_bytes()
+        with pytest.raises(DatasetError, match=rf"^{re.escape(str(partial))}: open in another process"):
+            pack_dataset(dataset.root, out)
+        assert partial.read_bytes() == kept and not out.exists()
+    finally:
+        holder.communicate("", timeout=60)
+    summary = pack_dataset(dataset.root, out)
+    assert summary.resumed == 2 and summary.packed == 4
 
 
 def test_parallel_pack_equals_serial_pack(tmp_path):

@@ -269,10 +269,11 @@ def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic
 def test_a_different_world_size_resumes_only_at_an_epoch_boundary(tiny_run):
     saved = read_checkpoint(tiny_run / "checkpoints" / "last.pt")
     other = {**saved["config"], "world_size": 2}
-    check_resumable(LoadedCheckpoint(saved, tiny_run / "last.pt"), other)  # end of an epoch: allowed
+    sha256 = "0" * 64
+    check_resumable(LoadedCheckpoint(saved, tiny_run / "last.pt", sha256), other)  # end of an epoch: allowed
     mid_epoch = {**saved, "step_in_epoch": 1}
     with pytest.raises(TrainingError, match=r"world size: 1 -> 2 in the middle of epoch 3"):
-        check_resumable(LoadedCheckpoint(mid_epoch, tiny_run / "last.pt"), other)
+        check_resumable(LoadedCheckpoint(mid_epoch, tiny_run / "last.pt", sha256), other)
 
 
 def test_a_stop_at_the_last_step_of_an_epoch_saves_the_finished_epoch(
