@@ -398,7 +398,14 @@ def read_skipped_objects(path: Path) -> list[SkippedObject]:
             columns = [_strings(handle, name) for name in names]
             return [SkippedObject(*entry) for entry in zip(*columns, strict=True)]
     except OSError as error:
-        raise DatasetError(f"{path}: cannot open as HDF5 ({error})") from None
+        raise unopenable(path, error) from None
+
+
+def unopenable(path: Path, error: OSError) -> DatasetError:
+    """The error for a file HDF5 cannot open (a text file given as a dataset, a damaged file)."""
+    return DatasetError(
+        f"{path}: cannot open as HDF5 ({error}); give a dataset folder or a file written by `3die pack`"
+    )
 
 
 def open_packed(path: Path, split: str = "train", check_latents: bool = True) -> PackedViews:
@@ -410,7 +417,7 @@ def open_packed(path: Path, split: str = "train", check_latents: bool = True) ->
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise DatasetError(f"{path}: cannot open as HDF5 ({error})") from None
+        raise unopenable(path, error) from None
     with handle:
         if handle.attrs.get("format") != FORMAT:
             raise DatasetError(f"{path}: not a 3die packed dataset (write one with `3die pack`)")

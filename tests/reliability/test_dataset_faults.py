@@ -254,6 +254,7 @@ def test_3die_check_names_each_bad_object_of_a_packed_file(dataset, tmp_path):
     foreign.write_text("not HDF5")
     unreadable = CliRunner().invoke(main, ["check", str(foreign)])
     assert unreadable.exit_code == 1 and f"{foreign}: cannot open as HDF5" in error_line(unreadable.output)
+    assert error_line(unreadable.output).endswith("give a dataset folder or a file written by `3die pack`")
 
 
 def test_a_packed_object_with_non_finite_latents_is_skipped_on_request(dataset, tmp_path):
