@@ -41,8 +41,9 @@ def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synth
     assert any(name.endswith("running_mean") for name in payload["model"]), "batch-norm buffers saved"
 
 
-def _compare_with_full_batch(rank: int, world_size: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+def _compare_with_full_batch(rank: int, world_size: int, out: str) -> None:
+    init_method = f"file://{Path(out) / 'init'}"  # a rendezvous file: no port another run could hold
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size)
     try:
         torch.manual_seed(0)
         inputs = torch.randn(8, 3, 4, 4) * 3 + 1
@@ -74,8 +75,7 @@ def _compare_with_full_batch(rank: int, world_size: int, port: int, out: str) ->
 
 @pytest.mark.slow
 def test_cpu_synchronised_batch_norm_equals_batch_norm_on_the_whole_batch(tmp_path):
-    port = 29500 + os.getpid() % 1000
-    mp.spawn(_compare_with_full_batch, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_compare_with_full_batch, args=(2, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name in ("output", "input_grad"):

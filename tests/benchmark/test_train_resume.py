@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,15 @@ def reference(dataset, tmp_path_factory):
     return payload["model"]
 
 
-def _command(data: Path, run: Path) -> list[str]:
+def _arguments(data: Path, run: Path) -> list[str]:
     return [
-        str(BIN / "3die"), "train", "--method", "sie", "--data", str(data), "--out", str(run),
-        "--preset", "tiny", "--image-size", "16", "--batch-size", "4", "--epochs", str(EPOCHS),
-        "--workers", "1", "--no-progress",
+        "train", "--method", "sie", "--data", str(data), "--out", str(run), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--epochs", str(EPOCHS), "--workers", "1", "--no-progress",
     ]  # fmt: skip
+
+
+def _command(data: Path, run: Path) -> list[str]:
+    return [str(BIN / "3die"), *_arguments(data, run)]
 
 
 def _env() -> dict[str, str]:
@@ -51,18 +53,36 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return finished
 
 
-def _start_and_signal(command: list[str], ready: Path, number: int) -> tuple[int, str, str]:
-    """Start the run, wait until `ready` exists, then send it `number`: (exit status, stdout, stderr)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.monotonic() + 240
-    while not ready.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it could be interrupted: {process.communicate()[1][-3000:]}")
-        assert time.monotonic() < deadline, "the run did not start in time"
-        time.sleep(0.005)
-    process.send_signal(number)
-    stdout, stderr = process.communicate(timeout=120)
-    return process.returncode, stdout, stderr
+#: Runs `3die train` (arguments after the script) in a process that, before optimisation step STEP + 1 (when
+#: STEP steps are done), sends itself KILL: `os.kill` to itself (a stop signal reaches the run's own
+#: handler at once) or `os.killpg` to its process group (SIGKILL: the run and its data-loading worker, as a
+#: scheduler kills a job). Started in a session of its own, so the group is the run's alone.
+SIGNAL_AT_STEP = """
+import os, signal, sys
+from benchmark.train.loop import Trainer
+real_step = Trainer._step
+def step(self, batch, signals):
+    if self.global_step == {step}:
+        {kill}
+    return real_step(self, batch, signals)
+Trainer._step = step
+from benchmark.cli import main
+sys.argv[0] = "3die"
+main()
+"""
+
+
+def _signalled_at_step(arguments: list[str], step: int, kill: str) -> subprocess.CompletedProcess:
+    """The run of `3die ARGUMENTS` that executes `kill` when `step` optimisation steps are done."""
+    script = SIGNAL_AT_STEP.format(step=step, kill=kill)
+    return subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        start_new_session=True,
+    )
 
 
 def _assert_same_weights(resumed: dict, reference: dict) -> None:
@@ -73,14 +93,16 @@ def _assert_same_weights(resumed: dict, reference: dict) -> None:
 
 @pytest.mark.slow
 def test_rerun_after_sigkill_reaches_the_uninterrupted_weights(dataset, reference, tmp_path):
+    """Killed 2 steps into epoch 2, after the checkpoint of epoch 1: the rerun redoes those steps."""
     run = tmp_path / "killed"
-    command = _command(dataset.root, run)
-    status, _, _ = _start_and_signal(command, run / "checkpoints" / "last.pt", signal.SIGKILL)
-    assert status == -signal.SIGKILL
+    killed = _signalled_at_step(
+        _arguments(dataset.root, run), STEPS_PER_EPOCH + 2, "os.killpg(0, signal.SIGKILL)"
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     saved = read_checkpoint(run / "checkpoints" / "last.pt")
-    assert 1 <= saved["epoch"] < EPOCHS, "killed in the middle of training"
-    resumed = _run(command)
-    assert f"resuming from last.pt at epoch {saved['epoch'] + 1}, step 0" in resumed.stdout
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 0, STEPS_PER_EPOCH)
+    resumed = _run(_command(dataset.root, run))
+    assert "resuming from last.pt at epoch 2, step 0" in resumed.stdout
     _assert_same_weights(read_checkpoint(run / "checkpoints" / "last.pt")["model"], reference)
 
 
@@ -88,13 +110,15 @@ def test_rerun_after_sigkill_reaches_the_uninterrupted_weights(dataset, referenc
 def test_sigterm_saves_mid_epoch_and_the_rerun_reaches_the_uninterrupted_weights(
     dataset, reference, tmp_path
 ):
+    """SIGTERM arrives before step 3 of epoch 1: the run finishes that step, saves and exits with
+    INTERRUPTED_EXIT_STATUS; the rerun goes on from step 3."""
     run = tmp_path / "preempted"
-    command = _command(dataset.root, run)
-    status, stdout, stderr = _start_and_signal(command, run / "tensorboard", signal.SIGTERM)
-    assert status == INTERRUPTED_EXIT_STATUS, stderr[-3000:]
-    assert "stopped by SIGTERM" in stdout and "rerun the same command to resume" in stdout
+    stopped = _signalled_at_step(_arguments(dataset.root, run), 2, "os.kill(os.getpid(), signal.SIGTERM)")
+    assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM at epoch 1, step 3" in stopped.stdout
+    assert "rerun the same command to resume" in stopped.stdout
     saved = read_checkpoint(run / "checkpoints" / "last.pt")
-    assert saved["epoch"] == 0 and 1 <= saved["step_in_epoch"] < STEPS_PER_EPOCH, "stopped mid-epoch"
-    resumed = _run(command)
-    assert f"resuming from last.pt at epoch 1, step {saved['step_in_epoch']}" in resumed.stdout
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (0, 3, 3), "stopped mid-epoch"
+    resumed = _run(_command(dataset.root, run))
+    assert "resuming from last.pt at epoch 1, step 3" in resumed.stdout
     _assert_same_weights(read_checkpoint(run / "checkpoints" / "last.pt")["model"], reference)

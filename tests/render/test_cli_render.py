@@ -1,10 +1,11 @@
 """`3die render` and `3die check` end to end, and a render killed with SIGKILL then resumed."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,15 @@ from click.testing import CliRunner
 from benchmark.cli import main
 from render import spec, writer
 from render.sampling import object_latents
+from render.sources import ProceduralSource
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))
+import faults
 
 pytestmark = pytest.mark.slow
 
-PROCEDURAL = ["--classes", "chair,mug", "--per-class", "1", "--device", "cpu"]
+CLASSES = ("chair", "mug")
+PROCEDURAL = ["--classes", ",".join(CLASSES), "--per-class", "1", "--device", "cpu"]
 
 
 def test_render_then_check_then_break_it(tmp_path):
@@ -60,35 +66,45 @@ def test_bad_options_give_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "0 <= K < N" in result.output
 
 
-def render_process(out, views):
-    command = [sys.executable, "-c", "from benchmark.cli import main; main()", "render", "--out", str(out)]
-    command += [*PROCEDURAL, "--views", str(views), "--size", "48", "--quality", "fast"]
+def render_process(out, views, fault: str = "", target: str = "", log: str = ""):
+    """`3die render` in a new session (its own process group); with `fault`, its source is faults.py's
+    FaultySource injecting `fault` into the object `target`."""
+    arguments = ["render", "--out", str(out), *PROCEDURAL, "--views", str(views), "--size", "48"]
+    arguments += ["--quality", "fast"]
+    if fault:
+        command = faults.faulty_cli_command(fault, target, log, *arguments)
+    else:
+        command = faults.cli_command(*arguments)
     return subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=faults.child_env(),
     )
 
 
 def test_sigkill_mid_object_then_resume(tmp_path):
-    out, views = tmp_path / "data", 8
-    process = render_process(out, views)
-    deadline = time.monotonic() + 120
+    """The worker stops itself before rendering view STOP_VIEW of one object; the whole run is then killed
+    from outside with SIGKILL, and the rerun completes every object with the expected latents."""
+    out, views, log = tmp_path / "data", 8, tmp_path / "workers.log"
+    target = ProceduralSource(CLASSES, 1, seed=0).objects()[0]
+    process = render_process(out, views, "render-stop", target.object_id, str(log))
     try:
-        # wait until an object has some views on disk but is not complete, then kill the whole run
-        while time.monotonic() < deadline and process.poll() is None:
-            started = [p.parent for p in out.glob("*/*/latent_*.npy") if not writer.is_complete(p.parent)]
-            if started:
-                break
-            time.sleep(0.02)
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
+        faults.wait_for_stopped_worker(process, log, target.key)
+    finally:  # the whole run, the stopped worker included; also after a failed wait, so nothing is left
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    assert not writer.is_complete(started[0])
-    assert len(list(started[0].glob("latent_*.npy"))) < views
+    assert process.returncode == -signal.SIGKILL
+    started = writer.object_dir(out, target)
+    assert not writer.is_complete(started)
+    assert 1 <= len(list(started.glob("latent_*.npy"))) <= faults.STOP_VIEW
 
     resumed = render_process(out, views)
     _, errors = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, errors.decode()[-2000:]
+    assert resumed.returncode == 0, errors[-2000:]
     assert not list(out.rglob(f"*{writer.TEMP_TAG}*")), "temporary files left behind"
     for folder in out.glob("*/*/"):
         assert writer.is_complete(folder)
