@@ -3,7 +3,8 @@ root), concurrent shards, a full disk and a read-only folder.
 
 Every fault is real: the run is SIGKILLed (its whole process group, Blender workers included) at a
 deterministic point, files are limited in size with RLIMIT_FSIZE, permissions are enforced with chmod (root
-drops its permission override first). The SIGKILL during a view is tests/render/test_cli_render.py's
+drops its permission override first). The SIGKILL in the middle of an object (its worker stopped before
+view 3, earlier views possibly still being written) is tests/render/test_cli_render.py's
 test_sigkill_mid_object_then_resume; a worker that dies alone is test_launch.py's
 test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render.
 """
