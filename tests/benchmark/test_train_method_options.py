@@ -66,3 +66,17 @@ def test_the_benchmark_checks_method_options_before_rendering(tmp_path):
     with pytest.raises(ConfigError, match=r"^method 'sen': option sigma=0 is not valid; expected"):
         run_benchmark(config, progress=False)
     assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "source"),
+    [("num_classes=3", "the dataset (its number of classes)"), ("width=8", "--width")],
+)
+def test_an_option_training_sets_itself_names_where_it_comes_from(
+    synthetic_dataset, tmp_path, option, source
+):
+    result = _train("sie", synthetic_dataset.root, tmp_path / "run", "--option", option)
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.splitlines()
+    name = option.split("=")[0]
+    assert line == f"Error: --option {name}: {name} comes from {source}; remove it from --option"
