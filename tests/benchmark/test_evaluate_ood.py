@@ -74,7 +74,9 @@ def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(
     on_file = json.loads((run / "results.json").read_text())
     assert on_file["dataset"]["name"] == "packed-copy" and on_file["dataset"]["hash"] == in_distribution
     assert on_file["dataset"]["train_fingerprint"] == results["training"]["dataset"]["fingerprint"]
-    invoke("leaderboard", run, *run.glob("results.*.json"), "--out", board)
-    rows = {row["dataset"]: row for row in read_rows(board)}
+    # given last: it wins even when both evaluations fell in the same second (evaluated_at's resolution)
+    mixed = tmp_path / "mixed.csv"
+    invoke("leaderboard", *run.glob("results.*.json"), run / "results.json", "--out", mixed)
+    rows = {row["dataset"]: row for row in read_rows(mixed)}
     assert sorted(rows) == ["ood", "packed-copy"] and rows["packed-copy"]["train_dataset"] is None
     assert rows["packed-copy"]["dataset_hash"] == in_distribution
