@@ -13,7 +13,6 @@ they overlap the next view's render (Blender releases the GIL while it renders).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from render import spec
+from render.locks import LockBusy, exclusive_lock
 from render.manifest import SPLITS
 from render.sampling import ROTATION_RANGES
 from render.sources import ObjectSpec
@@ -61,22 +61,18 @@ def claim_object(folder: Path):
     """Hold an exclusive, non-blocking lock on the object's folder (created if missing) while rendering it.
 
     Yields True when this process holds the claim, False when another process (a second copy of the
-    same shard, say) is rendering the object now. The lock is the kernel's (flock on the folder's claim
-    file, CLAIM_NAME), so it goes away with its process, even one killed by SIGKILL. The file is opened for
-    writing because NFS emulates flock with byte-range locks, which need a writable descriptor; it is
-    never deleted (deleting a lock file lets two processes lock two different files).
+    same shard, say) is rendering the object now. The lock is `render.locks.exclusive_lock` on the folder's
+    claim file, CLAIM_NAME: the kernel's, so it goes away with its process, even one killed by SIGKILL,
+    and usable on NFS.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder / CLAIM_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            claimed = True
-        except BlockingIOError:
-            claimed = False
-        yield claimed
-    finally:
-        os.close(descriptor)  # closing the descriptor releases the lock
+            held.enter_context(exclusive_lock(folder / CLAIM_NAME, wait=False))
+        except LockBusy:
+            yield False
+            return
+        yield True
 
 
 def start_object(folder: Path) -> None:
@@ -224,7 +220,7 @@ def _append_jsonl(path: Path, record: dict) -> None:
     # One write() of one line on an O_APPEND descriptor, under the dataset lock: O_APPEND alone keeps the
     # lines of concurrent processes apart on a local disk but not on NFS.
     line = (json.dumps(record) + "\n").encode()
-    with _locked(path.parent / LOCK_NAME):
+    with exclusive_lock(path.parent / LOCK_NAME):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -335,18 +331,8 @@ def dataset_lock(root: Path):
     Every file at the dataset root that is written atomically (manifest.json, objects.csv, the split files)
     is written under this lock, so while it is held no live process has a temporary file at the root.
     """
-    with _locked(Path(root) / LOCK_NAME):
+    with exclusive_lock(Path(root) / LOCK_NAME):
         yield
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- temporary files at the dataset root ------------------------------------------------------------

@@ -24,7 +24,7 @@ which the `skipped_*` datasets then record (K = 0 for a whole folder; files pack
 lack them). The dataset hash of `3die evaluate` covers the objects in the file, so a file without some of
 the folder's objects never hashes like the folder.
 The file is written as FILE.partial and renamed into place when every object is in. A pack holds
-.NAME.lock beside FILE (`benchmark.locks`) while it writes FILE.partial, so a second pack to the same file,
+.NAME.lock beside FILE (`render.locks`) while it writes FILE.partial, so a second pack to the same file,
 started while the first runs, stops with one line naming the file and touches nothing; a FILE.partial that
 HDF5 finds open in another process (its own file lock) is named too, never taken for damage and deleted.
 The JPEGs are one flat byte array rather than an HDF5 variable-length dataset: reading a slice of it took
@@ -54,8 +54,8 @@ from benchmark.data.views import (
     encode_jpeg,
     resize_pixels,
 )
-from benchmark.locks import LockBusy, exclusive_lock
 from render import spec
+from render.locks import LockBusy, exclusive_lock
 from render.manifest import SPLITS
 
 FORMAT = "3die-packed"

@@ -15,7 +15,7 @@ tasks:
 
 results.json is rewritten after every task, so an interrupted evaluation keeps the tasks it finished, and
 a later call for other tasks adds to it as long as the checkpoint and dataset are the same. An evaluation
-holds RUN/.evaluate.lock (`benchmark.locks`) from the moment its checkpoint is loaded to its last write, so
+holds RUN/.evaluate.lock (`render.locks`) from the moment its checkpoint is loaded to its last write, so
 two evaluations of one run (`--tasks classification` and `--tasks retrieval` started together, say) take
 turns: the second says once that it waits, then reuses the features the first extracted and adds its tasks
 to the first's results.json. The checkpoint recorded (sha256, and the feature cache's key) is the bytes the
@@ -50,11 +50,11 @@ from benchmark.data.validate import counted_per_split, skipping_line, usable_spl
 from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, split_features
 from benchmark.evaluate.probes import ProbeSettings, classification_probe, colour_probe, rotation_probe
 from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
-from benchmark.locks import exclusive_lock
 from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
 from render import spec
+from render.locks import exclusive_lock
 from sie_models import Method
 
 TASKS = ("classification", "rotation", "colour", "retrieval")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME
-from benchmark.locks import exclusive_lock
+from render.locks import exclusive_lock
 
 #: Representation parts, in column order.
 PARTS = ("inv", "equi", "full")

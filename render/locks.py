@@ -1,6 +1,8 @@
 """Locks between 3die processes: an exclusive `flock` on a lock file beside the files it guards.
 
-`3die evaluate` holds RUN/.evaluate.lock for a whole evaluation, `append_rows` holds .NAME.csv.lock beside a
+`3die render` holds ROOT/.3die.lock while it writes a file at the dataset root and each object folder's
+.claim while it renders the object (`render.writer`); `3die evaluate` holds RUN/.evaluate.lock for a
+whole evaluation, `append_rows` holds .NAME.csv.lock beside a
 leaderboard CSV while it reads, merges and writes it, and `3die pack` holds .NAME.h5.lock beside its output
 while it writes FILE.partial. The lock is the kernel's, so it goes away with its process, even one killed
 by SIGKILL: the lock file stays behind (it is never deleted, as another process may be waiting on it) and

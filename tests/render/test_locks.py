@@ -1,4 +1,4 @@
-"""`benchmark.locks`: an exclusive lock between processes that names its holder and dies with it."""
+"""`render.locks`: an exclusive lock between processes that names its holder and dies with it."""
 
 import os
 import signal
@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from benchmark.locks import LockBusy, exclusive_lock
+from render.locks import LockBusy, exclusive_lock
 
 HOLDER = """
 import sys
-from benchmark.locks import exclusive_lock
+from render.locks import exclusive_lock
 with exclusive_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
