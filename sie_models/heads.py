@@ -22,16 +22,13 @@ ROTATION_DIMS = 4  # the relative rotation quaternion (x, y, z, w) leads every a
 
 
 def parse_projector_spec(spec: str) -> list[int]:
-    """Layer widths of a projector spec such as "2048-2048-2048"."""
-    try:
-        widths = [int(part) for part in spec.split("-")]
-    except ValueError:
-        widths = []
-    if not widths or any(width < 1 for width in widths):
+    """Layer widths of a projector spec such as "2048-2048-2048" (ASCII digits only: no sign, space or _)."""
+    parts = spec.split("-")
+    if not all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts):
         raise ValueError(
             f"projector spec {spec!r} must be positive integers joined by '-', e.g. '2048-2048-2048'"
         )
-    return widths
+    return [int(part) for part in parts]
 
 
 def build_projector(input_dim: int, spec: str) -> nn.Sequential:

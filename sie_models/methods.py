@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
@@ -21,7 +21,9 @@ from torch import nn
 from sie_models import losses
 from sie_models.backbones import Stem, representation_dim, resnet18
 from sie_models.heads import (
+    HypernetworkKind,
     OnlineProbes,
+    PredictorKind,
     RotationRepresentationPredictor,
     action_regressor,
     build_predictor,
@@ -151,8 +153,16 @@ def _finite_positive(value: float) -> bool:
 
 
 def _projector_spec(value: str) -> bool:
-    parts = value.split("-")
-    return all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts)
+    try:
+        parse_projector_spec(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_of(names: tuple[str, ...]) -> OptionRange:
+    """The option takes one of `names` (two or more: the members of a Literal type, say)."""
+    return OptionRange(lambda value: value in names, f"{', '.join(map(repr, names[:-1]))} or {names[-1]!r}")
 
 
 COEFFICIENT = OptionRange(_finite_at_least_zero, "a finite number >= 0")
@@ -167,13 +177,9 @@ OPTIONAL_OPTION_TYPES: dict[str, type] = {"num_classes": int}
 OPTION_RANGES: dict[str, OptionRange] = {
     "image_size": COUNT,
     "width": COUNT,
-    "stem": OptionRange(
-        lambda value: value in ("auto", "imagenet", "small"), "'auto', 'imagenet' or 'small'"
-    ),
+    "stem": _one_of(get_args(Stem)),
     "num_classes": COUNT,
-    "action": OptionRange(
-        lambda value: value in ACTION_DIMS, " or ".join(repr(name) for name in ACTION_DIMS)
-    ),
+    "action": _one_of(tuple(ACTION_DIMS)),
     "projector": OptionRange(
         _projector_spec, "a projector spec: positive integers joined by '-', e.g. '2048-2048-2048'"
     ),
@@ -188,8 +194,8 @@ OPTION_RANGES: dict[str, OptionRange] = {
     "hinge": POSITIVE,
     "sigma": POSITIVE,
     "predictor_variance": OptionRange(lambda value: True, "true or false"),
-    "predictor": OptionRange(lambda value: value in ("hypernetwork", "mlp"), "'hypernetwork' or 'mlp'"),
-    "hypernetwork": OptionRange(lambda value: value in ("linear", "deep"), "'linear' or 'deep'"),
+    "predictor": _one_of(get_args(PredictorKind)),
+    "hypernetwork": _one_of(get_args(HypernetworkKind)),
     "hypernetwork_bias": OptionRange(lambda value: True, "true or false"),
     "predictor_bias": OptionRange(lambda value: True, "true or false"),
     "predictor_layers": COUNT,
