@@ -82,21 +82,26 @@ def test_pack_command_re_encodes_at_a_smaller_size(synthetic_dataset, tmp_path):
         assert handle.attrs["image_size"] == 16 and handle.attrs["jpeg_quality"] == 95
 
 
+def interrupt_after(objects: int):
+    """A pack's `on_object` callback that raises KeyboardInterrupt (as Ctrl-C) once `objects` are packed."""
+    packed = []
+
+    def on_object():
+        packed.append(1)
+        if len(packed) == objects:
+            raise KeyboardInterrupt
+
+    return on_object
+
+
 def test_interrupted_pack_resumes_to_the_same_file(tmp_path, monkeypatch):
     dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=3, val_per_class=1, views=4, size=16)
     reference = tmp_path / "reference.h5"
     pack_dataset(dataset.root, reference, size=8)
     out = tmp_path / "resumed.h5"
     monkeypatch.setattr(packed_module, "FLUSH_EVERY", 2)
-    calls = []
-
-    def interrupt_after_three():
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        pack_dataset(dataset.root, out, size=8, on_object=interrupt_after_three)
+        pack_dataset(dataset.root, out, size=8, on_object=interrupt_after(3))
     partial = out.with_name("resumed.h5.partial")
     assert not out.exists() and partial.exists()
     with h5py.File(partial, "r+") as handle:  # bytes of an object whose write was cut short
@@ -175,16 +180,8 @@ def test_a_partial_file_open_in_another_process_is_kept_and_named(tmp_path, monk
     dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
     out, partial = tmp_path / "data.h5", tmp_path / "data.h5.partial"
     monkeypatch.setattr(packed_module, "FLUSH_EVERY", 1)
-
-    calls = []
-
-    def interrupt_after_two():
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        pack_dataset(dataset.root, out, on_object=interrupt_after_two)
+        pack_dataset(dataset.root, out, on_object=interrupt_after(2))
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_OPEN, str(partial)],
         stdin=subprocess.PIPE,
