@@ -144,9 +144,12 @@ def render_command(
             "complete are kept: free disk space or make the folder writable, then rerun the same command"
         ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    elsewhere = (
+        f"; {summary.elsewhere} left to another process that was rendering them" if summary.elsewhere else ""
+    )
     click.echo(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
-        f"{summary.skipped} already done{failed}; splits {summary.splits}"
+        f"{summary.skipped - summary.elsewhere} already done{failed}{elsewhere}; splits {summary.splits}"
     )
 
 

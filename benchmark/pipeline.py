@@ -9,6 +9,7 @@ interrupted `3die benchmark` therefore finishes the work instead of starting ove
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ DEFAULT_PROBE_EPOCHS = 50
 #: listed): the mini set's 320 training objects would give the probes 2 steps per epoch.
 PROBE_SAMPLES = {"mini": 50}
 LEADERBOARD_NAME = "leaderboard.csv"
+#: Seconds between looks at objects of the procedural dataset that another process is rendering.
+RENDER_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,33 @@ def run_benchmark(
 
 
 def render_procedural(
-    out: Path, settings: ProceduralData, size: int, progress: bool, echo: Callable[[str], None]
+    out: Path,
+    settings: ProceduralData,
+    size: int,
+    progress: bool,
+    echo: Callable[[str], None],
+    poll_seconds: float = RENDER_POLL_SECONDS,
 ) -> RunSummary:
-    """Render the procedural dataset into `out`, or finish it; a complete one is left as it is."""
+    """Render the procedural dataset into `out`, or finish it; a complete one is left as it is.
+
+    Returns only when every object is complete or failed, so that training sees the whole dataset: the
+    render holds OUT's lock file (.NAME.lock beside it) so that a second `3die benchmark` waits for it
+    instead of training on a half-rendered dataset, and objects that another process (a `3die render`
+    into the same folder) is rendering are waited for, every `poll_seconds`.
+    """
     from render import launch, sources
+    from render.locks import exclusive_lock
 
     source = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed)
     config = launch.RenderConfig(out, settings.views, size, settings.quality, settings.seed)
-    summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    waiting = f"{out}: waiting for %s, which is rendering this dataset"
+    with exclusive_lock(out.parent / f".{out.name}.lock", on_wait=lambda holder: echo(waiting % holder)):
+        summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
+        while summary.elsewhere:
+            echo(f"{out}: waiting for {summary.elsewhere} objects that another process is rendering")
+            time.sleep(poll_seconds)
+            summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
     failed = f", {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
     echo(f"{out}: {summary.rendered} objects rendered, {summary.skipped} already there{failed}")
     return summary

@@ -98,7 +98,8 @@ class RunSummary:
 
     objects: int = 0  # in the plan (all shards)
     in_shard: int = 0
-    skipped: int = 0  # already complete, or recorded as failed
+    skipped: int = 0  # already complete, recorded as failed, or in `elsewhere`
+    elsewhere: int = 0  # being rendered by another process when this one reached them
     rendered: int = 0
     failed: int = 0
     images: int = 0
@@ -403,6 +404,7 @@ def _count(outcome: ObjectOutcome, summary: RunSummary, bar, views: int) -> None
     process, leaves the bar's total)."""
     if outcome.elsewhere:
         summary.skipped += 1
+        summary.elsewhere += 1
         bar.total -= views
     elif outcome.failure is None:
         summary.rendered += 1

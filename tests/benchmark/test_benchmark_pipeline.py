@@ -1,10 +1,18 @@
 """`3die benchmark` end to end: on a given dataset, and on the procedural dataset it renders itself."""
 
+import socket
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 from click.testing import CliRunner
 
 from benchmark.cli import main
 from benchmark.leaderboard import read_rows
+from benchmark.pipeline import ProceduralData, render_procedural
+from render import sources, writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -54,7 +62,8 @@ def test_benchmark_renders_the_procedural_dataset_when_no_data_is_given(tmp_path
     procedural = ["--classes", "chair,mug", "--per-class", "3", "--views", "3", "--quality", "draft"]
     result = _benchmark("--method", "sie", "--out", str(tmp_path), "--batch-size", "2", *procedural)
     assert result.exit_code == 0, result.output
-    (dataset,) = (tmp_path / "data").iterdir()
+    (dataset,) = (path for path in (tmp_path / "data").iterdir() if path.is_dir())
+    assert (tmp_path / "data" / f".{dataset.name}.lock").is_file()  # held while it was rendered
     assert dataset.name.startswith("procedural-") and "3x3-16px-draft" in dataset.name
     assert len(list(dataset.glob("*/*/image_*.jpg"))) == 18
     (row,) = read_rows(tmp_path / "leaderboard.csv")
@@ -76,3 +85,61 @@ def test_an_unreadable_leaderboard_stops_the_benchmark_before_any_work(synthetic
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{board}: unknown columns flops; not a leaderboard CSV" in result.output
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def _held_elsewhere(script: str, path) -> subprocess.Popen:
+    """A process that runs `script` (which prints a line once it holds what it holds) with `path` as
+    argv[1], holding it until its stdin closes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+LOCK_HOLDER = (
+    "import sys; from render.locks import exclusive_lock\n"
+    "with exclusive_lock(sys.argv[1]):\n"
+    "    print('held', flush=True); sys.stdin.read()"
+)
+CLAIM_HOLDER = (
+    "import sys; from pathlib import Path; from render import writer\n"
+    "with writer.claim_object(Path(sys.argv[1])) as claimed:\n"
+    "    print('held' if claimed else 'not held', flush=True); sys.stdin.read()"
+)
+
+
+def test_the_procedural_dataset_is_complete_before_training_starts(tmp_path):
+    """Two benchmarks started together: the second waits for the first's render (the lock beside the
+    dataset folder) and for objects that another process has claimed, so that it never trains on part of
+    the dataset."""
+    settings = ProceduralData(classes=("mug",), per_class=2, views=2, quality="draft")
+    out = tmp_path / "data" / settings.folder_name(16)
+    objects = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed).objects()
+    said: list[str] = []
+    rendering = threading.Thread(
+        target=render_procedural, args=(out, settings, 16, False, said.append), kwargs={"poll_seconds": 0.2}
+    )
+    out.parent.mkdir(parents=True)
+    lock = _held_elsewhere(LOCK_HOLDER, out.parent / f".{out.name}.lock")
+    claim = _held_elsewhere(CLAIM_HOLDER, writer.object_dir(out, objects[0]))  # a `3die render` at work
+    try:
+        rendering.start()
+        rendering.join(timeout=3)
+        assert rendering.is_alive(), "the render waits for the other benchmark's lock"
+        holder = f"pid {lock.pid} on {socket.gethostname()}"
+        assert said == [f"{out}: waiting for {holder}, which is rendering this dataset"]
+        lock.communicate("", timeout=30)  # the other benchmark's render ends
+        deadline = time.monotonic() + 120
+        while len(said) < 2 and time.monotonic() < deadline:  # its first pass renders the unclaimed object
+            time.sleep(0.1)
+        assert f"{out}: waiting for 1 objects that another process is rendering" in said
+        assert rendering.is_alive() and not (writer.object_dir(out, objects[0]) / "image_0.jpg").exists()
+    finally:
+        for holder in (lock, claim):  # the claim's holder ends without rendering: the render takes it over
+            if holder.returncode is None:
+                holder.communicate("", timeout=30)
+        rendering.join(timeout=120)
+    assert not rendering.is_alive()
+    assert said[-1] == f"{out}: 1 objects rendered, 1 already there"
+    assert all(len(list(writer.object_dir(out, o).glob("image_*.jpg"))) == 2 for o in objects)

@@ -228,6 +228,20 @@ def test_an_object_claimed_by_another_process_is_left_to_it(tmp_path):
         assert claimed is True
 
 
+def test_a_render_says_which_objects_it_left_to_another_process(reference, tmp_path):
+    out = damaged_copy(reference, tmp_path)
+    holder = claim_held_elsewhere(writer.object_dir(out, OBJECTS[1]))
+    try:
+        finished = render_cli(out)
+    finally:
+        holder.communicate("", timeout=30)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "rendered 0 objects (0 images)" in finished.stdout
+    left = f"{len(OBJECTS) - 1} already done; 1 left to another process that was rendering them"
+    assert left in finished.stdout
+    assert not (writer.object_dir(out, OBJECTS[1]) / "image_0.jpg").exists()
+
+
 def damaged_copy(reference, tmp_path):
     """The reference dataset without its second object (as if the run had not reached it yet)."""
     out = tmp_path / "data"
