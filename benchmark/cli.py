@@ -384,7 +384,11 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
     show_default=True,
     help="Comma-separated tasks (retrieval needs a method with a predictor).",
 )
-@click.option("--epochs", help="Probe epochs: N for every probe or TASK=N,...  [default: 300, the paper's]")
+@click.option(
+    "--epochs",
+    help="Probe epochs: N for every probe or TASK=N,...  [default: the published classification=300,"
+    "rotation=50,colour=50]",
+)
 @click.option(
     "--samples-per-object",
     type=click.IntRange(min=1),
@@ -521,7 +525,11 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 )
 @click.option("--seed", default=0, show_default=True, help="Training seed (and probe seed).")
 @click.option("--epochs", type=int, help="Training epochs (default: the preset's).")
-@click.option("--probe-epochs", help="Probe epochs: N or TASK=N,...  [default: paper 300, mini 50, tiny 2]")
+@click.option(
+    "--probe-epochs",
+    help="Probe epochs: N or TASK=N,...  [default: paper classification=300,rotation=50,colour=50; "
+    "mini 50; tiny 2]",
+)
 @click.option(
     "--probe-samples",
     type=click.IntRange(min=1),

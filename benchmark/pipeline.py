@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.evaluate import EvaluationSettings, evaluate_run
-from benchmark.evaluate.run import RESULTS_NAME, read_results
+from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
 from benchmark.train import presets, resolve_config, train
 from benchmark.train.loop import CHECKPOINTS_DIR
@@ -24,9 +24,13 @@ from benchmark.train.loop import CHECKPOINTS_DIR
 if TYPE_CHECKING:
     from render.launch import RunSummary
 
-#: Probe epochs of `3die evaluate` for each training preset (the paper's 300 for the paper's setting).
-PROBE_EPOCHS = {"paper": 300, "mini": 50, "tiny": 2}
-#: Probe epochs for presets not listed above.
+#: Probe epochs per task for each training preset (the published ones for the paper's setting).
+PROBE_EPOCHS = {
+    "paper": PAPER_PROBE_EPOCHS,
+    "mini": dict.fromkeys(PROBE_TASKS, 50),
+    "tiny": dict.fromkeys(PROBE_TASKS, 2),
+}
+#: Probe epochs of every task for presets not listed above.
 DEFAULT_PROBE_EPOCHS = 50
 #: Views or pairs drawn per training object in each probe epoch (1, the published protocol, when not
 #: listed): the mini set's 320 training objects would give the probes 2 steps per epoch.
@@ -131,8 +135,8 @@ def run_benchmark(
         return BenchmarkResult(data, run, False, None, None, leaderboard)
     train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)
 
-    probe_epochs = config.probe_epochs or dict.fromkeys(
-        ("classification", "rotation", "colour"), PROBE_EPOCHS.get(config.preset, DEFAULT_PROBE_EPOCHS)
+    probe_epochs = config.probe_epochs or dict(
+        PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS))
     )
     samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
     settings = EvaluationSettings(

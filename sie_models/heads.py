@@ -241,7 +241,8 @@ class OnlineProbes(nn.Module):
     def forward(
         self, rep1: torch.Tensor, rep2: torch.Tensor, action: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total probe loss and detached stats `probe_top1[_part]`, `probe_rotation_r2[_part]`, ...
+        """Total probe loss and detached stats `probe_top1[_part]`, `probe_rotation_r2[_part]` (pooled, as
+        published), `probe_rotation_r2_comp[_part]` (per component), ...
 
         rep1, rep2: (B, r) representations; action: (B, a) whose first 4 values are the quaternion;
         labels: (B,) int64 class indices.
@@ -263,13 +264,23 @@ class OnlineProbes(nn.Module):
             stats[f"probe_cross_entropy{suffix}"] = classification.detach()
             stats[f"probe_top1{suffix}"] = (logits.argmax(1) == both_labels).float().mean().detach()
             stats[f"probe_rotation_mse{suffix}"] = regression.detach()
-            stats[f"probe_rotation_r2{suffix}"] = r2_score(predicted.detach(), rotation)
+            stats[f"probe_rotation_r2{suffix}"] = r2_pooled_score(predicted.detach(), rotation)
+            stats[f"probe_rotation_r2_comp{suffix}"] = r2_score(predicted.detach(), rotation)
         stats["probe_loss"] = total.detach()
         return total, stats
 
 
+def r2_pooled_score(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Coefficient of determination pooled over all columns around the single mean of all target values:
+    the published definition, and `3die evaluate`'s `r2`."""
+    residual = (target - predicted).pow(2).sum()
+    total = (target - target.mean()).pow(2).sum().clamp_min(torch.finfo(target.dtype).tiny)
+    return 1 - residual / total
+
+
 def r2_score(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Coefficient of determination per output column, averaged (scikit-learn's uniform average)."""
+    """Coefficient of determination per output column, averaged (scikit-learn's uniform average; `3die
+    evaluate`'s `r2_components`)."""
     residual = (target - predicted).pow(2).sum(0)
     total = (target - target.mean(0)).pow(2).sum(0).clamp_min(torch.finfo(target.dtype).tiny)
     return (1 - residual / total).mean()

@@ -25,6 +25,7 @@ from benchmark.evaluate.probes import (
 )
 from benchmark.evaluate.retrieval import (
     TIE_TOLERANCE,
+    nearest_view_rotation_error,
     predict_views,
     prediction_error,
     retrieval_ranks,
@@ -67,6 +68,7 @@ __all__ = [
     "expected_random_mrr",
     "features_key",
     "mean_class_accuracy",
+    "nearest_view_rotation_error",
     "parse_epochs",
     "parse_tasks",
     "predict_views",

@@ -1,10 +1,16 @@
-"""Predictor quality: prediction error (PRE) and retrieval (MRR, Hit@k) on the validation views.
+"""Predictor quality: prediction error (PRE), embedding distance and retrieval (MRR, Hit@k) on the validation
+views.
 
 For every object, the method's predictor takes the equivariant embedding of view 0 and the action from
 view 0 to view i (i = 1..V-1) and predicts view i's embedding; the true view i is then ranked among the
 object's V view embeddings (view 0 included) by cosine similarity. This follows the published SIE code
 (eval_MRR_Hk.py), which uses the equivariant projector's output, L2-normalises predictions and targets
 and ranks within the object; it also scores i = 0 (the identity action), which we leave out.
+
+PRE is the published one (eval_prediction_errors.py, its "val-val" mode): each prediction's nearest
+neighbour by cosine similarity among every view of every validation object, scored by how far that
+view's orientation is from the orientation of view i (`nearest_view_rotation_error`). `emb_dist` is the
+mean squared distance between the unit predicted and true embeddings (`prediction_error`).
 
 Ranks are defined in float64: a candidate whose cosine similarity is within `TIE_TOLERANCE` of the true
 view's counts as a tie, and ties rank pessimistically (the true view is placed after every tied
@@ -24,9 +30,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from benchmark.data import relative_action
 from benchmark.evaluate.metrics import ranking_metrics
+from render import spec
 
 #: Cosine similarities closer than this to the true view's count as ties (float64 rounding is ~1e-16).
 TIE_TOLERANCE = 1e-9
@@ -41,20 +49,26 @@ FLOAT32_ROUNDING = 2.0**-24
 FLOAT32_SAFE_NORMS = (1e-15, 1e15)
 #: Bytes of per-sample predictor weights (a hypernetwork's d x d matrices) allowed per predictor call.
 PREDICT_BYTES = 2**28
+#: Bytes of one block of similarities between predictions and every validation view (PRE).
+NEIGHBOUR_BYTES = 2**28
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def retrieval_scores(
-    predicted: np.ndarray, embeddings: np.ndarray, targets: np.ndarray, device: str | torch.device = "cpu"
+    predicted: np.ndarray,
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    latents: np.ndarray,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """PRE, MRR and Hit@1/2/5/10 of predicted embeddings.
+    """PRE, embedding distance, MRR and Hit@1/2/5/10 of predicted embeddings.
 
     predicted: (N, Q, d) predicted embeddings; embeddings: (N, V, d) every view's true embedding;
-    targets: (N, Q) the view each prediction should retrieve.
+    targets: (N, Q) the view each prediction should retrieve; latents: (N, V, 7) every view's latent.
     """
     ranks = retrieval_ranks(predicted, embeddings, targets, device)
-    errors = [
+    distances = [
         squared_unit_distances(
             predicted[start : start + RANK_CHUNK],
             np.take_along_axis(
@@ -65,7 +79,48 @@ def retrieval_scores(
         )
         for start in range(0, len(ranks), RANK_CHUNK)
     ]
-    return {"pre": float(np.mean(np.concatenate(errors))), **ranking_metrics(ranks)}
+    return {
+        "pre": nearest_view_rotation_error(predicted, embeddings, targets, latents, device),
+        "emb_dist": float(np.mean(np.concatenate(distances))),
+        **ranking_metrics(ranks),
+    }
+
+
+def nearest_view_rotation_error(
+    predicted: np.ndarray,
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    latents: np.ndarray,
+    device: str | torch.device = "cpu",
+) -> float:
+    """PRE as published: the mean over predictions of 1 - <q_target, q_nearest>^2.
+
+    Each prediction's nearest neighbour is the view, among all N x V views of every object, whose embedding
+    has the highest cosine similarity with it (the first on exact ties); q_target and q_nearest are the unit
+    quaternions of the absolute rotations of the predicted view and of that neighbour. 1 - <q1, q2>^2 is
+    sin^2 of half the angle between the two orientations: 0 when the neighbour, of any object, has the
+    pose of the predicted view, 1 when it is turned by 180 degrees. Shapes as `retrieval_scores`; the
+    similarities are float32 products in blocks of `NEIGHBOUR_BYTES`.
+    """
+    _check_retrieval_shapes(predicted, embeddings, targets)
+    count, views, dim = np.shape(embeddings)
+    if np.shape(latents)[:2] != (count, views):
+        raise ValueError(f"latents {np.shape(latents)} do not match the embeddings {np.shape(embeddings)}")
+    flat_latents = np.asarray(latents, np.float64).reshape(count * views, -1)
+    quaternions = Rotation.from_euler("xyz", flat_latents[:, spec.ROTATION]).as_quat()
+    true_views = (np.arange(count)[:, None] * views + np.asarray(targets)).ravel()
+    queries = np.asarray(predicted).reshape(-1, dim)
+    with _full_precision_float32():
+        bank = _unit_rows(_float32(np.asarray(embeddings).reshape(count * views, dim), device))
+        block = max(1, NEIGHBOUR_BYTES // (4 * count * views))
+        nearest = np.concatenate(
+            [
+                (_unit_rows(_float32(rows, device)) @ bank.T).argmax(1).cpu().numpy()
+                for rows in np.split(queries, range(block, len(queries), block))
+            ]
+        )
+    cosines = np.sum(quaternions[true_views] * quaternions[nearest], axis=1)
+    return float(np.mean(1.0 - cosines**2))
 
 
 def view_zero_queries(latents: np.ndarray, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +161,9 @@ def predict_views(
 
 
 def prediction_error(predicted: np.ndarray, true: np.ndarray) -> float:
-    """PRE: the mean over predictions of the squared Euclidean distance between the L2-normalised
-    predicted and true embeddings, ||p/|p| - e/|e| ||^2 = 2 - 2 cos(p, e), in [0, 4].
+    """Embedding distance (`emb_dist`): the mean over predictions of the squared Euclidean distance
+    between the L2-normalised predicted and true embeddings, ||p/|p| - e/|e| ||^2 = 2 - 2 cos(p, e),
+    in [0, 4].
 
     0 is a perfect prediction, about 2 an unrelated one; scale-free, so methods whose embeddings have
     different norms compare. predicted, true: (..., d).
@@ -269,6 +325,10 @@ def rank_of(prediction: np.ndarray, views: np.ndarray, target: int) -> int:
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), UNIT_EPS)
+
+
+def _unit_rows(vectors: torch.Tensor) -> torch.Tensor:
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(UNIT_EPS)
 
 
 def _float32(values: np.ndarray, device: str | torch.device) -> torch.Tensor:

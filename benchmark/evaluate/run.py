@@ -11,7 +11,8 @@ tasks:
   split methods): top1, top5, mean_class_acc;
 - rotation: an MLP on pairs of views per part: r2 (pooled over the quaternion, as published), angle_deg;
 - colour: the same for the floor and spot hue differences: r2, r2_floor, r2_spot;
-- retrieval (methods with a predictor): pre, mrr, hit1, hit2, hit5, hit10 (`benchmark.evaluate.retrieval`).
+- retrieval (methods with a predictor): pre, emb_dist, mrr, hit1, hit2, hit5, hit10
+  (`benchmark.evaluate.retrieval`).
 
 results.json is rewritten after every task, so an interrupted evaluation keeps the tasks it finished, and
 a later call for other tasks adds to it as long as the checkpoint and dataset are the same. An evaluation
@@ -60,8 +61,9 @@ from sie_models import Method
 TASKS = ("classification", "rotation", "colour", "retrieval")
 PROBE_TASKS = ("classification", "rotation", "colour")
 TASK_ALIASES = {"color": "colour"}
-#: Probe epochs of the paper's protocol.
-PAPER_PROBE_EPOCHS = 300
+#: Probe epochs of the published protocol, the defaults of `3die evaluate`: those of the published scripts
+#: eval_classification.py (300), eval_angle_prediction.py and eval_color_prediction.py (50 each).
+PAPER_PROBE_EPOCHS = {"classification": 300, "rotation": 50, "colour": 50}
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "3die-results/1"
 #: The lock file an evaluation holds in its run folder.
@@ -80,7 +82,7 @@ class EvaluationSettings:
     (`ProbeSettings`), feature extraction (images per batch, DataLoader workers) and the device."""
 
     tasks: tuple[str, ...] = TASKS
-    epochs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_TASKS, PAPER_PROBE_EPOCHS))
+    epochs: dict[str, int] = field(default_factory=lambda: dict(PAPER_PROBE_EPOCHS))
     samples_per_object: int = 1
     batch_size: int = 256
     lr: float = 1e-3
@@ -108,7 +110,7 @@ class EvaluationSettings:
     def probe(self, task: str) -> ProbeSettings:
         """The probe settings of one probe task."""
         return ProbeSettings(
-            epochs=self.epochs.get(task, PAPER_PROBE_EPOCHS),
+            epochs=self.epochs.get(task, PAPER_PROBE_EPOCHS[task]),
             samples_per_object=self.samples_per_object,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -135,9 +137,9 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 
 
 def parse_epochs(text: str | None) -> dict[str, int]:
-    """Probe epochs: None -> the paper's 300 for every probe; "20" -> 20 for every probe;
-    "classification=300,rotation=50" -> those two, the paper's for the others."""
-    epochs = dict.fromkeys(PROBE_TASKS, PAPER_PROBE_EPOCHS)
+    """Probe epochs: None -> the published ones (`PAPER_PROBE_EPOCHS`); "20" -> 20 for every probe;
+    "classification=100,rotation=20" -> those two, the published ones for the others."""
+    epochs = dict(PAPER_PROBE_EPOCHS)
     if text is None:
         return epochs
     text = text.strip()
@@ -317,7 +319,7 @@ def run_task(
             return None
         actions, targets = view_zero_queries(val.latents, method.action_dim)
         predicted = predict_views(method.predict, val.embeddings, actions, device)
-        scores = retrieval_scores(predicted, val.embeddings, targets, device)
+        scores = retrieval_scores(predicted, val.embeddings, targets, val.latents, device)
         if on_epoch is not None:
             on_epoch()
         return scores
@@ -363,12 +365,19 @@ def check_finite_features(features: SplitFeatures | None, split: str, run: Path,
 
 # --- the run's and the dataset's identity ----------------------------------------------------------
 def check_splits(path: Path, train: ObjectViews, val: ObjectViews, tasks: tuple[str, ...]) -> None:
-    """Both splits have objects, and pairs of distinct views exist."""
+    """Both splits have objects, no object is in both (the probes would be scored on objects they were
+    trained on), and pairs of distinct views exist."""
     for views in (val, train) if set(tasks) & set(PROBE_TASKS) else (val,):
         if len(views) == 0:
             raise EvaluationError(
                 f"{path}: the {views.split} split has no objects; render more objects or pick another dataset"
             )
+    shared = sorted(set(train.keys) & set(val.keys))
+    if shared:
+        raise EvaluationError(
+            f"{path}: {len(shared)} objects are in both the train and the val split (first: {shared[0]}); "
+            "list each object in one split only (`3die check` lists them all)"
+        )
     if val.views < 2:
         raise EvaluationError(f"{path}: {val.views} view per object; the evaluations need at least 2")
 
@@ -532,7 +541,19 @@ def read_results(path: Path, echo: Callable[[str], None]) -> dict[str, Any] | No
     except (OSError, ValueError) as error:
         echo(f"{path}: unreadable ({error})")
         return None
-    return results if isinstance(results, dict) and results.get("format") == RESULTS_FORMAT else None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        return None
+    return upgrade_results(results)
+
+
+def upgrade_results(results: dict[str, Any]) -> dict[str, Any]:
+    """Results written by an earlier 3die, read as this one's (in place): a retrieval `pre` without
+    `emb_dist` is from before the published PRE was computed, when `pre` named the embedding distance,
+    and becomes `emb_dist` (the published PRE is then missing until the retrieval task runs again)."""
+    retrieval = results.get("metrics", {}).get("retrieval")
+    if isinstance(retrieval, dict) and "pre" in retrieval and "emb_dist" not in retrieval:
+        retrieval["emb_dist"] = retrieval.pop("pre")
+    return results
 
 
 def continue_results(

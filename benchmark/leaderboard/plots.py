@@ -20,7 +20,7 @@ from benchmark.leaderboard.rows import METRIC_COLUMNS, PARTS, Row
 TRADEOFF_NAME = "tradeoff.png"
 #: Axis labels of metric columns with a unit or a direction worth saying.
 UNITS = {"top1": "%", "top5": "%", "mean_class_acc": "%", "rot_angle_deg": "degrees"}
-LOWER_IS_BETTER = ("rot_angle_deg", "pre")
+LOWER_IS_BETTER = ("rot_angle_deg", "pre", "emb_dist")
 
 
 def plot_leaderboard(rows: list[Row], folder: str | Path) -> list[Path]:

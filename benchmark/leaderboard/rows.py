@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME
+from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, upgrade_results
 from render.locks import exclusive_lock
 
 #: Representation parts, in column order.
@@ -30,7 +30,10 @@ PART_METRICS = {
     "colour_r2_floor": ("colour", "r2_floor", 1.0),
     "colour_r2_spot": ("colour", "r2_spot", 1.0),
 }
-RETRIEVAL_METRICS = ("pre", "mrr", "hit1", "hit2", "hit5", "hit10")
+RETRIEVAL_METRICS = ("pre", "emb_dist", "mrr", "hit1", "hit2", "hit5", "hit10")
+#: Columns renamed since: a CSV with the old name and without the new one is read with the new name
+#: (`pre` was the embedding distance before the published PRE was computed).
+RENAMED_COLUMNS = {"pre": "emb_dist"}
 IDENTITY_COLUMNS = {
     "method": str,
     "preset": str,
@@ -71,7 +74,7 @@ KEY_COLUMNS = ("method", "preset", "dataset_hash", "train_dataset", "image_size"
 SUMMARY_COLUMNS = (
     "method", "dataset", "train_dataset", "image_size", "epochs", "seed",
     "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
-    "colour_r2_equi", "colour_r2_full", "pre", "mrr", "hit1", "hit5",
+    "colour_r2_equi", "colour_r2_full", "pre", "emb_dist", "mrr", "hit1", "hit5",
 )  # fmt: skip
 
 #: The lock file of NAME.csv is .NAME.csv.lock beside it.
@@ -231,7 +234,7 @@ def read_results_file(path: Path) -> dict[str, Any]:
         raise LeaderboardError(f"{path}: cannot read results ({error})") from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise LeaderboardError(f"{path}: not a results file of `3die evaluate` (format {RESULTS_FORMAT})")
-    return results
+    return upgrade_results(results)
 
 
 # --- CSV ---------------------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
 
 def read_rows(path: str | Path) -> list[Row]:
     """Rows of a leaderboard CSV with their column types; columns missing from the file are None, an empty
-    file has no rows. LeaderboardError for unknown columns or cells that do not parse."""
+    file has no rows, and a column of an earlier 3die is read under its new name (`RENAMED_COLUMNS`).
+    LeaderboardError for unknown columns or cells that do not parse."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -271,8 +275,10 @@ def read_rows(path: str | Path) -> list[Row]:
     if unknown or "method" not in header:
         problem = f"unknown columns {', '.join(unknown)}" if unknown else "no method column"
         raise LeaderboardError(f"{path}: {problem}; not a leaderboard CSV of this version of 3die")
+    renamed = {old: new for old, new in RENAMED_COLUMNS.items() if old in header and new not in header}
     rows = []
     for line, record in enumerate(records, start=2):
+        record = {renamed.get(column, column): text for column, text in record.items()}
         rows.append({column: _parse(path, line, column, record.get(column)) for column in COLUMNS})
     return rows
 

@@ -39,7 +39,7 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
     )
     assert 0 <= row["top1_inv"] <= 100 and 0 <= row["top1_full"] <= 100 and row["train_time_s"] > 0
     assert 0 < row["mrr"] <= 1 and 0 <= row["hit1"] <= row["hit2"] <= row["hit5"] <= row["hit10"] <= 1
-    assert row["rot_r2_equi"] <= 1 and 0 <= row["rot_angle_deg_equi"] <= 180 and row["pre"] >= 0
+    assert row["rot_r2_equi"] <= 1 and 0 <= row["rot_angle_deg_equi"] <= 180 and 0 <= row["pre"] <= 1
     assert row["probe_epochs"] == "classification=1;rotation=1;colour=1" and row["probe_samples"] == 1
     assert f"{tmp_path / 'leaderboard.csv'}: row of sie added" in first.output
 

@@ -4,11 +4,13 @@ and perfect or random predictions score the known values."""
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from benchmark.data import relative_action
 from benchmark.evaluate import (
     TIE_TOLERANCE,
     expected_random_mrr,
+    nearest_view_rotation_error,
     predict_views,
     prediction_error,
     retrieval_ranks,
@@ -26,6 +28,31 @@ def _random_case(objects=30, views=50, dim=24, seed=0):
     predicted = rng.standard_normal((objects, views - 1, dim)).astype(np.float32)
     targets = np.tile(np.arange(1, views), (objects, 1))
     return predicted, embeddings, targets
+
+
+def _random_latents(objects, views, seed=0):
+    """(objects, views, 7) latents with rotations drawn from the published range."""
+    rng = np.random.default_rng(seed)
+    latents = rng.uniform(0, 1, (objects, views, spec.LATENT_DIM))
+    latents[..., spec.ROTATION] = rng.uniform(-np.pi / 2, np.pi / 2, (objects, views, 3))
+    return latents
+
+
+def _pre_loop(predicted, embeddings, targets, latents):
+    """The published PRE written out: per prediction, the nearest view by float64 cosine among all views,
+    then 1 - <q_target, q_nearest>^2 of their absolute rotations."""
+    count, views, dim = embeddings.shape
+    bank = embeddings.reshape(-1, dim).astype(np.float64)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    flat = latents.reshape(count * views, -1)
+    errors = []
+    for obj in range(count):
+        for query, target in enumerate(targets[obj]):
+            nearest = int(np.argmax(bank @ predicted[obj, query].astype(np.float64)))
+            q_target = Rotation.from_euler("xyz", latents[obj, target, :3]).as_quat()
+            q_nearest = Rotation.from_euler("xyz", flat[nearest, :3]).as_quat()
+            errors.append(1.0 - float(q_target @ q_nearest) ** 2)
+    return float(np.mean(errors))
 
 
 def _tied_vectors(rng, shape, dim=8, nonzero=4):
@@ -123,18 +150,46 @@ def test_ties_rank_pessimistically_so_collapse_scores_the_worst_rank():
 def test_perfect_predictions_score_mrr_and_hit1_of_one_and_no_error():
     _, embeddings, targets = _random_case(seed=1)
     perfect = 3.0 * embeddings[:, 1:]
-    scores = retrieval_scores(perfect, embeddings, targets)
+    scores = retrieval_scores(perfect, embeddings, targets, _random_latents(30, 50))
     assert scores["mrr"] == 1.0 and scores["hit1"] == 1.0 and scores["hit10"] == 1.0
+    assert scores["emb_dist"] == pytest.approx(0.0, abs=1e-12)
     assert scores["pre"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_random_predictions_score_chance():
     predicted, embeddings, targets = _random_case(objects=400, dim=64, seed=2)
-    scores = retrieval_scores(predicted, embeddings, targets)
+    latents = _random_latents(400, 50, seed=2)
+    scores = retrieval_scores(predicted, embeddings, targets, latents)
     assert scores["mrr"] == pytest.approx(expected_random_mrr(50), abs=0.005)
     assert scores["hit1"] == pytest.approx(1 / 50, abs=0.004)
     assert scores["hit10"] == pytest.approx(10 / 50, abs=0.01)
-    assert scores["pre"] == pytest.approx(2.0, abs=0.01)
+    assert scores["emb_dist"] == pytest.approx(2.0, abs=0.01)
+    quaternions = Rotation.from_euler("xyz", latents[..., :3].reshape(-1, 3)).as_quat()
+    pairs = np.random.default_rng(3).integers(0, len(quaternions), (2, 100_000))
+    chance = np.mean(1 - np.sum(quaternions[pairs[0]] * quaternions[pairs[1]], axis=1) ** 2)
+    assert scores["pre"] == pytest.approx(chance, abs=0.01)  # the nearest view is any view
+
+
+@pytest.mark.parametrize("block_bytes", [4 * 60, 2**28])
+def test_pre_equals_the_published_nearest_neighbour_loop(block_bytes, monkeypatch):
+    monkeypatch.setattr(retrieval_module, "NEIGHBOUR_BYTES", block_bytes)
+    predicted, embeddings, targets = _random_case(objects=12, views=6, dim=16, seed=4)
+    latents = _random_latents(12, 6, seed=4)
+    expected = _pre_loop(predicted, embeddings, targets, latents)
+    error = nearest_view_rotation_error(predicted, embeddings, targets, latents)
+    assert error == pytest.approx(expected, rel=1e-12)
+
+
+def test_pre_is_the_squared_sine_of_half_the_angle_to_the_nearest_views_pose():
+    """Two objects of two views; each prediction for view 1 lands on a view of the other object, whose pose
+    equals view 1's (object 0's query) or is 60 degrees away from it about x (object 1's query)."""
+    embeddings = np.eye(4, dtype=np.float32).reshape(2, 2, 4)
+    latents = np.zeros((2, 2, spec.LATENT_DIM))
+    latents[0, 1, 0], latents[1, 1, 0] = 0.3, 0.3 + np.pi / 3
+    latents[1, 0, 0] = 0.3
+    predicted = np.stack([embeddings[1, 0], embeddings[0, 1]])[:, None]  # (2 objects, 1 query, 4)
+    error = nearest_view_rotation_error(predicted, embeddings, np.ones((2, 1), np.int64), latents)
+    assert error == pytest.approx((0.0 + np.sin(np.pi / 6) ** 2) / 2)
 
 
 def test_prediction_error_is_the_squared_distance_of_unit_vectors():

@@ -85,8 +85,9 @@ def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run,
         assert all(set(values) == names for values in metrics[task].values())
     for values in metrics["classification"].values():
         assert 0 <= values["top1"] <= values["top5"] <= 1
-    assert set(metrics["retrieval"]) == {"pre", "mrr", "hit1", "hit2", "hit5", "hit10"}
-    assert 1 / 49 <= metrics["retrieval"]["mrr"] <= 1 and 0 <= metrics["retrieval"]["pre"] <= 4
+    assert set(metrics["retrieval"]) == {"pre", "emb_dist", "mrr", "hit1", "hit2", "hit5", "hit10"}
+    assert 1 / 49 <= metrics["retrieval"]["mrr"] <= 1 and 0 <= metrics["retrieval"]["emb_dist"] <= 4
+    assert 0 <= metrics["retrieval"]["pre"] <= 1
     assert results["settings"]["rotation"] == {
         "epochs": 2,
         "samples_per_object": 1,
@@ -415,11 +416,27 @@ def test_a_run_whose_dataset_moved_asks_for_data(tmp_path):
     assert _evaluate(run, "--data", str(moved), "--tasks", "retrieval").exit_code == 0
 
 
+def test_an_object_in_both_splits_is_refused_before_any_probe(sie_run, synthetic_dataset, tmp_path):
+    leaky = tmp_path / "leaky"
+    shutil.copytree(synthetic_dataset.root, leaky)
+    train, val = np.load(leaky / "train_images.npy"), np.load(leaky / "val_images.npy")
+    np.save(leaky / "val_images.npy", np.concatenate([val, train[:2]]))
+    labels = np.load(leaky / "train_labels.npy")[:2]
+    np.save(leaky / "val_labels.npy", np.concatenate([np.load(leaky / "val_labels.npy"), labels]))
+    before = sorted((sie_run / "features").rglob("*"))
+    result = _evaluate(sie_run, "--data", str(leaky), "--tasks", "classification")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    first = min(key.strip("/") for key in train[:2])
+    assert f"{leaky}: 2 objects are in both the train and the val split (first: {first})" in result.output
+    assert sorted((sie_run / "features").rglob("*")) == before, "refused before extracting anything"
+
+
 def test_task_and_epoch_parsing():
     assert parse_tasks("rotation, color,rotation") == ("rotation", "colour")
-    assert parse_epochs(None) == {"classification": 300, "rotation": 300, "colour": 300}
+    assert parse_epochs(None) == {"classification": 300, "rotation": 50, "colour": 50}  # the published
+    assert EvaluationSettings().probe("rotation").epochs == 50
     assert parse_epochs("5") == {"classification": 5, "rotation": 5, "colour": 5}
-    assert parse_epochs("rotation=50,colour=7") == {"classification": 300, "rotation": 50, "colour": 7}
+    assert parse_epochs("rotation=20,colour=7") == {"classification": 300, "rotation": 20, "colour": 7}
 
 
 def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):

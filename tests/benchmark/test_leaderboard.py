@@ -36,7 +36,10 @@ def _results(method="sie", seed=0, top1=0.8, r2=0.6, evaluated_at="2026-01-01T00
         "colour": {p: {"r2": 0.9, "r2_floor": 0.95, "r2_spot": 0.85} for p in parts},
     }
     if split:
-        metrics["retrieval"] = {"pre": 0.5, "mrr": 0.4, "hit1": 0.3, "hit2": 0.4, "hit5": 0.6, "hit10": 0.8}
+        metrics["retrieval"] = {
+            **{"pre": 0.25, "emb_dist": 0.5, "mrr": 0.4},
+            **{"hit1": 0.3, "hit2": 0.4, "hit5": 0.6, "hit10": 0.8},
+        }
     return {
         "format": RESULTS_FORMAT,
         "run": f"/runs/{method}-{seed}",
@@ -72,6 +75,7 @@ def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance()
         row["rot_r2_equi"] == 0.6 and row["rot_angle_deg_inv"] == 30.0 and row["colour_r2_spot_full"] == 0.85
     )
     assert row["mrr"] == 0.4 and row["hit10"] == 0.8 and row["train_time_s"] == 123.5
+    assert row["pre"] == 0.25 and row["emb_dist"] == 0.5
     assert row["probe_epochs"] == "classification=300;rotation=300" and row["probe_samples"] == 1
     mixed = _results()
     mixed["settings"]["rotation"]["samples_per_object"] = 50  # only rotation re-evaluated with 50
@@ -80,6 +84,29 @@ def test_row_from_results_holds_identity_metrics_in_their_units_and_provenance()
     baseline = row_from_results(_results("vicreg", split=False))
     assert baseline["top1_full"] == pytest.approx(80.0) and baseline["top1_inv"] is None
     assert baseline["mrr"] is None and baseline["pre"] is None
+
+
+def test_results_and_csvs_of_an_earlier_version_read_their_pre_as_the_embedding_distance(tmp_path):
+    """Before the published PRE was computed, `pre` named the embedding distance: such a results.json or
+    CSV keeps its number under `emb_dist`, and its PRE is missing, never taken for the published one."""
+    old = _results()
+    del old["metrics"]["retrieval"]["emb_dist"]
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    (row,) = load_rows(tmp_path / "results.json")
+    assert (row["pre"], row["emb_dist"], row["mrr"]) == (None, 0.25, 0.4)
+
+    new = row_from_results(_results())
+    board = tmp_path / "board.csv"
+    write_rows(board, [new])
+    header, line = board.read_text().splitlines()
+    columns = header.split(",")
+    cells = dict(zip(columns, line.split(","), strict=True))
+    kept = [column for column in columns if column != "emb_dist"]
+    board.write_text(",".join(kept) + "\n" + ",".join(cells[column] for column in kept) + "\n")
+    (read,) = read_rows(board)
+    assert (read["pre"], read["emb_dist"]) == (None, 0.25) and read["mrr"] == new["mrr"]
+    write_rows(board, [new])
+    assert read_rows(board) == [new], "a CSV with both columns is read as written"
 
 
 def test_csv_round_trip_keeps_values_and_types(tmp_path):
@@ -290,8 +317,9 @@ def test_plots_are_valid_pngs(tmp_path):
     )
     written = plot_leaderboard(rows, tmp_path / "figures")
     names = {path.name for path in written}
-    assert TRADEOFF_NAME in names and {"top1.png", "rot_r2.png", "mrr.png", "pre.png"} <= names
-    assert len(names) == 16
+    expected = {"top1.png", "rot_r2.png", "mrr.png", "pre.png", "emb_dist.png"}
+    assert TRADEOFF_NAME in names and expected <= names
+    assert len(names) == 17
     for path in written:
         _assert_png(path)
 

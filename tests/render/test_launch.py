@@ -176,6 +176,32 @@ def test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render(tmp_pat
     assert check_dataset(tmp_path).ok
 
 
+@dataclass(frozen=True)
+class LoggingSource(ProceduralSource):
+    """The procedural library, writing "PID OBJECT_ID" to `log` as a worker loads each object."""
+
+    log: str = ""
+
+    def load(self, obj):
+        with open(self.log, "a") as handle:
+            handle.write(f"{os.getpid()} {obj.object_id}\n")
+        return super().load(obj)
+
+
+@pytest.mark.parametrize(("recycle_every", "processes"), [(1, 3), (3, 1)])
+def test_a_worker_is_replaced_after_recycle_every_objects(recycle_every, processes, tmp_path):
+    """--recycle-every N: a worker process renders N objects, then a fresh one (a new Blender) takes over."""
+    log = tmp_path / "loads.log"
+    source = LoggingSource(("chair", "mug", "lamp"), per_class=1, seed=0, log=str(log))
+    out = tmp_path / "data"
+    summary = render_dataset(config(out), source, workers=1, recycle_every=recycle_every, progress=False)
+    assert summary.rendered == 3 and check_dataset(out).ok
+    loads = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(key for _, key in loads) == sorted(obj.object_id for obj in source.objects())
+    assert len({pid for pid, _ in loads}) == processes
+    assert str(os.getpid()) not in {pid for pid, _ in loads}, "objects load in worker processes"
+
+
 def future_with(result=None, error=None) -> Future:
     future = Future()
     future.set_running_or_notify_cancel()

@@ -13,6 +13,7 @@ from sie_models.heads import (
     build_projector,
     parse_projector_spec,
     quaternion_to_matrix,
+    r2_pooled_score,
     r2_score,
     split_dims,
     split_projector_spec,
@@ -192,6 +193,16 @@ def test_r2_score_is_the_uniform_average_over_columns():
     assert np.isclose(r2_score(torch.tensor(predicted), torch.tensor(target)).item(), expected)
 
 
+def test_r2_pooled_score_uses_one_mean_of_all_target_values():
+    rng = np.random.default_rng(1)
+    target, predicted = rng.normal(size=(20, 4)) + np.arange(4), rng.normal(size=(20, 4))
+    expected = 1 - ((target - predicted) ** 2).sum() / ((target - target.mean()) ** 2).sum()
+    assert np.isclose(r2_pooled_score(torch.tensor(predicted), torch.tensor(target)).item(), expected)
+    means = torch.tensor(target.mean(0)).expand(20, 4)  # each column's mean: 0 per column, > 0 pooled
+    assert np.isclose(r2_score(means, torch.tensor(target)).item(), 0.0)
+    assert r2_pooled_score(means, torch.tensor(target)).item() > 0.5
+
+
 def test_probes_report_each_part_and_do_not_backprop_into_representations():
     torch.manual_seed(0)
     parts = {"full": slice(0, 8), "inv": slice(0, 4), "equi": slice(4, 8)}
@@ -203,6 +214,7 @@ def test_probes_report_each_part_and_do_not_backprop_into_representations():
     assert rep1.grad is None and rep2.grad is None
     assert all(p.grad is not None for p in probes.parameters())
     for suffix in ("", "_inv", "_equi"):
+        assert {f"probe_rotation_r2_comp{suffix}", f"probe_rotation_r2{suffix}"} <= set(stats)
         assert {f"probe_top1{suffix}", f"probe_rotation_r2{suffix}", f"probe_cross_entropy{suffix}"} <= set(
             stats
         )
