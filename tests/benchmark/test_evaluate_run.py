@@ -293,6 +293,19 @@ def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic
     np.testing.assert_array_equal(resumed.labels, views.labels)
 
 
+def test_features_do_not_depend_on_the_extraction_batch_or_workers(sie_run, synthetic_dataset, tmp_path):
+    """--extract-batch (rounded to whole objects) and --workers change how the views are read and
+    batched, never the features."""
+    method, _ = load_trained(sie_run)
+    views = open_dataset(synthetic_dataset.root, "val")
+    options = dict(image_size=16, device=torch.device("cpu"), embeddings=True, progress=False)
+    one = split_features(method, views, tmp_path / "one", batch_images=1, **options)
+    every = split_features(method, views, tmp_path / "every", batch_images=10_000, workers=1, **options)
+    for name in ("representations", "embeddings"):
+        np.testing.assert_allclose(getattr(one, name), getattr(every, name), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(one.latents, every.latents)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "pickled", "other shape"])
 def test_a_damaged_feature_cache_is_extracted_again(sie_run, synthetic_dataset, tmp_path, damage):
     method, _ = load_trained(sie_run)

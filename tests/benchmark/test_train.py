@@ -81,6 +81,18 @@ def test_run_folder_holds_config_checkpoints_and_tensorboard_logs(tiny_run, synt
     assert events.Scalars("optim/lr")[0].value == pytest.approx(1e-3)
 
 
+def test_log_every_sets_the_steps_between_tensorboard_entries(synthetic_dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = _train(synthetic_dataset.root, tmp_path / "run", "--epochs", "2", "--log-every", "3")
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    for tag in ("train/loss", "train/probe_top1", "throughput/images_per_s", "optim/lr"):
+        assert [event.step for event in events.Scalars(tag)] == [3], tag  # of steps 1..4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["log_every"] == 3
+
+
 def test_load_trained_rebuilds_the_checkpointed_method(tiny_run):
     method, config = load_trained(tiny_run)
     assert method.name == "sie" and not method.training
@@ -264,6 +276,31 @@ def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic
     from_packed = read_checkpoint(packed_run / "checkpoints" / "last.pt")["model"]
     for name, tensor in from_folder.items():
         assert torch.equal(tensor, from_packed[name]), name
+
+
+def test_the_mixed_precision_step_trains_and_is_recorded(synthetic_dataset, tmp_path, monkeypatch):
+    """The AMP path of the loop (autocast around the forward pass, the objective in float32), run on the
+    CPU in bfloat16 since AMP is only switched on for CUDA: the run trains, its weights stay float32 and
+    differ from a float32 run's only by rounding, and config.json records the dtype."""
+    from benchmark.train import loop
+
+    options = dict(method="sie", data=str(synthetic_dataset.root), image_size=16, batch_size=4, epochs=1)
+    plain = tmp_path / "plain"
+    config = resolve_config("tiny", out=str(plain), **options)
+    train(config, progress=False)
+    assert config.amp and loop.resolve_amp_dtype(config, torch.device("cpu")) is None  # never on the CPU
+    monkeypatch.setattr(loop, "resolve_amp_dtype", lambda config, device: torch.bfloat16)
+    mixed = tmp_path / "mixed"
+    assert train(resolve_config("tiny", out=str(mixed), **options), progress=False).complete
+    recorded = json.loads((mixed / "config.json").read_text())
+    assert recorded["amp"] is True and recorded["amp_dtype"] == "bfloat16"
+    weights = read_checkpoint(mixed / "checkpoints" / "last.pt")["model"]
+    reference = read_checkpoint(plain / "checkpoints" / "last.pt")["model"]
+    floats = [name for name, tensor in weights.items() if tensor.is_floating_point()]
+    assert any(not torch.equal(weights[name], reference[name]) for name in floats), "autocast was applied"
+    for name in floats:
+        assert weights[name].dtype == torch.float32 and torch.isfinite(weights[name]).all(), name
+        torch.testing.assert_close(weights[name], reference[name], rtol=0.05, atol=0.01)
 
 
 def test_a_different_world_size_resumes_only_at_an_epoch_boundary(tiny_run):

@@ -272,12 +272,18 @@ def test_stats_without_labels_have_no_probes():
     assert not any(key.startswith("probe") for key in out.stats)
 
 
-def test_runs_under_mixed_precision_with_float32_objective():
-    method = tiny("sie")
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_runs_under_mixed_precision_with_float32_objective(name):
+    """The AMP path of training (autocast; bfloat16 here, as the CPU has it): the objective is computed in
+    float32 and every gradient is finite."""
+    method = tiny(name)
     view1, view2, action, labels = batch(method)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = method(view1, view2, action, labels)
     assert out.stats["objective"].dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(grad).all() for grad in grads)
 
 
 # --- gradient flow --------------------------------------------------------------------------------
