@@ -21,6 +21,7 @@ from benchmark.cli import main
 from benchmark.train import read_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmark"))
+from faults import obey_permissions
 from synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -158,3 +159,31 @@ def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
     assert not list((folder / "checkpoints").glob("*.tmp*"))
     trained(train_arguments(dataset.root, folder))
     assert read_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] == EPOCHS
+
+
+def test_a_read_only_checkpoints_folder_stops_training_with_one_line_and_keeps_the_checkpoints(
+    dataset, tmp_path
+):
+    """The checkpoints folder turns read-only after epoch 1 (a quota, a remount): the next save fails, and
+    `3die train` ends with one line naming the folder, the epoch 1 checkpoint intact; once writable again
+    a rerun finishes the run."""
+    folder = tmp_path / "run"
+    trained(train_arguments(dataset.root, folder, epochs=1))
+    checkpoints = folder / "checkpoints"
+    before = {path.name: path.read_bytes() for path in checkpoints.iterdir()}
+    command = [sys.executable, "-c", "from benchmark.cli import main; main()"]
+    checkpoints.chmod(0o555)
+    try:
+        refused = subprocess.run(
+            [*command, *train_arguments(dataset.root, folder)], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=obey_permissions,
+        )  # fmt: skip
+    finally:
+        checkpoints.chmod(0o755)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Permission denied" in errors[0] and str(checkpoints) in errors[0], errors
+    assert "make the folder writable, then rerun the same command" in errors[0]
+    assert {path.name: path.read_bytes() for path in checkpoints.iterdir()} == before
+    trained(train_arguments(dataset.root, folder))
+    assert read_checkpoint(checkpoints / "last.pt")["epoch"] == EPOCHS
