@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from benchmark.cli import main
 from benchmark.data import DatasetError
 from benchmark.data.folder import read_split_files
+from benchmark.leaderboard import COLUMNS, LeaderboardError, read_rows
 from benchmark.train import CheckpointError, ConfigError, parse_method_options, read_checkpoint
 from render import spec, writer
 from render.check import check_dataset
@@ -212,6 +213,30 @@ def test_objects_csv_reader_raises_only_manifest_errors(tmp_path, text):
         read_manifest(path)
     except ManifestError as error:
         assert str(path) in str(error)
+
+
+CELL = st.sampled_from(["sie", "", "1", "-2.5", "nan", "x", "1e400", '"', ","])
+LEADERBOARD_TEXT = st.one_of(
+    st.text(max_size=300),
+    st.tuples(
+        st.lists(st.sampled_from([*COLUMNS, "flops", ""]), min_size=1, max_size=8, unique=True),
+        st.lists(st.lists(CELL, max_size=8)),
+    ).map(lambda table: "\n".join([",".join(["method", *table[0]]), *(",".join(row) for row in table[1])])),
+)
+
+
+@FUZZ
+@given(text=LEADERBOARD_TEXT)
+def test_leaderboard_csv_reader_raises_only_leaderboard_errors(tmp_path, text):
+    path = tmp_path / "board.csv"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        rows = read_rows(path)
+    except LeaderboardError as error:
+        assert str(path) in str(error)
+    else:
+        event("read")
+        assert all(set(row) == set(COLUMNS) for row in rows)
 
 
 def npy_bytes(array) -> bytes:
