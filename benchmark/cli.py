@@ -545,6 +545,12 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--views", default=50, show_default=True, help="Views per procedural object.")
 @click.option("--quality", default="fast", show_default=True, help="Cycles preset of the procedural render.")
 @click.option("--render-workers", default=1, show_default=True, help="Blender worker processes.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="Method option KEY=VALUE (repeatable); the run and its leaderboard row are then its own.",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.option(
     "--skip-bad-objects",
@@ -568,6 +574,7 @@ def benchmark_command(
     views,
     quality,
     render_workers,
+    options,
     progress,
     **train_options,
 ) -> None:
@@ -577,7 +584,13 @@ def benchmark_command(
     from benchmark.evaluate import EvaluationError, parse_epochs
     from benchmark.leaderboard import LeaderboardError, format_table
     from benchmark.pipeline import BenchmarkConfig, ProceduralData, run_benchmark
-    from benchmark.train import INTERRUPTED_EXIT_STATUS, CheckpointError, ConfigError, TrainingError
+    from benchmark.train import (
+        INTERRUPTED_EXIT_STATUS,
+        CheckpointError,
+        ConfigError,
+        TrainingError,
+        parse_method_options,
+    )
     from render.launch import RenderSetupError
     from render.sources import SourceError
     from render.writer import DatasetMismatchError
@@ -613,7 +626,10 @@ def benchmark_command(
                 quality=quality,
                 workers=render_workers,
             ),
-            train_options={key: value for key, value in train_options.items() if value is not None},
+            train_options={
+                **{key: value for key, value in train_options.items() if value is not None},
+                **({"method_options": parse_method_options(options)} if options else {}),
+            },
         )
         result = run_benchmark(config, progress=progress, echo=click.echo)
     except stage_errors as error:

@@ -9,6 +9,8 @@ interrupted `3die benchmark` therefore finishes the work instead of starting ove
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ DEFAULT_PROBE_EPOCHS = 50
 #: listed): the mini set's 320 training objects would give the probes 2 steps per epoch.
 PROBE_SAMPLES = {"mini": 50}
 LEADERBOARD_NAME = "leaderboard.csv"
+#: Longest method-options text in a run folder name; longer ones (or odd characters) become a hash.
+RUN_NAME_OPTIONS = 60
 #: Seconds between looks at objects of the procedural dataset that another process is rendering.
 RENDER_POLL_SECONDS = 5.0
 
@@ -110,7 +114,9 @@ def run_benchmark(
     render_size = config.procedural.size or image_size
     procedural = config.out / "data" / config.procedural.folder_name(render_size)
     data = config.data or procedural
-    run = config.out / "runs" / f"{config.method}-{config.preset}-{data.stem}-s{config.seed}"
+    run = (
+        config.out / "runs" / run_name(config.method, config.preset, data, config.seed, config.train_options)
+    )
     leaderboard = config.leaderboard or config.out / LEADERBOARD_NAME
     training = resolve_config(
         config.preset,
@@ -154,6 +160,19 @@ def run_benchmark(
     row = row_from_results(results)
     append_row(leaderboard, row, echo=say)
     return BenchmarkResult(data, run, True, results, row, leaderboard)
+
+
+def run_name(method: str, preset: str, data: Path, seed: int, train_options: dict[str, Any]) -> str:
+    """METHOD-PRESET-DATASET-sSEED, followed by the method options given (`--option`) when there are any,
+    so that a benchmark with other options trains a run of its own."""
+    name = f"{method}-{preset}-{data.stem}-s{seed}"
+    options = train_options.get("method_options") or {}
+    if not options:
+        return name
+    text = "_".join(f"{key}={options[key]}" for key in sorted(options))
+    if len(text) > RUN_NAME_OPTIONS or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", text):
+        text = "o" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{name}-{text}"
 
 
 def render_procedural(

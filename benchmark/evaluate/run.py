@@ -460,6 +460,7 @@ def results_header(
         "method_config": config["method_config"],
         "training": {
             "preset": config.get("preset"),
+            "method_options": config.get("method_options"),
             "epochs": config["epochs"],
             "epochs_done": trained["epochs_done"],
             "complete": trained["complete"],

@@ -1,5 +1,6 @@
-"""Leaderboard rows: one row per (method, preset, dataset, training dataset when another, image size,
-epochs, seed), every metric of `3die evaluate` and where the numbers came from. The schema is `COLUMNS`
+"""Leaderboard rows: one row per (method, method options other than the preset's, preset, dataset, training
+dataset when another, image size, epochs, seed), every metric of `3die evaluate` and where the numbers came
+from. The schema is `COLUMNS`
 (documented in docs/leaderboard.md); rows are plain dicts with a value of the column's type or None.
 """
 
@@ -36,6 +37,7 @@ RETRIEVAL_METRICS = ("pre", "emb_dist", "mrr", "hit1", "hit2", "hit5", "hit10")
 RENAMED_COLUMNS = {"pre": "emb_dist"}
 IDENTITY_COLUMNS = {
     "method": str,
+    "method_options": str,
     "preset": str,
     "dataset": str,
     "dataset_hash": str,
@@ -69,10 +71,12 @@ PROVENANCE_COLUMNS = {
 COLUMNS: dict[str, Callable[[str], Any]] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
 #: Rows with equal values here describe the same experiment; the newest evaluation wins. A dataset is its
 #: hash: the same objects evaluated as a folder and as a packed file of another name are one dataset.
-KEY_COLUMNS = ("method", "preset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed")
+KEY_COLUMNS = (
+    "method", "method_options", "preset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed",
+)  # fmt: skip
 #: Columns `format_table` shows when any row has a value.
 SUMMARY_COLUMNS = (
-    "method", "dataset", "train_dataset", "image_size", "epochs", "seed",
+    "method", "method_options", "dataset", "train_dataset", "image_size", "epochs", "seed",
     "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
     "colour_r2_equi", "colour_r2_full", "pre", "emb_dist", "mrr", "hit1", "hit5",
 )  # fmt: skip
@@ -94,6 +98,9 @@ def row_from_results(results: dict[str, Any]) -> Row:
     row: Row = dict.fromkeys(COLUMNS)
     row.update(
         method=results["method"],
+        method_options=changed_options(
+            results["method"], training.get("preset"), training.get("method_options")
+        ),
         preset=training.get("preset"),
         dataset=dataset["name"],
         dataset_hash=dataset["hash"],
@@ -122,6 +129,22 @@ def row_from_results(results: dict[str, Any]) -> Row:
         evaluated_at=evaluation.get("evaluated_at"),
     )
     return row
+
+
+def changed_options(method: str, preset: str | None, options: dict[str, Any] | None) -> str | None:
+    """The method options of a run that differ from its preset's, as "KEY=VALUE;..." sorted by key (None
+    when there are none, or for results that do not record them): what sets the experiment apart from the
+    preset's run of the same method."""
+    from benchmark.train import ConfigError, presets
+    from benchmark.train.config import preset_method_options
+
+    try:
+        table = presets()
+        defaults = preset_method_options(table[preset], method) if preset in table else {}
+    except ConfigError:  # a method this version does not know: every option counts
+        defaults = {}
+    changed = {key: value for key, value in (options or {}).items() if defaults.get(key) != value}
+    return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
 
 
 def probe_samples(settings: dict[str, Any]) -> int | str | None:

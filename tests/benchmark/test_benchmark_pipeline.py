@@ -58,6 +58,24 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
     assert [(r["method"], r["probe_samples"]) for r in rows] == [("sie", 1), ("vicreg", 3)]
 
 
+def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_dataset, tmp_path):
+    data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path), "--batch-size", "4"]
+    assert _benchmark("--method", "vicreg", *data).exit_code == 0
+    other = _benchmark("--method", "vicreg", *data, "--option", "projector=32-32-32")
+    assert other.exit_code == 0, other.output
+    runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    name = f"vicreg-tiny-{synthetic_dataset.root.name}-s0"
+    assert runs == [name, f"{name}-projector=32-32-32"]
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert [(row["method"], row["method_options"]) for row in rows] == [
+        ("vicreg", None),
+        ("vicreg", "projector=32-32-32"),
+    ]
+    assert "projector=32-32-32" in other.output  # the table shows the options
+    refused = _benchmark("--method", "vicreg", *data, "--option", "projector")
+    assert refused.exit_code == 1 and "--option expects KEY=VALUE, got 'projector'" in refused.output
+
+
 def test_benchmark_renders_the_procedural_dataset_when_no_data_is_given(tmp_path):
     procedural = ["--classes", "chair,mug", "--per-class", "3", "--views", "3", "--quality", "draft"]
     result = _benchmark("--method", "sie", "--out", str(tmp_path), "--batch-size", "2", *procedural)

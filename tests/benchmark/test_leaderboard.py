@@ -109,6 +109,23 @@ def test_results_and_csvs_of_an_earlier_version_read_their_pre_as_the_embedding_
     assert read_rows(board) == [new], "a CSV with both columns is read as written"
 
 
+def test_the_method_options_column_names_what_differs_from_the_preset():
+    results = _results()
+    assert row_from_results(results)["method_options"] is None  # results that do not record them
+    results["training"]["method_options"] = {"projector": "512-512-512", "stem": "imagenet"}
+    assert row_from_results(results)["method_options"] is None  # the mini preset's own
+    results["training"]["method_options"] = {"stem": "small", "projector": "512-512-512", "equi_factor": 1}
+    assert row_from_results(results)["method_options"] == "equi_factor=1;stem=small"
+    results["method"] = "a-method-of-the-future"
+    assert row_from_results(results)["method_options"] == "equi_factor=1;projector=512-512-512;stem=small"
+    rows = [row_from_results(_results()), row_from_results(results)]
+    assert len(merge_rows(rows)) == 2
+    assert set(group_rows(rows)) == {
+        "sie",
+        "a-method-of-the-future [equi_factor=1;projector=512-512-512;stem=small]",
+    }
+
+
 def test_csv_round_trip_keeps_values_and_types(tmp_path):
     rows = [row_from_results(_results()), row_from_results(_results("vicreg", seed=3, split=False))]
     rows[0]["top1_equi"] = 1 / 3
