@@ -65,8 +65,8 @@ class TrainConfig:
                 f"batch_size must be at least 2 (batch norm and the variance terms need two samples), "
                 f"got {self.batch_size}"
             )
-        if self.workers < 0:
-            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        if self.workers < 0 or self.seed < 0:
+            raise ConfigError(f"workers and seed must be 0 or more, got {self.workers} and {self.seed}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError(
                 f"lr must be positive and weight_decay non-negative ({self.lr}, {self.weight_decay})"

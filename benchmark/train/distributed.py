@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -94,13 +95,18 @@ def any_process(flags: list[bool], context: ProcessContext) -> list[bool]:
     return [bool(value) for value in tensor.tolist()]
 
 
-def union_over_processes(mapping: dict, context: ProcessContext) -> dict:
-    """The union of every process's dict (one all-gather of Python objects)."""
+def gather_objects(value: Any, context: ProcessContext) -> list[Any]:
+    """Every process's `value`, in rank order (one all-gather of Python objects)."""
     if not context.distributed:
-        return mapping
-    parts: list[dict | None] = [None] * context.world_size
-    dist.all_gather_object(parts, mapping)
-    return {key: value for part in parts for key, value in part.items()}
+        return [value]
+    parts: list[Any] = [None] * context.world_size
+    dist.all_gather_object(parts, value)
+    return parts
+
+
+def union_over_processes(mapping: dict, context: ProcessContext) -> dict:
+    """The union of every process's dict."""
+    return {key: value for part in gather_objects(mapping, context) for key, value in part.items()}
 
 
 def mean_over_processes(values: torch.Tensor, context: ProcessContext) -> torch.Tensor:

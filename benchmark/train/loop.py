@@ -47,6 +47,7 @@ from benchmark.train.config import ConfigError, TrainConfig
 from benchmark.train.distributed import (
     ProcessContext,
     any_process,
+    gather_objects,
     mean_over_processes,
     start_processes,
     stop_processes,
@@ -160,6 +161,8 @@ class Trainer:
         self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
         self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
         checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo, required=PAYLOAD_KEYS)
+        loaded = None if checkpoint is None else f"{checkpoint.path.name} {checkpoint.sha256[:12]}"
+        check_same_checkpoint(self.run_dir, gather_objects(loaded, context))
         saved = {} if checkpoint is None else checkpoint.payload["config"]
         # Training time and hardware add up over the sessions of a run (None: a run begun before they
         # were recorded); this session's count from `run` and join at the first save.
@@ -183,8 +186,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         if checkpoint is not None:
             self._restore(checkpoint)
-        if context.is_main:
-            write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved)
+        self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
     def run(self, progress: bool) -> TrainResult:
@@ -292,11 +294,31 @@ class Trainer:
             session = time.perf_counter() - self.session_started
             self.resolved["train_seconds"] = round(self.earlier_seconds + session, 3)
         self.resolved["hardware"] = merged_hardware(self.earlier_hardware, self.session_hardware)
-        if self.context.is_main:
+
+        def save() -> None:
             save_checkpoint(self.run_dir / CHECKPOINTS_DIR, self._payload())
             write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved)
-        if self.context.distributed:
-            torch.distributed.barrier()
+
+        self._on_main(save)
+
+    def _on_main(self, write: Callable[[], None]) -> None:
+        """Run `write` on the main process only; every process returns when it is done, and when it
+        failed (a full disk, a read-only folder) the main process raises its error and the others a
+        TrainingError saying so, instead of waiting for it at the next collective."""
+        failure = None
+        if self.context.is_main:
+            try:
+                write()
+            except OSError as error:
+                failure = error
+        (failed,) = any_process([failure is not None], self.context)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise TrainingError(
+                f"{self.run_dir}: process 0 could not write the run folder (its error says why); training "
+                "stopped and the checkpoints already saved are kept"
+            )
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -411,7 +433,8 @@ def resolve_amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype 
     if not config.amp or device.type != "cuda":
         return None
     if config.amp_dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bfloat16 is slow
+        return torch.bfloat16 if native else torch.float16
     return getattr(torch, config.amp_dtype)
 
 
@@ -470,6 +493,18 @@ def dataset_fingerprint(views: ObjectViews) -> str:
     """sha256 of the split's objects, labels and views: the same for a folder and its packed file."""
     text = "\n".join(f"{key} {label}" for key, label in zip(views.keys, views.labels.tolist(), strict=True))
     return hashlib.sha256(f"{views.views}\n{text}".encode()).hexdigest()
+
+
+def check_same_checkpoint(run_dir: Path, loaded: list[str | None]) -> None:
+    """TrainingError unless every process loaded the same checkpoint (`loaded`: per rank, "NAME SHA256"
+    or None): processes that see different run folders (node-local storage) would resume at different
+    points and fall out of step."""
+    if len(set(loaded)) > 1:
+        found = ", ".join(f"rank {rank}: {name or 'none'}" for rank, name in enumerate(loaded))
+        raise TrainingError(
+            f"{run_dir}: the processes found different checkpoints ({found}); every process must see the "
+            "same --out, on a file system shared by all nodes"
+        )
 
 
 def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from benchmark.train.loop import (
     StopSignals,
     Trainer,
     check_resumable,
+    check_same_checkpoint,
     cuda_rng_states,
     restore_cuda_rng,
 )
@@ -301,6 +302,19 @@ def test_the_mixed_precision_step_trains_and_is_recorded(synthetic_dataset, tmp_
     for name in floats:
         assert weights[name].dtype == torch.float32 and torch.isfinite(weights[name]).all(), name
         torch.testing.assert_close(weights[name], reference[name], rtol=0.05, atol=0.01)
+
+
+def test_processes_that_loaded_different_checkpoints_are_refused(tmp_path):
+    check_same_checkpoint(tmp_path, ["last.pt 0123", "last.pt 0123"])
+    check_same_checkpoint(tmp_path, [None, None])
+    with pytest.raises(TrainingError, match=r"different checkpoints \(rank 0: last.pt 0123, rank 1: none\)"):
+        check_same_checkpoint(tmp_path, ["last.pt 0123", None])
+
+
+def test_a_negative_seed_is_refused_before_anything_is_written(synthetic_dataset, tmp_path):
+    result = _train(synthetic_dataset.root, tmp_path / "run", "--seed", "-1")
+    assert result.exit_code == 1 and "workers and seed must be 0 or more, got 0 and -1" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_different_world_size_resumes_only_at_an_epoch_boundary(tiny_run):

@@ -41,6 +41,38 @@ def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synth
     assert any(name.endswith("running_mean") for name in payload["model"]), "batch-norm buffers saved"
 
 
+@pytest.mark.slow
+def test_a_save_that_fails_on_process_0_stops_every_process_with_one_line(synthetic_dataset, tmp_path):
+    """The checkpoints folder turns read-only between two sessions of a 2-process run: process 0's save
+    fails and says why, process 1 says that process 0 failed instead of waiting for it at the next
+    collective; the checkpoint saved before stays."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))
+    from faults import obey_permissions
+
+    run = tmp_path / "run"
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "3die"), "train",
+        "--method", "vicreg", "--data", str(synthetic_dataset.root), "--out", str(run), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--no-progress",
+    ]  # fmt: skip
+    options = dict(capture_output=True, text=True, timeout=240, env=_environment())
+    first = subprocess.run([*command, "--epochs", "1"], **options)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = (run / "checkpoints" / "last.pt").read_bytes()
+    (run / "checkpoints").chmod(0o555)
+    try:
+        second = subprocess.run([*command, "--epochs", "2"], preexec_fn=obey_permissions, **options)
+    finally:
+        (run / "checkpoints").chmod(0o755)
+    assert second.returncode != 0
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert any("Permission denied" in line and "checkpoints" in line for line in errors), second.stderr[
+        -3000:
+    ]
+    assert any("process 0 could not write the run folder" in line for line in errors), second.stderr[-3000:]
+    assert (run / "checkpoints" / "last.pt").read_bytes() == saved
+
+
 def _compare_with_full_batch(rank: int, world_size: int, out: str) -> None:
     init_method = f"file://{Path(out) / 'init'}"  # a rendezvous file: no port another run could hold
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size)
