@@ -254,6 +254,11 @@ def _reopen(
                 f"{path}: open in another process (a pack writing it, or a program reading it); let it "
                 "finish or close the file, then rerun this command (the objects packed so far are kept)"
             ) from None
+        if h5py.is_hdf5(path):  # packed objects that cannot be opened now (permissions, I/O): keep them
+            raise DatasetError(
+                f"{path}: cannot open the unfinished pack ({error}); make it readable and writable, or "
+                "delete it to start again"
+            ) from None
         path.unlink()  # not an HDF5 file: left by a pack killed before its first flush
         return None
     try:
@@ -265,7 +270,8 @@ def _reopen(
         path.unlink()
         return None
     wanted = [key for reader in readers for key in reader.keys]
-    if same_options and keys == wanted:
+    if same_options and keys == wanted:  # the same objects; their labels, splits or classes may have changed
+        _record_objects(handle, readers)
         _record_skipped(handle, skipped)
         return handle
     if same_options and keys[:rows] == wanted[:rows]:  # e.g. rerun with --skip-bad-objects after a failure
@@ -335,22 +341,34 @@ def _create(path: Path, readers: list[ObjectViews], options: dict, skipped: list
         handle.create_dataset("jpeg_offsets", (count, views + 1), dtype=np.int64, chunks=(1, views + 1))
     latents = (count, views, spec.LATENT_DIM)
     handle.create_dataset("latents", latents, dtype=np.float64, chunks=(1, *latents[1:]))
-    keys = [key.split("/") for reader in readers for key in reader.keys]
-    handle["labels"] = np.concatenate([reader.labels for reader in readers]).astype(np.int64)
-    handle["object_ids"] = np.array([object_id for _, object_id in keys], dtype=STRING)
-    handle["synsets"] = np.array([synset for synset, _ in keys], dtype=STRING)
-    handle["split"] = np.array([reader.split for reader in readers for _ in reader.keys], dtype=STRING)
-    classes = readers[0].classes
-    handle["class_synsets"] = np.array([c.synset for c in classes], dtype=STRING)
-    handle["class_names"] = np.array([c.name for c in classes], dtype=STRING)
-    root = readers[0].path
-    manifest_path, objects_path = root / spec.MANIFEST_NAME, root / spec.OBJECTS_CSV_NAME
-    handle.create_dataset("manifest", data=manifest_path.read_text() if manifest_path.is_file() else "")
-    handle.create_dataset("objects_csv", data=objects_path.read_text() if objects_path.is_file() else "")
+    _record_objects(handle, readers)
     handle.create_dataset("packed", data=np.zeros(count, dtype=bool))
     _record_skipped(handle, skipped)
     handle.flush()
     return handle
+
+
+def _record_objects(handle: h5py.File, readers: list[ObjectViews]) -> None:
+    """Write (or rewrite) what the readers say of the objects: labels, ids, splits, classes, and the
+    dataset's manifest.json and objects.csv (rewritten when a pack resumes: a split file may have changed)."""
+    keys = [key.split("/") for reader in readers for key in reader.keys]
+    classes = readers[0].classes
+    root = readers[0].path
+    manifest_path, objects_path = root / spec.MANIFEST_NAME, root / spec.OBJECTS_CSV_NAME
+    columns = {
+        "labels": np.concatenate([reader.labels for reader in readers]).astype(np.int64),
+        "object_ids": np.array([object_id for _, object_id in keys], dtype=STRING),
+        "synsets": np.array([synset for synset, _ in keys], dtype=STRING),
+        "split": np.array([reader.split for reader in readers for _ in reader.keys], dtype=STRING),
+        "class_synsets": np.array([c.synset for c in classes], dtype=STRING),
+        "class_names": np.array([c.name for c in classes], dtype=STRING),
+        "manifest": manifest_path.read_text() if manifest_path.is_file() else "",
+        "objects_csv": objects_path.read_text() if objects_path.is_file() else "",
+    }
+    for name, values in columns.items():
+        if name in handle:
+            del handle[name]
+        handle.create_dataset(name, data=values)
 
 
 def _record_skipped(handle: h5py.File, skipped: list[SkippedObject]) -> None:
@@ -520,6 +538,9 @@ class PackedViews(ObjectViews):
             raise DatasetError(f"{self.path}:{self.keys[index]}: cannot read the images ({error})") from None
         starts = offsets - offsets[0]
         return [data[start:end] for start, end in itertools.pairwise(starts)]
+
+    def stored_size(self) -> int:
+        return self.image_size if self.raw else super().stored_size()
 
     def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:
         if not self.raw:

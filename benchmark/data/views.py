@@ -96,6 +96,26 @@ class ObjectViews:
             for data, view in zip(self.jpegs(index, views), views, strict=True)
         ]
 
+    def stored_size(self) -> int:
+        """The side in pixels of the stored images (of the first view: a dataset has one size)."""
+        try:
+            with Image.open(io.BytesIO(self.jpeg(0, 0)), formats=JPEG_ONLY) as image:
+                return max(image.size)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{self.describe_view(0, 0)}: cannot read the image ({error})") from None
+
+    def check_image_size(self, size: int) -> None:
+        """DatasetError when the stored images are smaller than `size`: training or evaluating at that size
+        would only enlarge them."""
+        if len(self) == 0:
+            return
+        stored = self.stored_size()
+        if stored < size:
+            raise DatasetError(
+                f"{self.path}: its images are {stored} px, smaller than the {size} px asked for "
+                f"(--image-size); use {stored} px or less, or render (or pack) the dataset at {size} px"
+            )
+
     def describe_view(self, index: int, view: int) -> str:
         """Where a view's image lives, for error messages."""
         return f"{self.path}:{self.keys[index]}/{spec.image_name(view)}"

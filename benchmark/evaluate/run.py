@@ -237,6 +237,10 @@ def _evaluate_locked(
             "(dataset.skipped_objects)"
         )
     check_splits(data_path, train_views, val_views, settings.tasks)
+    try:
+        val_views.check_image_size(config["image_size"])
+    except DatasetError as error:
+        raise EvaluationError(f"{error}; the run {run} was trained at {config['image_size']} px") from None
     dataset = dataset_identity(data_path, train_views, val_views, skipped)
     trained = config["checkpoint"]  # sha256: of the bytes loaded, whatever training has saved since
     checkpoint = {"path": str(Path(trained["path"]).resolve()), "sha256": trained["sha256"]}

@@ -146,6 +146,7 @@ class Trainer:
             share=(context.rank, context.world_size),
             merge=partial(union_over_processes, context=context),
         )
+        self.views.check_image_size(config.image_size)
         self.method = build_configured_method(config, self.views.num_classes)
         self.per_process_batch = per_process_batch(config.batch_size, context.world_size)
         self.sampler = ObjectSampler(

@@ -119,6 +119,51 @@ def test_interrupted_pack_resumes_to_the_same_file(tmp_path, monkeypatch):
         np.testing.assert_array_equal(resumed["jpeg_bytes"][()], expected["jpeg_bytes"][()])
 
 
+def test_a_resumed_pack_takes_the_splits_and_labels_of_the_folder_as_it_is_now(tmp_path, monkeypatch):
+    """An object moved from the train to the val split while a pack was interrupted (the flattened object
+    list stays the same): the resumed file has the folder's splits and labels, not the old ones."""
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=3, val_per_class=1, views=3, size=16)
+    out = tmp_path / "data.h5"
+    monkeypatch.setattr(packed_module, "FLUSH_EVERY", 1)
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(dataset.root, out, on_object=interrupt_after(2))
+    root = dataset.root
+    train, val = np.load(root / "train_images.npy"), np.load(root / "val_images.npy")
+    train_labels, val_labels = np.load(root / "train_labels.npy"), np.load(root / "val_labels.npy")
+    np.save(root / "train_images.npy", train[:-1])
+    np.save(root / "val_images.npy", np.concatenate([train[-1:], val]))
+    np.save(root / "train_labels.npy", train_labels[:-1])
+    np.save(root / "val_labels.npy", np.concatenate([train_labels[-1:], val_labels]))
+    assert pack_dataset(root, out).resumed == 2
+    for split in ("train", "val"):
+        folder, packed = open_dataset(root, split), open_dataset(out, split)
+        assert packed.keys == folder.keys and list(packed.labels) == list(folder.labels), split
+        np.testing.assert_array_equal(packed.all_latents(), folder.all_latents())
+    assert len(open_dataset(out, "train")) == 5 and len(open_dataset(out, "val")) == 3
+
+
+def test_an_unfinished_pack_that_cannot_be_opened_is_kept_and_named(tmp_path, monkeypatch):
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
+    out, partial = tmp_path / "data.h5", tmp_path / "data.h5.partial"
+    monkeypatch.setattr(packed_module, "FLUSH_EVERY", 1)
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(dataset.root, out, on_object=interrupt_after(2))
+    kept = partial.read_bytes()
+    real_file = h5py.File
+
+    def file(name, mode="r", *arguments, **options):
+        if mode == "r+":
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_file(name, mode, *arguments, **options)
+
+    monkeypatch.setattr(packed_module.h5py, "File", file)
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(partial))}: cannot open the unfinished pack"):
+        pack_dataset(dataset.root, out)
+    assert partial.read_bytes() == kept
+    monkeypatch.setattr(packed_module.h5py, "File", real_file)
+    assert pack_dataset(dataset.root, out).resumed == 2
+
+
 LIVE_PACK = """
 import sys, time
 from pathlib import Path

@@ -311,6 +311,19 @@ def test_processes_that_loaded_different_checkpoints_are_refused(tmp_path):
         check_same_checkpoint(tmp_path, ["last.pt 0123", None])
 
 
+def test_images_smaller_than_the_training_size_are_refused(synthetic_dataset, tmp_path):
+    """Training at a size larger than the stored images would only enlarge them: refused, for a folder and
+    for a file packed at a smaller size, before any step."""
+    packed = tmp_path / "small.h5"
+    pack_dataset(synthetic_dataset.root, packed, size=8, raw=True)
+    for data, stored in ((synthetic_dataset.root, synthetic_dataset.size), (packed, 8)):
+        result = _train(data, tmp_path / f"run{stored}", "--image-size", str(2 * stored))
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        expected = f"{data}: its images are {stored} px, smaller than the {2 * stored} px asked for"
+        assert expected in result.output
+        assert not (tmp_path / f"run{stored}" / "checkpoints").exists()
+
+
 def test_a_negative_seed_is_refused_before_anything_is_written(synthetic_dataset, tmp_path):
     result = _train(synthetic_dataset.root, tmp_path / "run", "--seed", "-1")
     assert result.exit_code == 1 and "workers and seed must be 0 or more, got 0 and -1" in result.output
