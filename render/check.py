@@ -91,7 +91,7 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
         manifest = writer.read_manifest(root)
         failures = writer.read_failures(root)
         listed = _listed_objects(root)
-        _check_split_files(root, listed, report)
+        _check_split_files(root, listed, _class_count(manifest), report)
     except (ValueError, SourceError, writer.DatasetMismatchError) as error:  # unreadable dataset files
         report.add(str(root), str(error))
         return report
@@ -243,8 +243,15 @@ def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
         report.add(key, "present on disk but not listed in the dataset's object list")
 
 
-def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> None:
-    """Split files: labels aligned with images; in our folders they list exactly the complete objects."""
+def _class_count(manifest: dict | None) -> int:
+    """Classes of the dataset: manifest.json's "classes", or the 55 ShapeNetCore v2 synsets without one."""
+    classes = (manifest or {}).get("classes")
+    return len(classes) if isinstance(classes, list) and classes else len(spec.shapenet_synsets())
+
+
+def _check_split_files(root: Path, listed: list[str], classes: int, report: CheckReport) -> None:
+    """Split files: labels aligned with images and within the dataset's `classes`; in our folders they
+    list exactly the complete objects."""
     present = {}
     for split in SPLITS:
         keys = _split_keys(root, split)
@@ -267,9 +274,14 @@ def _check_split_files(root: Path, listed: list[str], report: CheckReport) -> No
                 f"{len(labels)} labels for {len(keys)} objects in {split}_images.npy ({relation}); the two "
                 "files must list the same objects in the same order",
             )
-        elif labels.shape != (len(keys),) or labels.dtype != np.int64:
+        elif labels.shape != (len(keys),) or not np.issubdtype(labels.dtype, np.integer):
             report.add(
-                labels_path.name, f"shape {labels.shape} {labels.dtype}, expected ({len(keys)},) int64"
+                labels_path.name, f"shape {labels.shape} {labels.dtype}, expected ({len(keys)},) integers"
+            )
+        elif len(bad := labels[(labels < 0) | (labels >= classes)]):
+            report.add(
+                labels_path.name,
+                f"{len(bad)} labels outside 0..{classes - 1} (the dataset's classes), first {int(bad[0])}",
             )
         for key, count in sorted(Counter(keys).items()):
             if count > 1:

@@ -539,7 +539,7 @@ class PackedViews(ObjectViews):
         starts = offsets - offsets[0]
         return [data[start:end] for start, end in itertools.pairwise(starts)]
 
-    def stored_size(self) -> int:
+    def stored_size(self) -> int | None:
         return self.image_size if self.raw else super().stored_size()
 
     def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:

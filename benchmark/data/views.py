@@ -96,13 +96,14 @@ class ObjectViews:
             for data, view in zip(self.jpegs(index, views), views, strict=True)
         ]
 
-    def stored_size(self) -> int:
-        """The side in pixels of the stored images (of the first view: a dataset has one size)."""
+    def stored_size(self) -> int | None:
+        """The side in pixels of the stored images (of the first view: a dataset has one size), None when
+        that image cannot be read (the reading of the views names the damage)."""
         try:
             with Image.open(io.BytesIO(self.jpeg(0, 0)), formats=JPEG_ONLY) as image:
                 return max(image.size)
-        except (OSError, ValueError) as error:
-            raise DatasetError(f"{self.describe_view(0, 0)}: cannot read the image ({error})") from None
+        except (OSError, ValueError, DatasetError):
+            return None
 
     def check_image_size(self, size: int) -> None:
         """DatasetError when the stored images are smaller than `size`: training or evaluating at that size
@@ -110,7 +111,7 @@ class ObjectViews:
         if len(self) == 0:
             return
         stored = self.stored_size()
-        if stored < size:
+        if stored is not None and stored < size:
             raise DatasetError(
                 f"{self.path}: its images are {stored} px, smaller than the {size} px asked for "
                 f"(--image-size); use {stored} px or less, or render (or pack) the dataset at {size} px"

@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -101,6 +102,23 @@ def test_listed_vs_present_and_split_files(tmp_path):
         "in the split files but not complete",
         "incomplete: no completion marker (rerun `3die render` to redo it)",
     ]
+
+
+def test_labels_outside_the_classes_are_found_and_any_integer_type_is_read(tmp_path):
+    """As the readers: int32 labels are fine, labels outside the dataset's classes (the 55 ShapeNet synsets
+    without a class list in manifest.json, else its classes) are named."""
+    make_dataset(tmp_path)
+    np.save(tmp_path / "train_labels.npy", np.load(tmp_path / "train_labels.npy").astype(np.int32))
+    assert problems(tmp_path)[0].ok
+    np.save(tmp_path / "train_labels.npy", np.array([55, -1], dtype=np.int64))
+    _, found = problems(tmp_path)
+    assert found["train_labels.npy"] == ["2 labels outside 0..54 (the dataset's classes), first 55"]
+    manifest = writer.read_manifest(tmp_path)
+    manifest["classes"] = [{"label": 0, "synset": "02691156", "name": "airplane"}]
+    (tmp_path / spec.MANIFEST_NAME).write_text(json.dumps(manifest))
+    np.save(tmp_path / "train_labels.npy", np.array([0, 49], dtype=np.int64))
+    _, found = problems(tmp_path)
+    assert found["train_labels.npy"] == ["1 labels outside 0..0 (the dataset's classes), first 49"]
 
 
 def test_missing_object_is_found_unless_recorded_as_failed(tmp_path):
