@@ -77,6 +77,7 @@ def main() -> None:
 @click.option("--gpus", default=1, show_default=True, help="GPUs per SLURM task.")
 @click.option("--cpus-per-task", default=8, show_default=True, help="CPUs per SLURM task.")
 @click.option("--array-parallelism", default=64, show_default=True, help="SLURM tasks running at once.")
+@click.option("--mem-gb", type=int, help="Memory per SLURM task in GB (default: the partition's).")
 def render_command(
     out,
     shapenet_dir,
@@ -103,6 +104,7 @@ def render_command(
     gpus,
     cpus_per_task,
     array_parallelism,
+    mem_gb,
 ) -> None:
     """Render a 3DIEBench-style dataset (default source: the procedural library). Rerun to resume."""
     from render import launch, sources, writer
@@ -119,9 +121,14 @@ def render_command(
         )
         config = launch.RenderConfig(out, views, size, quality, seed, rotation, device)
         if slurm:
+            if shard != "0/1":
+                raise ValueError("--shard and --slurm do not go together: --slurm submits every shard")
             count = jobs or launch.estimate_jobs(len(launch.plan_objects(source, limit)))
-            options = launch.SlurmOptions(count, partition, time_min, gpus, cpus_per_task, array_parallelism)
-            submitted = launch.submit_slurm(config, source, options, limit, workers)
+            options = launch.SlurmOptions(
+                count, partition, time_min, gpus, cpus_per_task, array_parallelism, mem_gb=mem_gb
+            )
+            retry = {"retry_failed": retry_failed, "recycle_every": recycle_every}
+            submitted = launch.submit_slurm(config, source, options, limit, workers, **retry)
             click.echo(
                 f"submitted {len(submitted)} array tasks (job {submitted[0].job_id.split('_')[0]}); "
                 f"logs in {out / '.slurm'}; rerun without --slurm to resume locally"

@@ -18,7 +18,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -420,7 +420,8 @@ def _count(outcome: ObjectOutcome, summary: RunSummary, bar, views: int) -> None
 @dataclass(frozen=True)
 class SlurmOptions:
     """One SLURM array task per shard: partition, time limit (minutes), GPUs and CPUs per task, how many
-    tasks run at once, and the folder for submitit's logs and pickles."""
+    tasks run at once, the folder for submitit's logs and pickles, and the memory per task in GB (None:
+    the partition's default)."""
 
     jobs: int
     partition: str | None = None
@@ -429,9 +430,12 @@ class SlurmOptions:
     cpus: int = 8
     array_parallelism: int = 64
     folder: Path | None = None
+    mem_gb: int | None = None
 
     def __post_init__(self) -> None:
         check_counts(jobs=self.jobs, time=self.time_min, cpus_per_task=self.cpus)
+        if self.mem_gb is not None:
+            check_counts(mem_gb=self.mem_gb)
         check_counts(array_parallelism=self.array_parallelism)
         if self.gpus < 0:
             raise ValueError(f"--gpus must be at least 0, got {self.gpus}")
@@ -447,9 +451,13 @@ class SlurmOptions:
             "nodes": 1,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": 120,
+            # Slurm 22.05-23.02 do not pass --cpus-per-task from sbatch to srun: the step would get one CPU
+            "slurm_srun_args": ["--cpus-per-task", str(self.cpus)],
         }
         if self.partition:
             parameters["slurm_partition"] = self.partition
+        if self.mem_gb is not None:
+            parameters["mem_gb"] = self.mem_gb
         return parameters
 
 
@@ -462,12 +470,29 @@ class ShardJob(submitit.helpers.Checkpointable):
     submitit requeues it with the same arguments and the rerun resumes where the killed one stopped."""
 
     def __init__(
-        self, config: RenderConfig, source: ObjectSource, limit: int | None, shard: Shard, workers: int
+        self,
+        config: RenderConfig,
+        source: ObjectSource,
+        limit: int | None,
+        shard: Shard,
+        workers: int,
+        retry_failed: bool = False,
+        recycle_every: int = RECYCLE_EVERY,
     ):
         self.config, self.source, self.limit, self.shard, self.workers = config, source, limit, shard, workers
+        self.retry_failed, self.recycle_every = retry_failed, recycle_every
 
     def __call__(self) -> RunSummary:
-        return render_dataset(self.config, self.source, self.limit, self.shard, self.workers, progress=False)
+        return render_dataset(
+            self.config,
+            self.source,
+            self.limit,
+            self.shard,
+            self.workers,
+            self.retry_failed,
+            self.recycle_every,
+            progress=False,
+        )
 
 
 def submit_slurm(
@@ -477,14 +502,21 @@ def submit_slurm(
     limit: int | None = None,
     workers: int = 1,
     cluster: str | None = None,
+    retry_failed: bool = False,
+    recycle_every: int = RECYCLE_EVERY,
 ) -> list:
     """Prepare the dataset folder, then submit one array task per shard; returns the submitit jobs.
+
+    Tasks with GPUs render on them: `config.device` "auto" becomes "gpu", so that a task on a node whose GPU
+    Cycles cannot use stops with the reason in its log instead of rendering on the CPUs unnoticed.
 
     `cluster` is passed to submitit.AutoExecutor: None requires SLURM (SlurmError without it, or when sbatch
     refuses the array), "local" or "debug" run the same jobs on this machine (for testing the job
     construction).
     """
-    check_counts(workers=workers)
+    check_counts(workers=workers, recycle_every=recycle_every)
+    if options.gpus > 0 and config.device == "auto":
+        config = replace(config, device="gpu")
     if cluster is None and submitit.AutoExecutor.which() != "slurm":
         raise SlurmError(
             "--slurm: no SLURM on this machine (srun is not on PATH); run the command on a SLURM login node, "
@@ -495,7 +527,10 @@ def submit_slurm(
     folder = options.folder or config.out / ".slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**options.parameters())
-    jobs = [ShardJob(config, source, limit, Shard(k, options.jobs), workers) for k in range(options.jobs)]
+    jobs = [
+        ShardJob(config, source, limit, Shard(k, options.jobs), workers, retry_failed, recycle_every)
+        for k in range(options.jobs)
+    ]
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's errors; they are in ours
             return executor.submit_array(jobs)

@@ -6,7 +6,7 @@ import os
 import signal
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from render import launch, spec, writer
 from render.check import check_dataset
 from render.launch import (
     CRASHES_BEFORE_FAILURE,
+    RECYCLE_EVERY,
     WORKER_DIED,
     ObjectOutcome,
     RenderConfig,
@@ -297,14 +298,24 @@ def test_the_default_job_count_gives_each_array_task_about_500_objects():
 
 
 def test_slurm_array_runs_one_shard_per_task(tmp_path):
-    options = SlurmOptions(jobs=2, partition="gpu", time_min=30, gpus=1, cpus=2, array_parallelism=2)
+    options = SlurmOptions(
+        jobs=2, partition="gpu", time_min=30, gpus=1, cpus=2, array_parallelism=2, mem_gb=4
+    )
     parameters = options.parameters()
     assert parameters["slurm_partition"] == "gpu" and parameters["timeout_min"] == 30
     assert parameters["slurm_array_parallelism"] == 2 and parameters["gpus_per_node"] == 1
+    assert parameters["mem_gb"] == 4 and parameters["slurm_srun_args"] == ["--cpus-per-task", "2"]
+    auto = config(tmp_path / "gpu", device="auto")
+    on_gpus = submit_slurm(auto, SOURCE, options, cluster="debug", retry_failed=True)
+    task = on_gpus[0].submission().function
+    assert task.config.device == "gpu" and task.retry_failed and task.recycle_every == RECYCLE_EVERY
     out = tmp_path / "out"
-    jobs = submit_slurm(config(out), SOURCE, options, cluster="debug")
+    on_cpus = replace(options, gpus=0)
+    jobs = submit_slurm(config(out), SOURCE, on_cpus, cluster="debug", recycle_every=1)
     assert (out / spec.MANIFEST_NAME).is_file() and (out / spec.OBJECTS_CSV_NAME).is_file()
     assert [job.submission().function.shard for job in jobs] == [Shard(0, 2), Shard(1, 2)]
+    assert [job.submission().function.config.device for job in jobs] == ["cpu", "cpu"]  # as given
+    assert jobs[0].submission().function.recycle_every == 1
     # preempted or timed out, a task is requeued with the same shard (and resumes from the folder)
     assert jobs[0].submission().function.checkpoint().function.shard == Shard(0, 2)
     results = [job.result() for job in jobs]
@@ -360,8 +371,9 @@ def test_slurm_without_slurm_or_refused_by_sbatch_is_one_line(tmp_path):
 
     refusal = "sbatch: error: invalid partition specified: nosuch"
     bin_folder = fake_slurm(tmp_path / "bin", refusal)
-    refused = CliRunner().invoke(
-        main, [*command, "--partition", "nosuch"], env={"PATH": f"{bin_folder}:{os.environ['PATH']}"}
-    )
+    with_slurm = {"PATH": f"{bin_folder}:{os.environ['PATH']}"}
+    both = CliRunner().invoke(main, [*command, "--shard", "0/2"], env=with_slurm)
+    assert both.exit_code == 1 and "--shard and --slurm do not go together" in both.output
+    refused = CliRunner().invoke(main, [*command, "--partition", "nosuch", "--mem-gb", "8"], env=with_slurm)
     assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
     assert refused.output.strip() == f"Error: sbatch refused the job array: {refusal}"
