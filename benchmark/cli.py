@@ -129,8 +129,12 @@ def render_command(
             )
             retry = {"retry_failed": retry_failed, "recycle_every": recycle_every}
             submitted = launch.submit_slurm(config, source, options, limit, workers, **retry)
+            if not submitted:
+                click.echo(f"{out}: every object is done (or failed); split files written, nothing submitted")
+                return
             click.echo(
-                f"submitted {len(submitted)} array tasks (job {submitted[0].job_id.split('_')[0]}); "
+                f"submitted {len(submitted)} array tasks, the shards of {count} with objects left (job "
+                f"{submitted[0].job_id.split('_')[0]}); "
                 f"logs in {out / '.slurm'}; rerun without --slurm to resume locally"
             )
             return

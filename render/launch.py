@@ -505,7 +505,10 @@ def submit_slurm(
     retry_failed: bool = False,
     recycle_every: int = RECYCLE_EVERY,
 ) -> list:
-    """Prepare the dataset folder, then submit one array task per shard; returns the submitit jobs.
+    """Prepare the dataset folder, then submit one array task per shard that has objects left to render
+    (all of them the first time; a resubmission only those with objects missing, or failed ones with
+    `retry_failed`); returns the submitit jobs. With nothing left, the split files are written here and no
+    job is submitted (a resubmission after the array finished, to pick up what one node did not see).
 
     Tasks with GPUs render on them: `config.device` "auto" becomes "gpu", so that a task on a node whose GPU
     Cycles cannot use stops with the reason in its log instead of rendering on the CPUs unnoticed.
@@ -524,12 +527,17 @@ def submit_slurm(
         )
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
+    pending = pending_objects(config.out, objects, retry_failed)
+    shards = sorted({shard_index(obj, options.jobs) for obj in pending})
+    if not shards:
+        writer.finalize(config.out, objects)
+        return []
     folder = options.folder or config.out / ".slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**options.parameters())
     jobs = [
         ShardJob(config, source, limit, Shard(k, options.jobs), workers, retry_failed, recycle_every)
-        for k in range(options.jobs)
+        for k in shards
     ]
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's errors; they are in ours

@@ -3,6 +3,7 @@ construction (submitit's debug executor). Renders are tiny (16 px, 2 views, 4 sa
 
 import json
 import os
+import shutil
 import signal
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -322,6 +323,15 @@ def test_slurm_array_runs_one_shard_per_task(tmp_path):
     assert sum(r.rendered for r in results) == 4 and sum(r.in_shard for r in results) == 4
     assert check_dataset(out).ok
     assert len(latents_on_disk(out)) == 8
+    # a resubmission sends only the shards with objects left, and none when all are done
+    (out / "train_images.npy").unlink()
+    assert submit_slurm(config(out), SOURCE, on_cpus, cluster="debug") == []
+    assert (out / "train_images.npy").is_file() and check_dataset(out).ok, "the split files are written here"
+    missing = SOURCE.objects()[1]
+    shutil.rmtree(writer.object_dir(out, missing))
+    (again,) = submit_slurm(config(out), SOURCE, on_cpus, cluster="debug")
+    assert again.submission().function.shard == Shard(shard_index(missing, 2), 2)
+    assert again.result().rendered == 1 and check_dataset(out).ok
 
 
 def test_shapenet_layout_renders_with_shapenet_labels(tmp_path, scene):
