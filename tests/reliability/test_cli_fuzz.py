@@ -207,12 +207,18 @@ CSV_TEXT = st.one_of(
 @FUZZ
 @given(text=CSV_TEXT)
 def test_objects_csv_reader_raises_only_manifest_errors(tmp_path, text):
-    path = tmp_path / "objects.csv"
+    _read_text(tmp_path / "objects.csv", text, read_manifest, ManifestError)
+
+
+def _read_text(path, text, reader, kind):
+    """`reader(path)` of a file holding `text`: its result, or None when it raised `kind` with a message
+    naming the file; any other exception fails the test."""
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        read_manifest(path)
-    except ManifestError as error:
+        return reader(path)
+    except kind as error:
         assert str(path) in str(error)
+        return None
 
 
 CELL = st.sampled_from(["sie", "", "1", "-2.5", "nan", "x", "1e400", '"', ","])
@@ -228,13 +234,8 @@ LEADERBOARD_TEXT = st.one_of(
 @FUZZ
 @given(text=LEADERBOARD_TEXT)
 def test_leaderboard_csv_reader_raises_only_leaderboard_errors(tmp_path, text):
-    path = tmp_path / "board.csv"
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        rows = read_rows(path)
-    except LeaderboardError as error:
-        assert str(path) in str(error)
-    else:
+    rows = _read_text(tmp_path / "board.csv", text, read_rows, LeaderboardError)
+    if rows is not None:
         event("read")
         assert all(set(row) == set(COLUMNS) for row in rows)
 
