@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,6 @@ PROBE_SAMPLES = {"mini": 50}
 LEADERBOARD_NAME = "leaderboard.csv"
 #: Longest method-options text in a run folder name; longer ones (or odd characters) become a hash.
 RUN_NAME_OPTIONS = 60
-#: Seconds between looks at objects of the procedural dataset that another process is rendering.
-RENDER_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -176,21 +173,16 @@ def run_name(method: str, preset: str, data: Path, seed: int, train_options: dic
 
 
 def render_procedural(
-    out: Path,
-    settings: ProceduralData,
-    size: int,
-    progress: bool,
-    echo: Callable[[str], None],
-    poll_seconds: float = RENDER_POLL_SECONDS,
+    out: Path, settings: ProceduralData, size: int, progress: bool, echo: Callable[[str], None]
 ) -> RunSummary:
     """Render the procedural dataset into `out`, or finish it; a complete one is left as it is.
 
     Returns only when every object is complete or failed, so that training sees the whole dataset: the
     render holds OUT's lock file (.NAME.lock beside it) so that a second `3die benchmark` waits for it
-    instead of training on a half-rendered dataset, and objects that another process (a `3die render`
-    into the same folder) is rendering are waited for, every `poll_seconds`.
+    instead of training on a half-rendered dataset, and it waits on the claims of objects that another
+    process (a `3die render` into the same folder) is rendering, then renders those it left.
     """
-    from render import launch, sources
+    from render import launch, sources, writer
     from render.locks import exclusive_lock
 
     source = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed)
@@ -201,7 +193,9 @@ def render_procedural(
         summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
         while summary.elsewhere:
             echo(f"{out}: waiting for {summary.elsewhere} objects that another process is rendering")
-            time.sleep(poll_seconds)
+            for obj in launch.pending_objects(out, source.objects()):
+                with exclusive_lock(writer.object_dir(out, obj) / writer.CLAIM_NAME):  # until it lets go
+                    pass
             summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
     failed = f", {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
     echo(f"{out}: {summary.rendered} objects rendered, {summary.skipped} already there{failed}")

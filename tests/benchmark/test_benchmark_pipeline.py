@@ -135,9 +135,7 @@ def test_the_procedural_dataset_is_complete_before_training_starts(tmp_path):
     out = tmp_path / "data" / settings.folder_name(16)
     objects = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed).objects()
     said: list[str] = []
-    rendering = threading.Thread(
-        target=render_procedural, args=(out, settings, 16, False, said.append), kwargs={"poll_seconds": 0.2}
-    )
+    rendering = threading.Thread(target=render_procedural, args=(out, settings, 16, False, said.append))
     out.parent.mkdir(parents=True)
     lock = _held_elsewhere(LOCK_HOLDER, out.parent / f".{out.name}.lock")
     claim = _held_elsewhere(CLAIM_HOLDER, writer.object_dir(out, objects[0]))  # a `3die render` at work
