@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from render import spec, writer
 from render.manifest import SPLITS, read_manifest
+from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
@@ -329,5 +330,5 @@ def _map(function, keys: list[str], workers: int, progress: bool) -> list:
     bar = partial(tqdm, total=len(keys), unit="obj", desc="check", disable=not progress)
     if workers <= 1 or len(keys) < 2 * workers:
         return [function(key) for key in bar(keys)]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=exit_with_parent) as pool:
         return list(bar(pool.map(function, keys, chunksize=16)))

@@ -26,6 +26,7 @@ import submitit
 from tqdm import tqdm
 
 from render import spec, writer
+from render.processes import leave_signals_to_parent
 from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
 from render.sources import MeshError, ObjectSource, ObjectSpec, SourceError
@@ -276,7 +277,10 @@ def _start_worker(config: RenderConfig, source: ObjectSource, threads: int) -> N
     """Build this worker process's one Blender scene (imports bpy here, never in the parent).
 
     A failure is kept and raised by the first task, so the parent gets the reason instead of a dead pool.
+    The worker ignores SLURM's signals, which this process answers, and exits when it is gone
+    (`leave_signals_to_parent`).
     """
+    leave_signals_to_parent()
     sys.path[:] = without_blender_script_paths(sys.path)
     try:
         from render.scene import RenderSettings, Scene

@@ -57,6 +57,7 @@ from benchmark.data.views import (
 from render import spec
 from render.locks import LockBusy, exclusive_lock
 from render.manifest import SPLITS
+from render.processes import exit_with_parent
 
 FORMAT = "3die-packed"
 FORMAT_VERSION = 1
@@ -208,7 +209,7 @@ def _map_objects(tasks: list, size: int | None, quality: int, raw: bool, workers
     if workers <= 1 or len(tasks) < 2:
         yield from map(_read_object_args, arguments)
         return
-    with get_context("spawn").Pool(workers) as pool:
+    with get_context("spawn").Pool(workers, initializer=exit_with_parent) as pool:
         yield from pool.imap(_read_object_args, arguments, chunksize=4)
 
 

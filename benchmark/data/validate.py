@@ -34,6 +34,7 @@ from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.manifest import SPLITS
+from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text
 from render.sources import NPY_ERRORS
 
@@ -311,7 +312,7 @@ def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[s
     keys = [views.keys[index] for index in indices]
     if workers <= 1 or len(keys) < 4 * CHUNK:
         return [check(key) for key in keys]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=exit_with_parent) as pool:
         return list(pool.map(check, keys, chunksize=CHUNK))
 
 
@@ -361,6 +362,7 @@ _worker_views: list[PackedViews] = []  # the split a decoding process reads, ope
 
 
 def _open_in_worker(path: str, split: str) -> None:
+    exit_with_parent()
     _worker_views.append(open_packed(Path(path), split, check_latents=False))
 
 

@@ -275,8 +275,11 @@ def _evaluate_locked(
     features = FeatureTensors(train, val, device)
     for task in settings.tasks:
         started = time.perf_counter()
-        epochs = settings.probe(task).epochs * len(method.parts) if task in PROBE_TASKS else 1
-        with tqdm(total=epochs, desc=task, unit="epoch", disable=not progress) as bar:
+        if task in PROBE_TASKS:
+            total, unit = settings.probe(task).epochs * len(method.parts), "epoch"
+        else:  # retrieval: PRE's nearest-neighbour search over every prediction
+            total, unit = val.latents.shape[0] * (val.latents.shape[1] - 1), "query"
+        with tqdm(total=total, desc=task, unit=unit, unit_scale=unit == "query", disable=not progress) as bar:
             metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
         if metrics is None:
             results["skipped"][task] = f"method {config['method']} has no predictor"
@@ -313,20 +316,18 @@ def run_task(
     features: FeatureTensors,
     num_classes: int,
     settings: EvaluationSettings,
-    on_epoch: Callable[..., object] | None = None,
+    on_progress: Callable[..., object] | None = None,
 ) -> dict[str, Any] | None:
     """One task's metrics: {part: {metric: value}} for probe tasks, {metric: value} for retrieval, None
-    when the task does not apply (retrieval without a predictor)."""
+    when the task does not apply (retrieval without a predictor). on_progress() is called after each probe
+    epoch, on_progress(n) as retrieval has searched the nearest views of n more predictions."""
     train, val, device = features.train, features.val, features.device
     if task == "retrieval":
         if not method.has_predictor:
             return None
         actions, targets = view_zero_queries(val.latents, method.action_dim)
         predicted = predict_views(method.predict, val.embeddings, actions, device)
-        scores = retrieval_scores(predicted, val.embeddings, targets, val.latents, device)
-        if on_epoch is not None:
-            on_epoch()
-        return scores
+        return retrieval_scores(predicted, val.embeddings, targets, val.latents, device, on_progress)
     train_features, val_features = features.representations("train"), features.representations("val")
     probe_settings = settings.probe(task)
     metrics = {}
@@ -334,15 +335,15 @@ def run_task(
         train_part, val_part = train_features[..., columns], val_features[..., columns]
         if task == "classification":
             metrics[part] = classification_probe(
-                train_part, train.labels, val_part, val.labels, num_classes, probe_settings, on_epoch
+                train_part, train.labels, val_part, val.labels, num_classes, probe_settings, on_progress
             )
         elif task == "rotation":
             metrics[part] = rotation_probe(
-                train_part, train.latents, val_part, val.latents, probe_settings, on_epoch
+                train_part, train.latents, val_part, val.latents, probe_settings, on_progress
             )
         else:
             metrics[part] = colour_probe(
-                train_part, train.latents, val_part, val.latents, probe_settings, on_epoch
+                train_part, train.latents, val_part, val.latents, probe_settings, on_progress
             )
     return metrics
 

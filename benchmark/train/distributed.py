@@ -9,8 +9,9 @@ to run.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -18,6 +19,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from benchmark.train.config import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,37 @@ def any_process(flags: list[bool], context: ProcessContext) -> list[bool]:
     tensor = torch.tensor([float(flag) for flag in flags], device=context.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return [bool(value) for value in tensor.tolist()]
+
+
+class PeerFailed(RuntimeError):
+    """Another process failed at a step that all processes take together (`together`); `rank`: the first."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"process {rank} failed")
+        self.rank = rank
+
+
+def together(
+    compute: Callable[[], T],
+    context: ProcessContext,
+    errors: tuple[type[BaseException], ...] = (Exception,),
+    main_only: bool = False,
+) -> T | None:
+    """compute() on every process (on process 0 only with `main_only`, None elsewhere), then one
+    collective: when it raised one of `errors` on some process, that process raises its own error and
+    every other one PeerFailed, instead of waiting for it at the next collective until a timeout."""
+    value, failure = None, None
+    if context.is_main or not main_only:
+        try:
+            value = compute()
+        except errors as error:
+            failure = error
+    failed = gather_objects(failure is not None, context)
+    if failure is not None:
+        raise failure
+    if any(failed):
+        raise PeerFailed(failed.index(True))
+    return value
 
 
 def gather_objects(value: Any, context: ProcessContext) -> list[Any]:

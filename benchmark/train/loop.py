@@ -45,6 +45,7 @@ from benchmark.data import (
 from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from benchmark.train.config import ConfigError, TrainConfig
 from benchmark.train.distributed import (
+    PeerFailed,
     ProcessContext,
     any_process,
     gather_objects,
@@ -52,6 +53,7 @@ from benchmark.train.distributed import (
     start_processes,
     stop_processes,
     synchronise_batch_norm,
+    together,
     union_over_processes,
 )
 from sie_models import Method, build_method
@@ -161,7 +163,16 @@ class Trainer:
         self.amp_dtype = resolve_amp_dtype(config, context.device)
         self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
         self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
-        checkpoint = load_checkpoint(self.run_dir / CHECKPOINTS_DIR, warn=echo, required=PAYLOAD_KEYS)
+        try:
+            checkpoint = together(
+                partial(load_checkpoint, self.run_dir / CHECKPOINTS_DIR, warn=echo, required=PAYLOAD_KEYS),
+                context,
+            )
+        except PeerFailed as failed:
+            raise TrainingError(
+                f"{self.run_dir}: process {failed.rank} could not load the checkpoint (its error says why); "
+                "no process started training"
+            ) from None
         loaded = None if checkpoint is None else f"{checkpoint.path.name} {checkpoint.sha256[:12]}"
         check_same_checkpoint(self.run_dir, gather_objects(loaded, context))
         saved = {} if checkpoint is None else checkpoint.payload["config"]
@@ -306,20 +317,13 @@ class Trainer:
         """Run `write` on the main process only; every process returns when it is done, and when it
         failed (a full disk, a read-only folder) the main process raises its error and the others a
         TrainingError saying so, instead of waiting for it at the next collective."""
-        failure = None
-        if self.context.is_main:
-            try:
-                write()
-            except OSError as error:
-                failure = error
-        (failed,) = any_process([failure is not None], self.context)
-        if failure is not None:
-            raise failure
-        if failed:
+        try:
+            together(write, self.context, errors=(OSError,), main_only=True)
+        except PeerFailed:
             raise TrainingError(
                 f"{self.run_dir}: process 0 could not write the run folder (its error says why); training "
                 "stopped and the checkpoints already saved are kept"
-            )
+            ) from None
 
     def _payload(self) -> dict[str, Any]:
         return {

@@ -176,8 +176,11 @@ def test_pre_equals_the_published_nearest_neighbour_loop(block_bytes, monkeypatc
     predicted, embeddings, targets = _random_case(objects=12, views=6, dim=16, seed=4)
     latents = _random_latents(12, 6, seed=4)
     expected = _pre_loop(predicted, embeddings, targets, latents)
-    error = nearest_view_rotation_error(predicted, embeddings, targets, latents)
+    blocks = []
+    error = nearest_view_rotation_error(predicted, embeddings, targets, latents, on_queries=blocks.append)
     assert error == pytest.approx(expected, rel=1e-12)
+    assert sum(blocks) == 12 * 5  # progress: every query once, one block per similarity block
+    assert len(blocks) == (1 if block_bytes == 2**28 else 12 * 5)
 
 
 def test_pre_is_the_squared_sine_of_half_the_angle_to_the_nearest_views_pose():

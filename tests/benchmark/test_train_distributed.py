@@ -73,6 +73,27 @@ def test_a_save_that_fails_on_process_0_stops_every_process_with_one_line(synthe
     assert (run / "checkpoints" / "last.pt").read_bytes() == saved
 
 
+@pytest.mark.slow
+def test_a_checkpoint_that_one_process_cannot_load_stops_every_process_with_one_line(
+    synthetic_dataset, tmp_path
+):
+    """Process 1 cannot read the run folder (tests/reliability/rank_fault.py): it says why, process 0 says
+    that process 1 failed instead of waiting for it in the next collective, and neither trains."""
+    script = Path(__file__).parents[1] / "reliability" / "rank_fault.py"
+    run = tmp_path / "run"
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), "1", "train",
+        "--method", "vicreg", "--data", str(synthetic_dataset.root), "--out", str(run), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress",
+    ]  # fmt: skip
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_environment())
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("Error:")]
+    assert any("injected on process 1" in line for line in errors), failed.stderr[-3000:]
+    assert any("process 1 could not load the checkpoint" in line for line in errors), failed.stderr[-3000:]
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").iterdir())
+
+
 def _compare_with_full_batch(rank: int, world_size: int, out: str) -> None:
     init_method = f"file://{Path(out) / 'init'}"  # a rendezvous file: no port another run could hold
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,52 @@ def test_sigkill_mid_object_then_resume(tmp_path):
     report = check_dataset(out)
     assert report.ok, report.lines()
     assert report.objects == 2 and report.images == 2 * views
+
+
+def test_slurm_signals_reaching_a_worker_leave_it_rendering(tmp_path):
+    """SLURM signals every process of a job step before its time limit (SIGUSR2 for submitit); the
+    render's main process answers it (submitit requeues the task), its workers ignore it and SIGUSR1:
+    no crash, no failure."""
+    out, log = tmp_path / "data", tmp_path / "workers.log"
+    target = ProceduralSource(CLASSES, 1, seed=0).objects()[0]
+    process = render_process(out, 4, "render-stop", target.object_id, str(log))
+    try:
+        worker = faults.wait_for_stopped_worker(process, log, target.key)
+        for number in (signal.SIGUSR2, signal.SIGUSR1, signal.SIGCONT):
+            os.kill(worker, number)
+        _, errors = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 0, errors[-2000:]
+    loads = [line.split() for line in log.read_text().splitlines()]
+    assert {pid for pid, _ in loads} == {str(worker)} and len(loads) == 2, "one worker rendered both"
+    assert not (out / spec.FAILURES_NAME).exists()
+    from render.check import check_dataset
+
+    assert check_dataset(out).ok
+
+
+def test_workers_exit_when_the_render_is_killed_alone(tmp_path):
+    """SIGKILL to the main process only (as the OOM killer does): its Blender worker does not linger."""
+    out, log = tmp_path / "data", tmp_path / "workers.log"
+    target = ProceduralSource(CLASSES, 1, seed=0).objects()[0]
+    process = render_process(out, 4, "render-stop", target.object_id, str(log))
+    try:
+        worker = faults.wait_for_stopped_worker(process, log, target.key)
+        process.kill()
+        process.wait()
+        os.kill(worker, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while faults.process_state(worker) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert faults.process_state(worker) in ("", "Z"), "the worker outlived its render"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not writer.is_complete(writer.object_dir(out, target))
 
 
 def test_a_worker_that_cannot_set_up_blender_stops_the_run_with_the_reason(tmp_path):

@@ -1,0 +1,50 @@
+"""Worker processes that leave decisions to the process that started them and never outlive it.
+
+`ProcessPoolExecutor` and `multiprocessing.Pool` workers wait for their next task on a pipe that they hold
+open themselves, so a worker whose parent is killed (SIGKILL, the OOM killer, a SIGTERM without a handler)
+waits forever, and a render worker holds a whole Blender. Every pool of 3die starts its workers with
+`exit_with_parent`; render workers also ignore the signal that SLURM sends to every process of a job
+step before its time limit (SIGUSR2, which submitit asks for), which the parent's handler (submitit's)
+answers for the whole task. They do not ignore SIGTERM: a pool terminates the workers of a broken pool
+with it, and a worker that went on rendering would hold its object's claim against the retry.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+
+#: Signals a render worker ignores: SLURM's time-limit warning (submitit asks for SIGUSR2) and SIGUSR1
+#: (the other common --signal choice); the parent decides, and the worker then goes with it.
+PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+#: Exit status of a worker whose parent has gone.
+ORPHANED_EXIT = 70
+
+
+def exit_with_parent() -> None:
+    """In a worker process: exit at once (os._exit) when the parent process is gone.
+
+    A daemon thread waits on the pipe that multiprocessing keeps open from the parent to each child
+    (`multiprocessing.parent_process()`), which the kernel closes when the parent dies, so the worker
+    leaves within moments of it, without polling. Its files are written atomically and its locks are the
+    kernel's, so leaving mid-task is as safe as a SIGKILL. No-op in a process that multiprocessing did not
+    start.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def wait_for_parent() -> None:
+        parent.join()
+        os._exit(ORPHANED_EXIT)
+
+    threading.Thread(target=wait_for_parent, name="exit-with-parent", daemon=True).start()
+
+
+def leave_signals_to_parent() -> None:
+    """In a worker process: ignore PARENT_SIGNALS, and exit with the parent (`exit_with_parent`)."""
+    for number in PARENT_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    exit_with_parent()
