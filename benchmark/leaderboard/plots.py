@@ -31,9 +31,9 @@ def plot_leaderboard(rows: list[Row], folder: str | Path) -> list[Path]:
     groups = group_rows(rows)
     written = []
     if any(_tradeoff_point(group) is not None for group in groups.values()):
-        written.append(tradeoff_plot(groups, folder / TRADEOFF_NAME))
+        written.append(_save(tradeoff_figure(groups), folder / TRADEOFF_NAME))
     for metric, columns in metric_columns(rows).items():
-        written.append(metric_bars(groups, metric, columns, folder / f"{metric}.png"))
+        written.append(_save(metric_figure(groups, metric, columns), folder / f"{metric}.png"))
     return written
 
 
@@ -65,8 +65,8 @@ def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
     return groups
 
 
-def tradeoff_plot(groups: dict[str, list[Row]], path: Path) -> Path:
-    """Top-1 (%) against rotation R^2, one labelled point per group."""
+def tradeoff_figure(groups: dict[str, list[Row]]) -> Figure:
+    """Top-1 (%) against rotation R^2, one labelled point per group (in the order of `groups`)."""
     figure, axes = _figure(6.4, 4.8)
     points = {label: point for label, rows in groups.items() if (point := _tradeoff_point(rows)) is not None}
     for point in points.values():
@@ -76,7 +76,7 @@ def tradeoff_plot(groups: dict[str, list[Row]], path: Path) -> Path:
     axes.set_title("Invariance-equivariance trade-off")
     axes.grid(alpha=0.3)
     place_labels(axes, points)
-    return _save(figure, path)
+    return figure
 
 
 #: Where a point's label may go, in points from the point, in order of preference.
@@ -115,8 +115,9 @@ def place_labels(axes, points: dict[str, tuple[float, float]]) -> list:
     return annotations
 
 
-def metric_bars(groups: dict[str, list[Row]], metric: str, columns: list[str], path: Path) -> Path:
-    """Bars per group and column (mean over seeds, error bar: standard deviation over seeds)."""
+def metric_figure(groups: dict[str, list[Row]], metric: str, columns: list[str]) -> Figure:
+    """Bars per group and column (mean over seeds, error bar: standard deviation over seeds); one bar
+    container per column, labelled with its part ("inv", "equi", "full") when the metric has parts."""
     labels = list(groups)
     figure, axes = _figure(max(4.5, 0.5 * len(labels) * len(columns) + 2.5), 4.0)
     width = 0.8 / len(columns)
@@ -142,7 +143,7 @@ def metric_bars(groups: dict[str, list[Row]], metric: str, columns: list[str], p
     if len(columns) > 1:
         axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    return _save(figure, path)
+    return figure
 
 
 def _tradeoff_point(rows: list[Row]) -> tuple[float, float] | None:

@@ -4,8 +4,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from matplotlib.container import BarContainer
 from PIL import Image
 
 from benchmark.cli import main
@@ -23,7 +25,7 @@ from benchmark.leaderboard import (
     row_from_results,
     write_rows,
 )
-from benchmark.leaderboard.plots import group_rows
+from benchmark.leaderboard.plots import group_rows, metric_figure, tradeoff_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -325,13 +327,7 @@ def _assert_png(path):
 
 
 def test_plots_are_valid_pngs(tmp_path):
-    rows = merge_rows(
-        [
-            row_from_results(_results(seed=0)),
-            row_from_results(_results(seed=1, top1=0.82)),
-            row_from_results(_results("vicreg", split=False, r2=0.2)),
-        ]
-    )
+    rows = _three_rows()
     written = plot_leaderboard(rows, tmp_path / "figures")
     names = {path.name for path in written}
     expected = {"top1.png", "rot_r2.png", "mrr.png", "pre.png", "emb_dist.png"}
@@ -339,6 +335,52 @@ def test_plots_are_valid_pngs(tmp_path):
     assert len(names) == 17
     for path in written:
         _assert_png(path)
+
+
+def _three_rows():
+    """sie with two seeds (top-1 80 and 82 %, rotation R^2 0.6) and vicreg (one part, R^2 0.2)."""
+    return merge_rows(
+        [
+            row_from_results(_results(seed=0)),
+            row_from_results(_results(seed=1, top1=0.82)),
+            row_from_results(_results("vicreg", split=False, r2=0.2)),
+        ]
+    )
+
+
+def test_the_tradeoff_figure_puts_each_method_at_its_seed_mean_and_labels_it():
+    rows = _three_rows()
+    for row in rows:
+        if row["method"] == "sie":  # the full representation's figures are not the ones plotted
+            row.update(top1_full=50.0, rot_r2_full=0.1)
+    groups = group_rows(rows)
+    axes = tradeoff_figure(groups).axes[0]
+    points = [tuple(collection.get_offsets()[0]) for collection in axes.collections]
+    labels = [text.get_text() for text in axes.texts]
+    expected = {"sie": (0.6, 81.0), "vicreg": (0.2, 80.0)}  # sie: its invariant top-1, equivariant R^2
+    assert labels == list(groups) and sorted(labels) == sorted(expected)
+    for label, point in zip(labels, points, strict=True):
+        assert point == pytest.approx(expected[label])
+    np.testing.assert_allclose([text.xy for text in axes.texts], points)
+
+
+def test_metric_bars_are_seed_means_with_the_seed_spread_per_part():
+    groups = group_rows(_three_rows())
+    axes = metric_figure(groups, "top1", ["top1_inv", "top1_equi", "top1_full"]).axes[0]
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == list(groups)
+    bars = [container for container in axes.containers if isinstance(container, BarContainer)]
+    assert [container.get_label() for container in bars] == ["inv", "equi", "full"]
+    sie, vicreg = (list(groups).index(name) for name in ("sie", "vicreg"))
+    for container in bars:
+        heights = [bar.get_height() for bar in container.patches]
+        segments = [segment for segment in container.errorbar.lines[2][0].get_segments() if len(segment)]
+        spreads = {round(segment[0, 0], 6): (segment[1, 1] - segment[0, 1]) / 2 for segment in segments}
+        centres = [round(bar.get_x() + bar.get_width() / 2, 6) for bar in container.patches]
+        assert heights[sie] == pytest.approx(81.0) and spreads[centres[sie]] == pytest.approx(1.0)  # std
+        if container.get_label() == "full":
+            assert heights[vicreg] == pytest.approx(80.0)
+        else:  # vicreg has no invariant or equivariant part
+            assert np.isnan(heights[vicreg])
 
 
 def test_trade_off_labels_of_nearby_points_do_not_overlap():
