@@ -92,7 +92,7 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
         manifest = writer.read_manifest(root)
         failures = writer.read_failures(root)
         listed = _listed_objects(root)
-        _check_split_files(root, listed, _class_count(manifest), report)
+        _check_split_files(root, listed, len(spec.dataset_classes(manifest)), report)
     except (ValueError, SourceError, writer.DatasetMismatchError) as error:  # unreadable dataset files
         report.add(str(root), str(error))
         return report
@@ -242,12 +242,6 @@ def _folders_on_disk(root: Path) -> set[str]:
 def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
     for key in sorted(_folders_on_disk(root) - listed):
         report.add(key, "present on disk but not listed in the dataset's object list")
-
-
-def _class_count(manifest: dict | None) -> int:
-    """Classes of the dataset: manifest.json's "classes", or the 55 ShapeNetCore v2 synsets without one."""
-    classes = (manifest or {}).get("classes")
-    return len(classes) if isinstance(classes, list) and classes else len(spec.shapenet_synsets())
 
 
 def _check_split_files(root: Path, listed: list[str], classes: int, report: CheckReport) -> None:

@@ -102,6 +102,22 @@ def shapenet_synsets() -> tuple[Synset, ...]:
     return tuple(rows)
 
 
+def dataset_classes(manifest: dict | None) -> tuple[Synset, ...]:
+    """A dataset's classes in label order: its manifest.json's "classes" (each with label, synset and
+    name), or the 55 ShapeNetCore v2 synsets when it has none (the official download). ValueError, naming
+    manifest.json, for a malformed list or labels other than 0..N-1."""
+    if manifest is None or "classes" not in manifest:
+        return shapenet_synsets()
+    try:
+        classes = [Synset(int(c["label"]), str(c["synset"]), str(c["name"])) for c in manifest["classes"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{MANIFEST_NAME}: malformed classes entry ({error})") from None
+    classes.sort(key=lambda c: c.label)
+    if [c.label for c in classes] != list(range(len(classes))):
+        raise ValueError(f"{MANIFEST_NAME}: class labels must be 0..{len(classes) - 1}")
+    return tuple(classes)
+
+
 def spherical_to_cartesian(radius: float, theta: float, phi: float) -> tuple[float, float, float]:
     """(r, polar angle, azimuth) -> (x, y, z), the convention of the published scene."""
     return (

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from render import spec
@@ -11,6 +12,19 @@ def test_synsets_are_sorted_label_order():
     assert len(synsets) == 55
     assert [s.synset for s in synsets] == sorted(s.synset for s in synsets)
     assert synsets[0].name == "airplane" and synsets[0].label == 0
+
+
+def test_dataset_classes_come_from_the_manifest_in_label_order_or_are_the_shapenet_synsets():
+    assert spec.dataset_classes(None) == spec.dataset_classes({"seed": 0}) == spec.shapenet_synsets()
+    listed = [{"label": 1, "synset": "03001627", "name": "chair"}, {"label": 0, "synset": "b", "name": "mug"}]
+    assert spec.dataset_classes({"classes": listed}) == (
+        spec.Synset(0, "b", "mug"),
+        spec.Synset(1, "03001627", "chair"),
+    )
+    with pytest.raises(ValueError, match=r"^manifest.json: class labels must be 0..1$"):
+        spec.dataset_classes({"classes": [listed[0], {**listed[1], "label": 2}]})
+    with pytest.raises(ValueError, match=r"^manifest.json: malformed classes entry \('name'\)$"):
+        spec.dataset_classes({"classes": [{"label": 0, "synset": "b"}]})
 
 
 def test_latent_layout_matches_ranges():

@@ -186,19 +186,12 @@ def _validation_keys(root: Path) -> list[str]:
 
 
 def manifest_classes(root: Path, manifest: dict | None) -> tuple[ClassInfo, ...]:
-    """Classes in label order: manifest.json's "classes", or the 55 ShapeNetCore v2 synsets without one."""
-    if manifest is None or "classes" not in manifest:
-        return tuple(ClassInfo(s.label, s.synset, s.name) for s in spec.shapenet_synsets())
+    """Classes in label order (`render.spec.dataset_classes`); DatasetError naming the file otherwise."""
     try:
-        classes = tuple(
-            ClassInfo(int(c["label"]), str(c["synset"]), str(c["name"])) for c in manifest["classes"]
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise DatasetError(f"{root / spec.MANIFEST_NAME}: malformed classes entry ({error})") from None
-    classes = tuple(sorted(classes, key=lambda c: c.label))
-    if [c.label for c in classes] != list(range(len(classes))):
-        raise DatasetError(f"{root / spec.MANIFEST_NAME}: class labels must be 0..{len(classes) - 1}")
-    return classes
+        classes = spec.dataset_classes(manifest)
+    except ValueError as error:
+        raise DatasetError(f"{root}/{error}") from None
+    return tuple(ClassInfo(c.label, c.synset, c.name) for c in classes)
 
 
 def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:

@@ -119,6 +119,10 @@ def test_labels_outside_the_classes_are_found_and_any_integer_type_is_read(tmp_p
     np.save(tmp_path / "train_labels.npy", np.array([0, 49], dtype=np.int64))
     _, found = problems(tmp_path)
     assert found["train_labels.npy"] == ["1 labels outside 0..0 (the dataset's classes), first 49"]
+    manifest["classes"].append({"label": 2, "synset": "02747177", "name": "ashcan"})
+    (tmp_path / spec.MANIFEST_NAME).write_text(json.dumps(manifest))
+    _, found = problems(tmp_path)  # as training would refuse it
+    assert found[str(tmp_path)] == ["manifest.json: class labels must be 0..1"]
 
 
 def test_missing_object_is_found_unless_recorded_as_failed(tmp_path):
