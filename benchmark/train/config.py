@@ -121,7 +121,7 @@ def preset_method_options(preset: dict[str, Any], method: str | None) -> dict[st
 
     options = preset.get("method_options", {})
     try:
-        known = method_defaults(method) if method else {}
+        known = method_defaults(method) if method is not None else {}
     except UnknownMethodError as error:
         raise ConfigError(str(error)) from None
     return {key: value for key, value in options.items() if key in known}
@@ -130,13 +130,13 @@ def preset_method_options(preset: dict[str, Any], method: str | None) -> dict[st
 def check_options(method: str | None, options: dict[str, Any]) -> None:
     """ConfigError for a method option that `method` lacks, or a value of the wrong type or out of range,
     before anything is read or written (the network is built later)."""
-    from sie_models import MethodOptionError, check_method_options
+    from sie_models import MethodOptionError, UnknownMethodError, check_method_options
 
     if method is None:
         return
     try:
         check_method_options(method, options)
-    except MethodOptionError as error:
+    except (MethodOptionError, UnknownMethodError) as error:
         raise ConfigError(str(error)) from None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from benchmark.cli import main
@@ -100,6 +100,7 @@ def test_render_options_never_raise(playground, arguments):
 
 @FUZZ_COMMAND
 @given(arguments=options(TRAIN_OPTIONS), data=st.sampled_from(["empty", "notes.txt", "objects.csv"]))
+@example(arguments=["--method", ""], data="empty")  # an empty method name once escaped as a traceback
 def test_train_options_never_raise(playground, arguments, data):
     with tempfile.TemporaryDirectory() as out:
         command = ["train", "--method", "sie", "--data", str(playground / data), "--out", out, *arguments]
