@@ -277,8 +277,9 @@ def _evaluate_locked(
         started = time.perf_counter()
         if task in PROBE_TASKS:
             total, unit = settings.probe(task).epochs * len(method.parts), "epoch"
-        else:  # retrieval: PRE's nearest-neighbour search over every prediction
-            total, unit = val.latents.shape[0] * (val.latents.shape[1] - 1), "query"
+        else:  # retrieval: PRE's nearest-neighbour search over every prediction (none without a predictor)
+            total = val.latents.shape[0] * (val.latents.shape[1] - 1) if method.has_predictor else 0
+            unit = "query"
         with tqdm(total=total, desc=task, unit=unit, unit_scale=unit == "query", disable=not progress) as bar:
             metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
         if metrics is None:
