@@ -84,7 +84,8 @@ OFFICIAL_VAL_CSV = MANIFESTS_DIR / "3diebench_val_objects.csv"
 
 @dataclass(frozen=True)
 class Synset:
-    """One ShapeNetCore v2 class: its label (position in the sorted synset ids), id and name."""
+    """One class of a dataset: its label (position in the dataset's class list; for ShapeNetCore v2, in the
+    sorted synset ids), synset id and name."""
 
     label: int
     synset: str

@@ -188,10 +188,9 @@ def _validation_keys(root: Path) -> list[str]:
 def manifest_classes(root: Path, manifest: dict | None) -> tuple[ClassInfo, ...]:
     """Classes in label order (`render.spec.dataset_classes`); DatasetError naming the file otherwise."""
     try:
-        classes = spec.dataset_classes(manifest)
+        return spec.dataset_classes(manifest)
     except ValueError as error:
         raise DatasetError(f"{root}/{error}") from None
-    return tuple(ClassInfo(c.label, c.synset, c.name) for c in classes)
 
 
 def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,8 @@ class DatasetError(Exception):
     """A dataset that cannot be read; the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class ClassInfo:
-    """One class of a dataset: its label (position in the dataset's class list), synset id and name."""
-
-    label: int
-    synset: str
-    name: str
+#: One class of a dataset: its label (position in the dataset's class list), synset id and name.
+ClassInfo = spec.Synset
 
 
 class ObjectViews:
