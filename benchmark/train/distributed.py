@@ -112,8 +112,8 @@ def together(
     errors: tuple[type[BaseException], ...] = (Exception,),
     main_only: bool = False,
 ) -> T | None:
-    """compute() on every process (on process 0 only with `main_only`, None elsewhere), then one
-    collective: when it raised one of `errors` on some process, that process raises its own error and
+    """compute() on every process (on process 0 only with `main_only`, None elsewhere), then one small
+    all-reduce: when it raised one of `errors` on some process, that process raises its own error and
     every other one PeerFailed, instead of waiting for it at the next collective until a timeout."""
     value, failure = None, None
     if context.is_main or not main_only:
@@ -121,12 +121,22 @@ def together(
             value = compute()
         except errors as error:
             failure = error
-    failed = gather_objects(failure is not None, context)
+    failed = first_rank(failure is not None, context)
     if failure is not None:
         raise failure
-    if any(failed):
-        raise PeerFailed(failed.index(True))
+    if failed is not None:
+        raise PeerFailed(failed)
     return value
+
+
+def first_rank(flag: bool, context: ProcessContext) -> int | None:
+    """The lowest rank whose `flag` is set, None when no process's is (one small all-reduce)."""
+    if not context.distributed:
+        return context.rank if flag else None
+    tensor = torch.tensor([context.rank if flag else context.world_size], device=context.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    rank = int(tensor.item())
+    return None if rank == context.world_size else rank
 
 
 def gather_objects(value: Any, context: ProcessContext) -> list[Any]:
