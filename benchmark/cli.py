@@ -397,8 +397,7 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 )
 @click.option(
     "--epochs",
-    help="Probe epochs: N for every probe or TASK=N,...  [default: the published classification=300,"
-    "rotation=50,colour=50]",
+    help="Probe epochs: N for every probe or TASK=N,...  [default: the published 300 for every probe]",
 )
 @click.option(
     "--samples-per-object",
@@ -538,8 +537,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--epochs", type=int, help="Training epochs (default: the preset's).")
 @click.option(
     "--probe-epochs",
-    help="Probe epochs: N or TASK=N,...  [default: paper classification=300,rotation=50,colour=50; "
-    "mini 50; tiny 2]",
+    help="Probe epochs: N or TASK=N,...  [default: paper 300 (the published); mini 50; tiny 2]",
 )
 @click.option(
     "--probe-samples",
@@ -649,5 +647,6 @@ def benchmark_command(
         raise click.ClickException(worker_error_line(error)) from None
     if not result.trained:
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
-    click.echo(format_table([result.row]))
+    if result.row is not None:  # None on torchrun's processes other than 0, which do not evaluate
+        click.echo(format_table([result.row]))
     click.echo(f"{result.leaderboard}: row of {method} added")

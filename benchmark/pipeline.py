@@ -4,6 +4,9 @@ is given (reusing it when it is already there), train, evaluate, and add the row
 Every stage resumes: the renderer skips complete objects, training continues from its last checkpoint,
 evaluation reuses cached features, and the row replaces an older row of the same experiment. Rerunning an
 interrupted `3die benchmark` therefore finishes the work instead of starting over.
+
+Under torchrun every process renders (one at a time, behind the dataset's lock) and trains; process 0
+alone then evaluates and writes the row, the others return when training is done.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
 from benchmark.train import presets, resolve_config, train
+from benchmark.train.distributed import environment_ranks
 from benchmark.train.loop import CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
@@ -87,7 +91,8 @@ class BenchmarkConfig:
 @dataclass(frozen=True)
 class BenchmarkResult:
     """Where the benchmark stands: the dataset, the run folder, whether training finished, the results
-    and the row added to `leaderboard` (None while training is unfinished)."""
+    and the row added to `leaderboard` (None while training is unfinished, and on torchrun's processes
+    other than 0)."""
 
     data: Path
     run: Path
@@ -104,9 +109,10 @@ def run_benchmark(
 
     Raises the stages' own errors (SourceError, DatasetError, ConfigError, TrainingError, CheckpointError,
     EvaluationError, LeaderboardError: checked before rendering). When training is stopped by a signal,
-    returns with `trained` False and no row.
+    returns with `trained` False and no row; under torchrun, processes other than 0 return no row either.
     """
-    say = echo or (lambda line: None)
+    main_process = environment_ranks()[0] == 0
+    say = (echo if main_process else None) or (lambda line: None)
     image_size = config.train_options.get("image_size") or _preset(config.preset)["image_size"]
     render_size = config.procedural.size or image_size
     procedural = config.out / "data" / config.procedural.folder_name(render_size)
@@ -136,6 +142,8 @@ def run_benchmark(
     if not trained.complete:
         say(f"{run}: training stopped by {trained.interrupted_by}; rerun the same command to resume")
         return BenchmarkResult(data, run, False, None, None, leaderboard)
+    if not main_process:
+        return BenchmarkResult(data, run, True, None, None, leaderboard)
     train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)
 
     probe_epochs = config.probe_epochs or dict(

@@ -27,7 +27,7 @@ class Quality:
 
     samples: maximum samples per pixel; adaptive_threshold: noise level at which a pixel stops sampling
     (0 disables adaptive sampling) after at least adaptive_min_samples (0: Cycles' automatic minimum);
-    denoise: run Open Image Denoise (CPU) or OptiX (NVIDIA GPU) on the result, fed with denoise_passes,
+    denoise: run Open Image Denoise on the result (on the GPU when rendering on one), fed with denoise_passes,
     guiding passes cleaned by denoise_prefilter, network denoise_quality; sampling_pattern: Cycles'
     sample sequence; light_tree: Cycles' light tree (False samples the lights by power); the bounce limits
     cap the light path length per kind; caustics: glossy/refractive light paths after a diffuse bounce.

@@ -274,9 +274,10 @@ def _pair_inputs(
 
 
 def _seeded(build, seed: int, device: torch.device) -> nn.Module:
-    """Build a module with its initial weights drawn from `seed`, leaving the global torch RNG as it was."""
+    """Build a module with its initial weights drawn on the CPU from `seed`, then move it to `device`,
+    leaving every global torch generator (CPU and CUDA) as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         return build().to(device)
 
 

@@ -7,10 +7,10 @@ object's V view embeddings (view 0 included) by cosine similarity. This follows 
 (eval_MRR_Hk.py), which uses the equivariant projector's output, L2-normalises predictions and targets
 and ranks within the object; it also scores i = 0 (the identity action), which we leave out.
 
-PRE is the published one (eval_prediction_errors.py, its "val-val" mode): each prediction's nearest
-neighbour by cosine similarity among every view of every validation object, scored by how far that
-view's orientation is from the orientation of view i (`nearest_view_rotation_error`). `emb_dist` is the
-mean squared distance between the unit predicted and true embeddings (`prediction_error`).
+PRE is the published one (eval_prediction_errors.py, its "val-val" mode, also without the i = 0 queries):
+each prediction's nearest neighbour by cosine similarity among every view of every validation object,
+scored by how far that view's orientation is from the orientation of view i (`nearest_view_rotation_error`).
+`emb_dist` is the mean squared distance between the unit predicted and true embeddings (`prediction_error`).
 
 Ranks are defined in float64: a candidate whose cosine similarity is within `TIE_TOLERANCE` of the true
 view's counts as a tie, and ties rank pessimistically (the true view is placed after every tied
@@ -297,8 +297,23 @@ def _outside_float32_range(norms: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _full_precision_float32() -> Iterator[None]:
-    """float32 matrix products in full float32 (no TF32 or bfloat16 passes), which the bound assumes."""
-    previous = torch.get_float32_matmul_precision()
+    """float32 matrix products in full float32 (no TF32 or bfloat16 passes), which the bound assumes.
+
+    Restores the caller's setting with the API it used: torch's legacy global precision, or, once a
+    program has set a backend's `fp32_precision` (where the legacy getter raises), each backend's own."""
+    try:
+        previous = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the legacy and the per-backend APIs were mixed
+        backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+        settings = [backend.fp32_precision for backend in backends]
+        for backend in backends:
+            backend.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for backend, setting in zip(backends, settings, strict=True):
+                backend.fp32_precision = setting
+        return
     torch.set_float32_matmul_precision("highest")
     try:
         yield

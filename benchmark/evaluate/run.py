@@ -61,9 +61,10 @@ from sie_models import Method
 TASKS = ("classification", "rotation", "colour", "retrieval")
 PROBE_TASKS = ("classification", "rotation", "colour")
 TASK_ALIASES = {"color": "colour"}
-#: Probe epochs of the published protocol, the defaults of `3die evaluate`: those of the published scripts
-#: eval_classification.py (300), eval_angle_prediction.py and eval_color_prediction.py (50 each).
-PAPER_PROBE_EPOCHS = {"classification": 300, "rotation": 50, "colour": 50}
+#: Probe epochs of the published protocol, the defaults of `3die evaluate`: 300 for every probe, as the
+#: published SIE README runs eval_classification.py, eval_angle_prediction.py and eval_color_prediction.py
+#: (`--epochs 300`; the scripts' own default, 50, is not what the paper's commands use).
+PAPER_PROBE_EPOCHS = dict.fromkeys(PROBE_TASKS, 300)
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "3die-results/1"
 #: The lock file an evaluation holds in its run folder.

@@ -4,7 +4,9 @@
 checkpoint; SIGTERM, SIGUSR1 and SIGINT make the run finish its current step, save and stop (a SLURM
 preemption then only needs the same command again). Rerunning the same command resumes from the last
 checkpoint and reaches the same weights as an uninterrupted run: the model, optimiser, scaler and random
-states are restored and the pairs of an epoch depend only on (seed, epoch, rank, position).
+states are restored and the pairs of an epoch depend only on (seed, epoch, rank, position) (on a GPU, up to
+the nondeterminism of cuDNN's autotuned kernels). The main process holds RUN/.train.lock while it trains,
+so a second launch on the same run folder stops at once instead of writing the same checkpoints.
 """
 
 from __future__ import annotations
@@ -56,10 +58,13 @@ from benchmark.train.distributed import (
     together,
     union_over_processes,
 )
+from render.locks import LockBusy, exclusive_lock
 from sie_models import Method, build_method
 
 CONFIG_NAME = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
+#: The lock file the main process of a training holds in its run folder.
+TRAIN_LOCK_NAME = ".train.lock"
 TENSORBOARD_DIR = "tensorboard"
 #: Settings that shape the weights: a resumed run must use the same ones.
 TRAJECTORY_KEYS = ("method", "method_config", "batch_size", "lr", "weight_decay", "seed")
@@ -104,8 +109,9 @@ def train(
     context = start_processes(config.device)
     say = (echo or _stderr) if context.is_main else _silent
     try:
-        trainer = Trainer(config, context, say)
-        return trainer.run(progress and context.is_main)
+        with contextlib.ExitStack() as held:
+            trainer = Trainer(config, context, say, held)
+            return trainer.run(progress and context.is_main)
     finally:
         stop_processes(context)
 
@@ -135,7 +141,15 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
 class Trainer:
     """The state of one run in one process: data, method, optimiser, position."""
 
-    def __init__(self, config: TrainConfig, context: ProcessContext, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        context: ProcessContext,
+        echo: Callable[[str], None],
+        held: contextlib.ExitStack,
+    ) -> None:
+        """Load the data, build the method and resume from the run's checkpoint; the run folder's lock
+        is entered into `held` (on the main process), which the caller keeps open while it trains."""
         self.config, self.context, self.echo = config, context, echo
         self.run_dir = Path(config.out)
         seed_everything(config.seed, context.device)
@@ -163,6 +177,7 @@ class Trainer:
         self.amp_dtype = resolve_amp_dtype(config, context.device)
         self.resolved = resolved_config(config, self.method, self.views, context, self.amp_dtype)
         self.resolved.update(per_process_batch=self.per_process_batch, steps_per_epoch=self.steps_per_epoch)
+        self._lock_run(held)
         try:
             checkpoint = together(
                 partial(load_checkpoint, self.run_dir / CHECKPOINTS_DIR, warn=echo, required=PAYLOAD_KEYS),
@@ -200,6 +215,34 @@ class Trainer:
             self._restore(checkpoint)
         self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
+
+    def _lock_run(self, held: contextlib.ExitStack) -> None:
+        """Take the run folder's lock on the main process (creating the folder), or stop every process
+        with one line when another training holds it or the folder cannot be written."""
+        lock = self.run_dir / TRAIN_LOCK_NAME
+
+        def take() -> None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(lock, wait=False))
+
+        try:
+            together(take, self.context, errors=(LockBusy, OSError), main_only=True)
+        except LockBusy as busy:
+            raise TrainingError(
+                f"{self.run_dir}: another training of this run folder is running "
+                f"({busy.holder or 'see ' + str(lock)}); wait for it to finish or stop it, or pass another "
+                "--out"
+            ) from None
+        except OSError as error:
+            raise TrainingError(
+                f"{lock}: cannot lock the run folder ({error.strerror or error}); make it writable or pass "
+                "another --out"
+            ) from None
+        except PeerFailed:
+            raise TrainingError(
+                f"{self.run_dir}: process 0 could not lock the run folder (its error says why); no process "
+                "started training"
+            ) from None
 
     def run(self, progress: bool) -> TrainResult:
         started = self.session_started = time.perf_counter()

@@ -1,6 +1,9 @@
 """Retrieval and prediction error: the batched ranks equal the per-query reference loop, ties included,
 and perfect or random predictions score the known values."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +240,24 @@ def test_predict_views_applies_the_predictor_to_view_zero_in_batches(monkeypatch
     expected = embeddings[:, :1] * actions[..., :1] + actions[..., 1:]
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
     assert calls == [4, 4, 4, 3]
+
+
+def test_ranks_run_and_restore_the_matmul_precision_of_a_program_that_mixed_both_apis():
+    """A program that set the per-backend fp32_precision after the legacy global one (where torch's legacy
+    getter raises) still gets exact ranks, and its own settings back (in a child: the state is global)."""
+    script = """
+import numpy as np, torch
+from benchmark.evaluate import retrieval_ranks, retrieval_ranks_loop
+torch.set_float32_matmul_precision("high")
+torch.backends.cuda.matmul.fp32_precision = "tf32"
+torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+rng = np.random.default_rng(0)
+predicted = rng.normal(size=(6, 5, 32)).astype(np.float32)
+views = rng.normal(size=(6, 8, 32)).astype(np.float32)
+targets = rng.integers(0, 8, size=(6, 5))
+assert (retrieval_ranks(predicted, views, targets) == retrieval_ranks_loop(predicted, views, targets)).all()
+print(torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+"""
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.split() == ["tf32", "bf16"]

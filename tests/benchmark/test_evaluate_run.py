@@ -446,8 +446,8 @@ def test_an_object_in_both_splits_is_refused_before_any_probe(sie_run, synthetic
 
 def test_task_and_epoch_parsing():
     assert parse_tasks("rotation, color,rotation") == ("rotation", "colour")
-    assert parse_epochs(None) == {"classification": 300, "rotation": 50, "colour": 50}  # the published
-    assert EvaluationSettings().probe("rotation").epochs == 50
+    assert parse_epochs(None) == {"classification": 300, "rotation": 300, "colour": 300}  # the published
+    assert EvaluationSettings().probe("rotation").epochs == 300
     assert parse_epochs("5") == {"classification": 5, "rotation": 5, "colour": 5}
     assert parse_epochs("rotation=20,colour=7") == {"classification": 300, "rotation": 20, "colour": 7}
 

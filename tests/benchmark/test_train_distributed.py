@@ -42,6 +42,27 @@ def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synth
 
 
 @pytest.mark.slow
+def test_benchmark_under_torchrun_trains_on_both_processes_and_evaluates_once(synthetic_dataset, tmp_path):
+    """`torchrun 3die benchmark`: both processes train the run, process 0 alone evaluates and adds the row
+    (the others would evaluate the same run again and append the same row)."""
+    board = tmp_path / "board.csv"
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "3die"), "benchmark",
+        "--method", "vicreg", "--data", str(synthetic_dataset.root), "--out", str(tmp_path / "out"),
+        "--preset", "tiny", "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--probe-epochs", "1",
+        "--device", "cpu", "--leaderboard", str(board), "--no-progress",
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_environment())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    (run,) = (tmp_path / "out" / "runs").iterdir()
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert finished.stdout.count("training vicreg (tiny)") == 1, finished.stdout
+    assert finished.stdout.count("top1") == 1, finished.stdout  # the table of the one row, printed once
+    rows = board.read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("vicreg,,tiny,"), rows
+
+
+@pytest.mark.slow
 def test_a_save_that_fails_on_process_0_stops_every_process_with_one_line(synthetic_dataset, tmp_path):
     """The checkpoints folder turns read-only between two sessions of a 2-process run: process 0's save
     fails and says why, process 1 says that process 0 failed instead of waiting for it at the next

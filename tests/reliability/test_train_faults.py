@@ -4,13 +4,16 @@ reaches the weights of an uninterrupted run.
 Also real and elsewhere: SIGKILL and SIGTERM mid-training then resume (tests/benchmark/test_train_resume.py),
 damaged checkpoint files falling back to previous.pt (test_checkpoint.py), a NaN loss and a config that
 does not match the checkpoint, other method or width (test_train.py).
+A second training launched on a run folder that is being trained stops at once.
 """
 
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +190,37 @@ def test_a_read_only_checkpoints_folder_stops_training_with_one_line_and_keeps_t
     assert {path.name: path.read_bytes() for path in checkpoints.iterdir()} == before
     trained(train_arguments(dataset.root, folder))
     assert read_checkpoint(checkpoints / "last.pt")["epoch"] == EPOCHS
+
+
+def test_a_second_training_of_the_same_run_folder_stops_at_once_and_the_first_goes_on(dataset, tmp_path):
+    """Two launches on one --out (a command run twice, `srun` without torchrun starting one per task): the
+    second stops with one line naming the holder before it loads or writes anything, and the first trains
+    on, stops on SIGTERM with its checkpoint, and the folder is free for the next launch."""
+    folder = tmp_path / "run"
+    arguments = train_arguments(dataset.root, folder, epochs=100_000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-c", "from benchmark.cli import main; main()", *arguments],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        lock, checkpoint = folder / ".train.lock", folder / "checkpoints" / "last.pt"
+        deadline = time.monotonic() + 120
+        while not (checkpoint.exists() and lock.exists() and lock.read_text().startswith("pid")):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
+            time.sleep(0.2)
+        refused = run(arguments)
+        assert first.poll() is None, "the first training still runs"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, first_errors = first.communicate(timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: {folder}: another training of this run folder is running (pid {first.pid} on "
+        f"{socket.gethostname()}); wait for it to finish or stop it, or pass another --out"
+    ], refused.stderr[-3000:]
+    assert first.returncode == 75, first_errors[-3000:]
+    epochs = read_checkpoint(checkpoint)["epoch"]
+    again = trained(train_arguments(dataset.root, folder, epochs=1))  # the lock went with the first process
+    assert f"already trained for {epochs} epochs" in again.stdout

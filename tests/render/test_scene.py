@@ -279,6 +279,23 @@ def test_denoiser_setting_reaches_the_render_and_set_quality_switches_back(scene
     np.testing.assert_array_equal(scene.render(), noisy)  # back to the same settings, the same pixels
 
 
+@pytest.mark.parametrize("device", ["CPU", "OPTIX", "CUDA", "HIP"])
+def test_every_device_denoises_with_open_image_denoise_on_the_device_that_renders(scene, device):
+    import bpy
+
+    from render.scene import use_denoiser
+
+    probe = bpy.data.scenes.new("denoiser-probe")
+    try:
+        probe.render.engine = "CYCLES"
+        use_denoiser(probe.cycles, device)
+        # OptiX's denoiser would ignore the presets' prefilter and quality, which were measured with OIDN
+        assert probe.cycles.denoiser == "OPENIMAGEDENOISE"
+        assert probe.cycles.denoising_use_gpu == (device != "CPU")
+    finally:
+        bpy.data.scenes.remove(probe)
+
+
 def test_render_goes_through_an_uncompressed_file_in_memory(scene):
     from render.scene import memory_tmp_dir
 
