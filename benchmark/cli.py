@@ -109,13 +109,14 @@ def render_command(
     """Render a 3DIEBench-style dataset (default source: the procedural library). Rerun to resume."""
     from render import launch, sources, writer
 
+    given = click.get_current_context().get_parameter_source("per_class")
     try:
         source = sources.source_from_options(
             shapenet_dir,
             mesh_dir,
             objects_file,
-            tuple(classes.split(",")) if classes else None,
-            per_class,
+            tuple(classes.split(",")) if classes is not None else None,
+            per_class if given == click.core.ParameterSource.COMMANDLINE else None,
             seed,
             up_axis,
         )

@@ -299,6 +299,10 @@ class ShapeNetSource:
         return {"kind": self.kind, "root": str(self.root), "objects_file": _optional_str(self.objects_file)}
 
 
+#: Procedural objects per class when --per-class is not given.
+PROCEDURAL_PER_CLASS = 10
+
+
 @dataclass(frozen=True)
 class MeshDirSource:
     """Any mesh folder: ROOT/CLASS/NAME.{obj,glb,gltf,ply,stl,off}, read with trimesh.
@@ -342,17 +346,24 @@ class MeshDirSource:
     def _mesh_files(self) -> dict[tuple[str, str], Path]:
         """(class, name) -> mesh file; two files with one name in one class folder are an error."""
         root = _existing_folder(self.root, "--mesh-dir")
+        layout = f"expected ROOT/CLASS/NAME.{{{','.join(ext.lstrip('.') for ext in MESH_EXTENSIONS)}}}"
         files: dict[tuple[str, str], Path] = {}
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for path in sorted(folder.iterdir()):
-                if not path.is_file() or path.suffix.lower() not in MESH_EXTENSIONS:
-                    continue
+            meshes = [p for p in sorted(folder.iterdir()) if p.is_file() and _is_mesh_file(p)]
+            if not meshes:  # a class of nothing is a layout mistake (e.g. CLASS/NAME/model.obj)
+                raise SourceError(
+                    f"{folder}: no mesh file directly in this class folder; {layout} (ShapeNet's "
+                    "SYNSET/ID/models/ layout: --shapenet-dir)"
+                )
+            for path in meshes:
                 key = (folder.name, path.stem)
                 if key in files:
                     raise SourceError(f"{files[key]} and {path}: two meshes named {path.stem}; rename one")
                 files[key] = path
         if not files:
-            raise SourceError(f"{root}: no meshes; expected ROOT/CLASS/NAME.{{{','.join(MESH_EXTENSIONS)}}}")
+            loose = any(p.is_file() and _is_mesh_file(p) for p in root.iterdir())
+            hint = "; the meshes directly in ROOT need class folders" if loose else ""
+            raise SourceError(f"{root}: no meshes; {layout}{hint}")
         return files
 
 
@@ -366,7 +377,7 @@ class ProceduralSource:
     """
 
     class_names: tuple[str, ...] | None = None
-    per_class: int = 10
+    per_class: int = PROCEDURAL_PER_CLASS
     seed: int = 0
     objects_file: Path | None = None
     kind: str = field(default="procedural", init=False)
@@ -375,7 +386,9 @@ class ProceduralSource:
         from render import procedural
 
         if self.objects_file is not None:
-            return [_spec(entry) for entry in _read_objects_csv(self.objects_file, self.kind)]
+            entries = _read_objects_csv(self.objects_file, self.kind)
+            _check_procedural_entries(self.objects_file, entries)
+            return [_spec(entry) for entry in entries]
         names = procedural.CLASSES if self.class_names is None else self.class_names
         unknown = sorted(set(names) - set(procedural.CLASSES))
         if unknown:
@@ -416,18 +429,43 @@ class ProceduralSource:
         }
 
 
+def _check_procedural_entries(path: Path, entries: list) -> None:
+    """SourceError, before anything renders, for an objects CSV row of the procedural source whose synset
+    is not its object's class's (the object would be labelled as another class). Ids that are not the
+    library's fail as objects, in the failures file, as a missing ShapeNet model does."""
+    from render import procedural
+
+    for entry in entries:
+        try:
+            class_name, _, _ = procedural.parse_object_id(entry.object_id)
+        except ValueError:
+            continue
+        if procedural.SYNSETS[class_name] != entry.synset:
+            raise SourceError(
+                f"{path}: {entry.object_id!r} is a {class_name} (synset {procedural.SYNSETS[class_name]}) "
+                f"but its row gives synset {entry.synset}; correct the synset column"
+            )
+
+
 def source_from_options(
     shapenet_dir: Path | None = None,
     mesh_dir: Path | None = None,
     objects_file: Path | None = None,
     classes: tuple[str, ...] | None = None,
-    per_class: int = 10,
+    per_class: int | None = None,
     seed: int = 0,
     up_axis: str = "z",
 ) -> ObjectSource:
-    """The source the command-line options name: ShapeNet, a mesh folder, or the procedural library."""
+    """The source the command-line options name: ShapeNet, a mesh folder, or the procedural library
+    (`per_class` None: PROCEDURAL_PER_CLASS). `classes` and `per_class` choose procedural objects only."""
     if shapenet_dir is not None and mesh_dir is not None:
         raise SourceError("give either --shapenet-dir or --mesh-dir, not both")
+    if (shapenet_dir is not None or mesh_dir is not None) and (classes is not None or per_class is not None):
+        folder = "--shapenet-dir" if shapenet_dir is not None else "--mesh-dir"
+        raise SourceError(
+            f"--classes and --per-class choose procedural objects and do not apply to {folder}; to render "
+            "some of its objects, list them in an --objects CSV"
+        )
     if objects_file is not None and not Path(objects_file).is_file():
         raise SourceError(f"{objects_file}: no such file (given as --objects)")
     if classes is not None:  # "chair, mug," names chair and mug
@@ -438,10 +476,16 @@ def source_from_options(
         return ShapeNetSource(Path(shapenet_dir), objects_file)
     if mesh_dir is not None:
         return MeshDirSource(Path(mesh_dir), objects_file, up_axis, seed)
-    return ProceduralSource(classes, per_class, seed, objects_file)
+    return ProceduralSource(
+        classes, PROCEDURAL_PER_CLASS if per_class is None else per_class, seed, objects_file
+    )
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+def _is_mesh_file(path: Path) -> bool:
+    return path.suffix.lower() in MESH_EXTENSIONS
+
+
 def _spec(entry, path: Path | None = None) -> ObjectSpec:
     """ObjectSpec of a render.manifest.ObjectEntry."""
     return ObjectSpec(entry.synset, entry.object_id, entry.label, entry.split, entry.source, path)

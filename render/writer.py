@@ -273,6 +273,25 @@ def _identity(key: str, value: object) -> object:
     return value
 
 
+def _changes(key: str, old: object, new: object) -> list[str]:
+    """ "KEY: OLD -> NEW" for a manifest field that differs, one per differing entry of a dict field
+    ("settings.rotation: 'published' -> 'ood'"); nested values shortened."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            f"{key}.{name}: {_short(old.get(name))} -> {_short(new.get(name))}"
+            for name in sorted(set(old) | set(new), key=str)
+            if old.get(name) != new.get(name)
+        ]
+    return [f"{key}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def write_manifest(root: Path, manifest: dict) -> None:
     """Write ROOT/manifest.json, or check that the existing one has the same settings, source and seed.
 
@@ -282,11 +301,15 @@ def write_manifest(root: Path, manifest: dict) -> None:
     """
     existing = read_manifest(root)
     if existing is not None:
-        differing = [k for k in manifest if _identity(k, existing.get(k)) != _identity(k, manifest[k])]
+        differing = [
+            change
+            for key in manifest
+            for change in _changes(key, _identity(key, existing.get(key)), _identity(key, manifest[key]))
+        ]
         if differing:
             raise DatasetMismatchError(
-                f"{Path(root) / spec.MANIFEST_NAME}: this folder was rendered with other "
-                f"{', '.join(differing)}; rerun with the same options or choose another --out"
+                f"{Path(root) / spec.MANIFEST_NAME}: this folder was rendered with other settings "
+                f"({'; '.join(differing)}); rerun with the same options or choose another --out"
             )
         return
     Path(root).mkdir(parents=True, exist_ok=True)

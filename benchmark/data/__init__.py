@@ -8,9 +8,13 @@ rotation between them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
-from benchmark.data.folder import FolderViews, open_folder
+import h5py
+
+from benchmark.data.folder import FolderViews, open_folder, read_dataset_manifest
 from benchmark.data.packed import PackedViews, PackSummary, open_packed, pack_dataset
 from benchmark.data.pairs import (
     EpochsSampler,
@@ -39,6 +43,29 @@ def open_dataset(path: str | Path, split: str = "train") -> ObjectViews:
     raise DatasetError(f"{path}: no such dataset folder or packed file")
 
 
+def dataset_manifest(path: str | Path) -> dict | None:
+    """manifest.json of a dataset folder, or the copy a packed file keeps; None for the official download."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dataset_manifest(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle["manifest"].asstr()[()] if "manifest" in handle else ""
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the packed manifest ({error})") from None
+    return json.loads(text) if text else None
+
+
+def rendering_settings(manifest: dict | None) -> dict[str, Any] | None:
+    """What shaped a rendered dataset's images and latents besides its objects: the seed of the latents
+    and the render settings of its manifest (views, size, quality, Cycles, rotation range); None for a
+    dataset without a manifest. Two datasets of the same objects rendered otherwise (an in-distribution
+    and an out-of-distribution rotation range) differ here, not in their objects."""
+    if manifest is None:
+        return None
+    return {"seed": manifest.get("seed"), **(manifest.get("settings") or {})}
+
+
 __all__ = [
     "ClassInfo",
     "DatasetError",
@@ -50,6 +77,7 @@ __all__ = [
     "PackedViews",
     "PairKey",
     "ViewPairs",
+    "dataset_manifest",
     "decode_jpeg",
     "draw_view_pairs",
     "find_bad_objects",
@@ -59,6 +87,7 @@ __all__ = [
     "open_packed",
     "pack_dataset",
     "relative_action",
+    "rendering_settings",
     "training_split",
     "worker_error_line",
 ]

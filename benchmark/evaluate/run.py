@@ -39,13 +39,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.data import DatasetError, ObjectViews, worker_error_line
-from benchmark.data.folder import read_dataset_manifest
+from benchmark.data import (
+    DatasetError,
+    ObjectViews,
+    dataset_manifest,
+    rendering_settings,
+    worker_error_line,
+)
 from benchmark.data.packed import SkippedObject
 from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
 from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, split_features
@@ -151,7 +155,8 @@ def parse_epochs(text: str | None) -> dict[str, int]:
         task = TASK_ALIASES.get(task.strip(), task.strip())
         if not separator or task not in PROBE_TASKS or not value.strip().isdigit():
             raise ValueError(
-                f"cannot read epochs {item!r}: give N, or TASK=N,... with TASK in {', '.join(PROBE_TASKS)}"
+                f"cannot read epochs {text!r} (at {item.strip()!r}): give N for every probe, or TASK=N,... "
+                f"with TASK in {', '.join(PROBE_TASKS)}"
             )
         epochs[task] = int(value)
     return epochs
@@ -409,6 +414,7 @@ def dataset_identity(
         "name": dataset_name(path),
         "hash": digest,
         "train_fingerprint": fingerprints[train.split],  # as training records it: tells the run's own data
+        "rendering": rendering_settings(manifest),
         "kind": train.kind,
         "views": val.views,
         "objects": {"train": len(train), "val": len(val)},
@@ -425,8 +431,10 @@ def dataset_name(path: Path) -> str:
 
 
 def training_dataset(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The dataset a run trained on, from its config: path as given to training, name, and the fingerprint
-    of the objects it trained on (`benchmark.train.loop.dataset_fingerprint`); None when it names none."""
+    """The dataset a run trained on, from its config: path as given to training, name, the fingerprint
+    of the objects it trained on (`benchmark.train.loop.dataset_fingerprint`) and its rendering settings
+    (`benchmark.data.rendering_settings`; None for runs trained before they were recorded); None when it
+    names no dataset."""
     if config.get("data") is None:
         return None
     path = Path(config["data"])
@@ -434,19 +442,8 @@ def training_dataset(config: dict[str, Any]) -> dict[str, Any] | None:
         "path": str(path),
         "name": dataset_name(path),
         "fingerprint": config.get("dataset", {}).get("fingerprint"),
+        "rendering": config.get("dataset", {}).get("rendering"),
     }
-
-
-def dataset_manifest(path: Path) -> dict | None:
-    """manifest.json of a dataset folder, or the copy a packed file keeps; None for the official download."""
-    if path.is_dir():
-        return read_dataset_manifest(path)
-    try:
-        with h5py.File(path, "r") as handle:
-            text = handle["manifest"].asstr()[()] if "manifest" in handle else ""
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read the packed manifest ({error})") from None
-    return json.loads(text) if text else None
 
 
 def results_header(

@@ -160,11 +160,14 @@ def other_training_dataset(training: dict[str, Any], dataset: dict[str, Any]) ->
     """The name of the dataset a run trained on when it was evaluated on another one (e.g. an OOD split),
     else None (also for results that do not record it).
 
-    A run evaluated on the objects it trained on, as a folder or as a packed file of any name, was
-    evaluated on its own dataset: the fingerprints of the training objects are equal."""
+    A run evaluated on the objects it trained on, rendered with the same settings, as a folder or as a
+    packed file of any name, was evaluated on its own dataset: the fingerprints of the training objects
+    and the rendering settings are equal (settings that either side did not record do not count)."""
     trained = training.get("dataset") or {}
     fingerprint = trained.get("fingerprint")
-    if fingerprint is not None and fingerprint == dataset.get("train_fingerprint"):
+    rendered = trained.get("rendering"), dataset.get("rendering")
+    same_rendering = None in rendered or rendered[0] == rendered[1]
+    if fingerprint is not None and fingerprint == dataset.get("train_fingerprint") and same_rendering:
         return None
     name = trained.get("name")
     return name if name is not None and name != dataset["name"] else None

@@ -40,7 +40,9 @@ from benchmark.data import (
     ObjectSampler,
     ObjectViews,
     ViewPairs,
+    dataset_manifest,
     normalise_views,
+    rendering_settings,
     training_split,
     worker_error_line,
 )
@@ -125,7 +127,13 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
     if loaded is None:
         raise CheckpointError(f"{run / CHECKPOINTS_DIR}: no checkpoint (train the run first)")
     config = dict(loaded.payload["config"])
-    method = build_method(config["method"], **config["method_config"])
+    try:
+        method = build_method(config["method"], **config["method_config"])
+    except ValueError as error:  # a method or option this version of sie_models does not have
+        raise CheckpointError(
+            f"{loaded.path}: cannot rebuild the trained method ({error}); use the version of the code "
+            "that trained it"
+        ) from None
     method.load_state_dict(loaded.payload["model"])
     config["checkpoint"] = {
         "path": str(loaded.path),
@@ -510,6 +518,7 @@ def resolved_config(
             "views": views.views,
             "num_classes": views.num_classes,
             "fingerprint": dataset_fingerprint(views),
+            "rendering": rendering_settings(dataset_manifest(config.data)),
         },
         "version": _version(),
     }
@@ -570,6 +579,13 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
             differences.append(f"{key}: {saved[key]!r} -> {resolved[key]!r}")
     if saved["dataset"]["fingerprint"] != resolved["dataset"]["fingerprint"]:
         differences.append("dataset: other objects or labels")
+    rendered = saved["dataset"].get("rendering"), resolved["dataset"]["rendering"]
+    if None not in rendered and rendered[0] != rendered[1]:  # None: not recorded, or no manifest
+        differences += [
+            f"dataset {key}: {rendered[0].get(key)!r} -> {rendered[1].get(key)!r}"
+            for key in sorted(set(rendered[0]) | set(rendered[1]))
+            if rendered[0].get(key) != rendered[1].get(key)
+        ]
     if saved["world_size"] != resolved["world_size"] and checkpoint.payload["step_in_epoch"]:
         differences.append(
             f"world size: {saved['world_size']} -> {resolved['world_size']} in the middle of epoch "

@@ -70,8 +70,13 @@ def object_id(class_name: str, index: int, seed: int = 0) -> str:
 def parse_object_id(identifier: str) -> tuple[str, int, int]:
     """(class_name, index, seed) of an id made by `object_id`; ValueError when it is not one."""
     match = _OBJECT_ID.match(identifier)
-    if match is None or match["class_name"] not in _BUILDERS:
+    if match is None:
         raise ValueError(f"{identifier!r} is not a procedural object id (expected CLASS-sSEED-iINDEX)")
+    if match["class_name"] not in _BUILDERS:
+        raise ValueError(
+            f"{identifier!r} names no procedural class ({match['class_name']!r}; the classes: "
+            f"{', '.join(_BUILDERS)})"
+        )
     return match["class_name"], int(match["index"]), int(match["seed"])
 
 

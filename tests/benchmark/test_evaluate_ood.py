@@ -47,6 +47,7 @@ def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(
         "path": str(trained_on.root),
         "name": "in-distribution",
         "fingerprint": json.loads((run / "config.json").read_text())["dataset"]["fingerprint"],
+        "rendering": {"seed": 0, "views": 4, "size": 16, "quality": "synthetic", "rotation": "published"},
     }
     # The probes read the OOD dataset's features: its train split to train, its val split to score.
     features = run / "features" / results["features"]["key"]
@@ -80,3 +81,24 @@ def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(
     rows = {row["dataset"]: row for row in read_rows(mixed)}
     assert sorted(rows) == ["ood", "packed-copy"] and rows["packed-copy"]["train_dataset"] is None
     assert rows["packed-copy"]["dataset_hash"] == in_distribution
+
+
+def test_the_same_objects_rendered_with_another_rotation_range_are_another_dataset(tmp_path):
+    """An OOD split of the very objects a run trained on (docs/extending.md: same objects, `--rotation
+    ood`): its row names the training dataset, and training refuses to resume on it, naming the setting."""
+    trained_on = write_dataset(tmp_path / "id", classes=2, train_per_class=2, views=4, size=16)
+    ood = write_dataset(tmp_path / "ood", classes=2, train_per_class=2, views=4, size=16, rotation="ood")
+    assert sorted(ood.latents) == sorted(trained_on.latents)  # the same objects, labels and views
+    run = tmp_path / "run"
+    invoke("train", "--method", "vicreg", "--data", trained_on.root, "--out", run, *TINY_TRAIN)
+    invoke("evaluate", run, "--data", ood.root, *TINY_EVAL, "--tasks", "classification", "--no-progress")
+    board = tmp_path / "board.csv"
+    invoke("leaderboard", run, "--out", board)
+    (row,) = read_rows(board)
+    assert (row["dataset"], row["train_dataset"]) == ("ood", "id")
+
+    arguments = ["train", "--method", "vicreg", "--data", ood.root, "--out", run, *TINY_TRAIN]
+    arguments += ["--epochs", "2"]
+    refused = CliRunner().invoke(main, [str(argument) for argument in arguments])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    assert "cannot resume" in refused.output and "dataset rotation: 'published' -> 'ood'" in refused.output

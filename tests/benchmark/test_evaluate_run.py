@@ -349,7 +349,7 @@ def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie
     result = _evaluate(evaluated_sie_run, "--tasks", "classification,segmentation")
     assert result.exit_code == 1 and "unknown tasks segmentation; choose from" in result.output
     result = _evaluate(evaluated_sie_run, "--epochs", "rotation=ten")
-    assert result.exit_code == 1 and "cannot read epochs 'rotation=ten'" in result.output
+    assert result.exit_code == 1 and "cannot read epochs 'rotation=ten' (at 'rotation=ten')" in result.output
     result = _evaluate(tmp_path)
     assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
     result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
@@ -397,6 +397,31 @@ def test_a_diverged_checkpoint_is_one_clear_line_and_scores_nothing(sie_run, tmp
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "gives NaN or infinite representations for 3 of the 3 objects of the val split" in result.output
     assert not (run / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"method": "my-method"}, "unknown method 'my-method'; valid methods: vicreg, simclr"),
+        ({"method_config": {"my_coeff": 2.0}}, "method 'sie' has no option my_coeff"),
+    ],
+)
+def test_a_run_of_a_method_this_code_does_not_have_is_one_clear_line(sie_run, tmp_path, change, problem):
+    """A run trained by a version of sie_models with another method (or option) than this one."""
+    run = tmp_path / "other-code"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("features", "results*.json"))
+    payload = load_checkpoint(run / "checkpoints").payload
+    config = payload["config"]
+    config.update(
+        {key: {**config[key], **value} if key == "method_config" else value for key, value in change.items()}
+    )
+    shutil.rmtree(run / "checkpoints")
+    save_checkpoint(run / "checkpoints", payload)
+    result = _evaluate(run)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: {run / 'checkpoints' / 'last.pt'}: cannot rebuild the trained method (")
+    assert problem in line and line.endswith("); use the version of the code that trained it")
 
 
 def test_a_results_file_that_is_not_ours_is_kept_and_paths_are_absolute(sie_run, tmp_path, monkeypatch):
@@ -450,6 +475,8 @@ def test_task_and_epoch_parsing():
     assert EvaluationSettings().probe("rotation").epochs == 300
     assert parse_epochs("5") == {"classification": 5, "rotation": 5, "colour": 5}
     assert parse_epochs("rotation=20,colour=7") == {"classification": 300, "rotation": 20, "colour": 7}
+    with pytest.raises(ValueError, match=r"cannot read epochs '2,3' \(at '2'\): give N for every probe, or"):
+        parse_epochs("2,3")
 
 
 def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):

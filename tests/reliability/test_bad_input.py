@@ -169,7 +169,10 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         (["--mesh-dir", "{tmp}/mehses"], "mehses' does not exist"),
         (["--objects", "{tmp}/objcts.csv"], "objcts.csv' does not exist"),
         (["--shapenet-dir", "{tmp}"], "no ShapeNetCore v2 synset folders"),
-        (["--mesh-dir", "{tmp}"], "no meshes; expected ROOT/CLASS/NAME"),
+        (  # {tmp}/meshes/thing/box.ply: one folder level too deep
+            ["--mesh-dir", "{tmp}"],
+            "meshes: no mesh file directly in this class folder; expected ROOT/CLASS/NAME.{obj,glb,gltf,",
+        ),
         (["--objects", "{tmp}/bad.csv"], "missing column split"),
         (
             ["--objects", "{tmp}/other.csv"],

@@ -93,9 +93,10 @@ def test_latents_do_not_depend_on_the_shard_count(tmp_path):
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     render_dataset(config(tmp_path), SOURCE, limit=1, progress=False)
-    with pytest.raises(writer.DatasetMismatchError, match="settings"):
+    other_views = r"rendered with other settings \(settings.views: 2 -> 3\); rerun"
+    with pytest.raises(writer.DatasetMismatchError, match=other_views):
         render_dataset(config(tmp_path, views=3), SOURCE, limit=1, progress=False)
-    with pytest.raises(writer.DatasetMismatchError, match="other objects"):
+    with pytest.raises(writer.DatasetMismatchError, match=r"\(objects: 1 -> 2\)"):
         render_dataset(config(tmp_path), SOURCE, limit=2, progress=False)
     # same options, same count, but the objects file now lists another object
     objects_csv = tmp_path / "chosen.csv"

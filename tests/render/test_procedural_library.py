@@ -135,9 +135,12 @@ def test_bad_arguments_are_named(args, message):
 
 
 def test_parse_rejects_foreign_ids():
-    for bad in ("1a2b3c", "spoon-s0-i00001", "chair-s0-00001", "chair-s-1-i00001"):
+    for bad in ("1a2b3c", "chair-s0-00001", "chair-s-1-i00001"):
         with pytest.raises(ValueError, match="not a procedural object id"):
             procedural.parse_object_id(bad)
+    misspelt = r"'chiar-s0-i00001' names no procedural class \('chiar'; the classes: "
+    with pytest.raises(ValueError, match=misspelt):
+        procedural.parse_object_id("chiar-s0-i00001")
 
 
 def test_make_mesh_returns_a_fresh_trimesh():

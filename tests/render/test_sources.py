@@ -115,6 +115,22 @@ def test_an_objects_csv_of_other_classes_must_number_them_from_zero(tmp_path):
     assert [o.label for o in ProceduralSource(objects_file=objects_csv).objects()] == [1, 0]
 
 
+def test_an_objects_csv_row_whose_synset_is_not_its_objects_class_is_refused(tmp_path):
+    """A chair listed under the car synset would be rendered as a chair and labelled a car."""
+    objects_csv = tmp_path / "objects.csv"
+    objects_csv.write_text(
+        "synset,object_id,label,split,source\n03001627,chair-s0-i00000,1,train,procedural\n"
+        "02958343,chair-s0-i00001,0,val,procedural\n"
+    )
+    expected = (
+        f"{objects_csv}: 'chair-s0-i00001' is a chair (synset 03001627) but its row gives synset 02958343; "
+        "correct the synset column"
+    )
+    with pytest.raises(SourceError) as raised:
+        ProceduralSource(objects_file=objects_csv).objects()
+    assert str(raised.value) == expected
+
+
 @pytest.fixture
 def mesh_root(tmp_path):
     root = tmp_path / "meshes"
@@ -165,9 +181,22 @@ def test_mesh_dir_duplicate_names_and_empty_folder_are_refused(mesh_root, tmp_pa
     trimesh.creation.box().export(mesh_root / "box" / "box0.stl")
     with pytest.raises(SourceError, match="two meshes named box0"):
         MeshDirSource(mesh_root).objects()
-    (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(SourceError, match="no meshes"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        SourceError, match=r"empty: no meshes; expected ROOT/CLASS/NAME\.\{obj,glb,gltf,ply,stl,off\}$"
+    ):
         MeshDirSource(tmp_path / "empty").objects()
+    trimesh.creation.box().export(tmp_path / "empty" / "loose.stl")
+    with pytest.raises(SourceError, match="; the meshes directly in ROOT need class folders"):
+        MeshDirSource(tmp_path / "empty").objects()
+
+
+def test_a_class_folder_without_mesh_files_is_refused_not_skipped(mesh_root):
+    """CLASS/NAME/model.obj (one level too deep, as ShapeNet nests its models) would drop the class."""
+    (mesh_root / "bracket" / "b0").mkdir(parents=True)
+    trimesh.creation.box().export(mesh_root / "bracket" / "b0" / "model.obj")
+    with pytest.raises(SourceError, match="bracket: no mesh file directly in this class folder; expected"):
+        MeshDirSource(mesh_root).objects()
 
 
 def test_broken_and_empty_mesh_files_are_mesh_errors(tmp_path):
@@ -222,8 +251,18 @@ def test_procedural_source_uses_the_library():
 
 def test_source_from_options():
     assert isinstance(source_from_options(), ProceduralSource)
+    assert source_from_options().per_class == 10 and source_from_options(per_class=3).per_class == 3
     with pytest.raises(SourceError, match="either"):
         source_from_options(shapenet_dir="a", mesh_dir="b")
+
+
+@pytest.mark.parametrize("folder", ["shapenet_dir", "mesh_dir"])
+@pytest.mark.parametrize("choice", [{"classes": ("car",)}, {"per_class": 2}])
+def test_procedural_choices_are_refused_with_a_folder_source_instead_of_ignored(folder, choice):
+    option = "--" + folder.replace("_", "-")
+    expected = f"--classes and --per-class choose procedural objects and do not apply to {option}"
+    with pytest.raises(SourceError, match=expected):
+        source_from_options(**{folder: "meshes"}, **choice)
 
 
 def test_class_names_are_trimmed_and_empty_ones_dropped():
