@@ -548,7 +548,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
-@click.option("--workers", type=int, help="Training DataLoader workers (default: the preset's).")
+@click.option("--workers", type=int, help="Training and evaluation DataLoader workers (default: preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
@@ -650,4 +650,4 @@ def benchmark_command(
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
     if result.row is not None:  # None on torchrun's processes other than 0, which do not evaluate
         click.echo(format_table([result.row]))
-    click.echo(f"{result.leaderboard}: row of {method} added")
+        click.echo(f"{result.leaderboard}: row of {method} added")

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
-from benchmark.train import presets, resolve_config, train
+from benchmark.train import ConfigError, presets, resolve_config, train
+from benchmark.train.config import preset_method_options
 from benchmark.train.distributed import environment_ranks
 from benchmark.train.loop import CHECKPOINTS_DIR
 
@@ -150,8 +151,12 @@ def run_benchmark(
         PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS))
     )
     samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
-    settings = EvaluationSettings(
-        epochs=probe_epochs, samples_per_object=samples, seed=config.seed, device=config.device
+    settings = EvaluationSettings(  # the training's loader workers decode the evaluation's images too
+        epochs=probe_epochs,
+        samples_per_object=samples,
+        seed=config.seed,
+        workers=training.workers,
+        device=config.device,
     )
     results = evaluate_run(
         run,
@@ -168,10 +173,16 @@ def run_benchmark(
 
 
 def run_name(method: str, preset: str, data: Path, seed: int, train_options: dict[str, Any]) -> str:
-    """METHOD-PRESET-DATASET-sSEED, followed by the method options given (`--option`) when there are any,
-    so that a benchmark with other options trains a run of its own."""
+    """METHOD-PRESET-DATASET-sSEED, followed by the method options given (`--option`) that differ from the
+    preset's, when there are any: a benchmark with other options trains a run of its own, and one whose
+    options only repeat the preset's is the preset's run (as its leaderboard row's `method_options` say)."""
     name = f"{method}-{preset}-{data.stem}-s{seed}"
-    options = train_options.get("method_options") or {}
+    try:
+        defaults = preset_method_options(presets().get(preset, {}), method)
+    except ConfigError:  # an unknown method: resolve_config names it
+        defaults = {}
+    given = train_options.get("method_options") or {}
+    options = {key: value for key, value in given.items() if key not in defaults or defaults[key] != value}
     if not options:
         return name
     text = "_".join(f"{key}={options[key]}" for key in sorted(options))

@@ -115,6 +115,12 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
     misaligned file, or (`unique`) an object listed twice."""
     images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
+    rendered = (root / spec.MANIFEST_NAME).is_file() or images_path.is_file()
+    if not rendered and (root / "taxonomy.json").is_file():  # what `3die objects` or ShapeNet unpack into
+        raise DatasetError(
+            f"{root}: a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it "
+            f"first (`3die render --shapenet-dir {root} --out DATA`) and give DATA"
+        )
     if not images_path.is_file() and is_official_download(root):
         return official_download_split(root, split)
     for path in (images_path, labels_path):
@@ -165,9 +171,9 @@ def official_download_split(root: Path, split: str) -> tuple[list[str], np.ndarr
     )
     if not on_disk:
         raise DatasetError(
-            f"{root / f'{split}_images.npy'}: missing, and no SYNSET/OBJECT_ID folders as in the official "
-            f"download; a dataset folder lists its objects in {split}_images.npy and {split}_labels.npy "
-            "(rerun `3die render` on it to write them)"
+            f"{root}: not a rendered dataset (no {spec.MANIFEST_NAME}, no {split}_images.npy, no "
+            "SYNSET/OBJECT_ID folders as in the official download); give the folder `3die render --out` "
+            "wrote, the official 3DIEBench download, or a file `3die pack` made"
         )
     validation = set(_validation_keys(root))
     keys = [key for key in on_disk if (key in validation) == (split == "val")]

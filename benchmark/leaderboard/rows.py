@@ -236,6 +236,11 @@ def load_rows(source: str | Path) -> list[Row]:
     """Rows from a leaderboard CSV, a run folder (its results.json) or a results.json file."""
     path = Path(source)
     if path.is_dir():
+        if not (path / "checkpoints").is_dir() and not (path / RESULTS_NAME).is_file():  # not a run
+            raise LeaderboardError(
+                f"{path}: not a run folder (no checkpoints/ or {RESULTS_NAME}); give runs that `3die train` "
+                "wrote and `3die evaluate` scored, their results.json files or leaderboard CSVs"
+            )
         path = path / RESULTS_NAME
         if not path.is_file():
             raise LeaderboardError(f"{path}: missing; evaluate the run first (`3die evaluate {source}`)")

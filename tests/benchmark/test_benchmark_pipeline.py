@@ -72,6 +72,11 @@ def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_d
         ("vicreg", "projector=32-32-32"),
     ]
     assert "projector=32-32-32" in other.output  # the table shows the options
+    # the tiny preset's own projector: the preset's run and row, not a third experiment
+    same = _benchmark("--method", "vicreg", *data, "--option", "projector=64-64-64")
+    assert same.exit_code == 0 and "already trained" in same.output, same.output
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == runs
+    assert len(read_rows(tmp_path / "leaderboard.csv")) == 2
     refused = _benchmark("--method", "vicreg", *data, "--option", "projector")
     assert refused.exit_code == 1 and "--option expects KEY=VALUE, got 'projector'" in refused.output
 

@@ -70,7 +70,9 @@ def test_the_official_download_without_split_files_gets_the_published_split(tmp_
     assert open_dataset(root, "train").keys == sorted(dataset.splits["train"][1:] + renamed)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DatasetError, match=r"train_images.npy: missing, and no SYNSET/OBJECT_ID folders"):
+    with pytest.raises(
+        DatasetError, match=r"empty: not a rendered dataset \(no manifest.json, no train_images"
+    ):
         open_dataset(empty)
 
 
@@ -125,6 +127,25 @@ def test_missing_split_file_and_missing_folder_are_named(small, tmp_path):
         open_dataset(small.root, "val")
     with pytest.raises(DatasetError, match="no such dataset folder or packed file"):
         open_dataset(tmp_path / "nowhere")
+
+
+def test_a_folder_that_is_not_a_rendered_dataset_says_what_to_give(tmp_path):
+    """Source folders given to --data by mistake: models (`3die objects`, ShapeNet) or anything else."""
+    from render.procedural.export import export_library
+
+    models = tmp_path / "models"
+    export_library(models, ["mug"], per_class=1)
+    with pytest.raises(DatasetError) as raised:
+        open_dataset(models)
+    assert str(raised.value) == (
+        f"{models}: a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it "
+        f"first (`3die render --shapenet-dir {models} --out DATA`) and give DATA"
+    )
+    (tmp_path / "meshes" / "mug").mkdir(parents=True)
+    with pytest.raises(
+        DatasetError, match=r"meshes: not a rendered dataset \(no manifest.json, no train_images"
+    ):
+        open_dataset(tmp_path / "meshes")
 
 
 def test_label_outside_the_classes_is_named(small):

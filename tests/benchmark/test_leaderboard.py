@@ -258,7 +258,10 @@ def test_bad_inputs_name_the_file(tmp_path):
     bad_cell.write_text("method,seed\nsie,zero\n")
     with pytest.raises(LeaderboardError, match=r"bad.csv:2: column seed holds 'zero', expected int"):
         read_rows(bad_cell)
-    with pytest.raises(LeaderboardError, match="evaluate the run first"):
+    with pytest.raises(LeaderboardError, match="not a run folder"):  # a dataset folder, say
+        load_rows(tmp_path)
+    (tmp_path / "checkpoints").mkdir()  # a run trained but not evaluated
+    with pytest.raises(LeaderboardError, match=f"evaluate the run first \\(`3die evaluate {tmp_path}`\\)"):
         load_rows(tmp_path)
     not_results = tmp_path / "other.json"
     not_results.write_text(json.dumps({"format": "something"}))
@@ -438,7 +441,10 @@ def test_leaderboard_command_merges_runs_and_csvs(tmp_path):
     assert CliRunner().invoke(main, ["leaderboard", str(other), "--out", str(out)]).exit_code == 0
     assert [r["method"] for r in read_rows(out)] == ["sen", "sie", "simclr"]
     missing = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "plots"), "--out", str(out)])
-    assert missing.exit_code == 1 and "results.json: missing; evaluate the run first" in missing.output
+    assert (
+        missing.exit_code == 1
+        and "plots: not a run folder (no checkpoints/ or results.json)" in missing.output
+    )
     results = (run / "results.json").read_text()
     typo = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(run / "results.json")])
     assert typo.exit_code == 1 and "--out must name a .csv file" in typo.output
