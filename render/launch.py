@@ -273,8 +273,11 @@ class RenderSetupError(RuntimeError):
 _WORKER: dict = {}
 
 
-def _start_worker(config: RenderConfig, source: ObjectSource, threads: int) -> None:
+def _start_worker(config: RenderConfig, source: ObjectSource, threads: int, started) -> None:
     """Build this worker process's one Blender scene (imports bpy here, never in the parent).
+
+    `started` is the pool's shared count of workers started: this worker's number picks its GPU on a
+    node with several (`render.scene.use_gpu_slot`), replacements of recycled workers included.
 
     A failure is kept and raised by the first task, so the parent gets the reason instead of a dead pool.
     The worker ignores SLURM's signals, which this process answers, and exits when it is gone
@@ -285,7 +288,12 @@ def _start_worker(config: RenderConfig, source: ObjectSource, threads: int) -> N
     try:
         from render.scene import RenderSettings, Scene
 
-        settings = RenderSettings(config.size, quality_preset(config.quality), config.device, threads)
+        with started.get_lock():
+            slot = started.value
+            started.value += 1
+        settings = RenderSettings(
+            config.size, quality_preset(config.quality), config.device, threads, gpu_slot=slot
+        )
         _WORKER.update(scene=Scene(settings), config=config, source=source)
     except Exception as error:  # anything bpy raises: the message goes back to the parent
         _WORKER["setup_error"] = f"the render worker could not set up Blender: {error}"
@@ -333,6 +341,7 @@ def _render_with_workers(
     suspects: list[ObjectSpec] = []
     crashes: dict[str, int] = {}
     threads = threads_per_worker(workers)
+    started = multiprocessing.get_context("spawn").Value("i", 0)  # workers started, for their GPU slots
     bar = tqdm(
         total=len(todo) * config.views, unit="img", desc="render", disable=not progress, smoothing=0.05
     )
@@ -343,7 +352,7 @@ def _render_with_workers(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(config, source, threads),
+                initargs=(config, source, threads, started),
                 max_tasks_per_child=recycle_every,
             )
             try:

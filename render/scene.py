@@ -50,13 +50,15 @@ GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
 @dataclass(frozen=True)
 class RenderSettings:
     """What a Scene needs to know: image size in pixels, quality preset, device ("auto", "cpu", "gpu"),
-    CPU threads (0 lets Cycles use every core) and Cycles' sampling seed."""
+    CPU threads (0 lets Cycles use every core), Cycles' sampling seed, and the worker's GPU slot: with
+    several GPUs, the scene renders on GPU number slot % count alone (None: on every GPU)."""
 
     size: int
     quality: Quality
     device: str = "auto"
     threads: int = 0
     seed: int = 0
+    gpu_slot: int | None = None
 
 
 class Scene:
@@ -222,7 +224,7 @@ def _configure_cycles(scene, settings: RenderSettings) -> str:
     if settings.threads > 0:
         scene.render.threads_mode = "FIXED"
         scene.render.threads = settings.threads
-    device = _select_device(settings.device)
+    device = _select_device(settings.device, settings.gpu_slot)
     scene.cycles.device = "CPU" if device == "CPU" else "GPU"
     use_denoiser(scene.cycles, device)
     return device
@@ -261,8 +263,9 @@ def apply_quality(cycles, quality: Quality) -> None:
     cycles.caustics_reflective = cycles.caustics_refractive = quality.caustics
 
 
-def _select_device(request: str) -> str:
-    """ "CPU" or the first GPU backend with a device; request is "auto", "cpu" or "gpu"."""
+def _select_device(request: str, gpu_slot: int | None = None) -> str:
+    """ "CPU" or the first GPU backend with a device, whose GPUs `use_gpu_slot` enables; request is
+    "auto", "cpu" or "gpu"."""
     if request not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be auto, cpu or gpu, got {request!r}")
     if request == "cpu":
@@ -273,15 +276,23 @@ def _select_device(request: str) -> str:
             devices = preferences.get_devices_for_type(backend)
         except (TypeError, ValueError):
             continue
-        gpus = [d for d in devices if d.type != "CPU"]
-        if gpus:
+        if any(d.type != "CPU" for d in devices):
             preferences.compute_device_type = backend
-            for device in devices:
-                device.use = device.type != "CPU"
+            use_gpu_slot(devices, gpu_slot)
             return backend
     if request == "gpu":
         raise RuntimeError("--device gpu: Cycles found no OptiX, CUDA, HIP, oneAPI or Metal device")
     return "CPU"
+
+
+def use_gpu_slot(devices, slot: int | None) -> None:
+    """Enable the GPUs among Cycles' `devices` (objects with `type` and `use`) that a worker renders on:
+    every one when `slot` is None, else only GPU number slot % count, so that the workers of one node
+    share its GPUs instead of each splitting every frame across all of them. CPUs are never enabled."""
+    gpus = [device for device in devices if device.type != "CPU"]
+    chosen = gpus if slot is None else [gpus[slot % len(gpus)]]
+    for device in devices:
+        device.use = any(device is gpu for gpu in chosen)
 
 
 def _build_floor(scene) -> bpy.types.NodeSocket:

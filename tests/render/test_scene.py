@@ -296,6 +296,23 @@ def test_every_device_denoises_with_open_image_denoise_on_the_device_that_render
         bpy.data.scenes.remove(probe)
 
 
+def test_each_worker_renders_on_one_gpu_of_a_node_with_several():
+    from types import SimpleNamespace
+
+    from render.scene import use_gpu_slot
+
+    def devices():
+        return [SimpleNamespace(type=kind, use=False) for kind in ("OPTIX", "OPTIX", "OPTIX", "CPU")]
+
+    for slot, gpu in ((0, 0), (1, 1), (2, 2), (3, 0), (7, 1)):  # recycled workers count on
+        found = devices()
+        use_gpu_slot(found, slot)
+        assert [device.use for device in found] == [index == gpu for index in range(4)], slot
+    everything = devices()
+    use_gpu_slot(everything, None)
+    assert [device.use for device in everything] == [True, True, True, False]
+
+
 def test_render_goes_through_an_uncompressed_file_in_memory(scene):
     from render.scene import memory_tmp_dir
 
