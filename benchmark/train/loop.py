@@ -217,7 +217,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.method.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         if checkpoint is not None:
             self._restore(checkpoint)

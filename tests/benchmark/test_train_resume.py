@@ -1,5 +1,6 @@
 """Killing a real training process and rerunning the same command gives the uninterrupted weights."""
 
+import json
 import os
 import signal
 import subprocess
@@ -122,3 +123,33 @@ def test_sigterm_saves_mid_epoch_and_the_rerun_reaches_the_uninterrupted_weights
     resumed = _run(_command(dataset.root, run))
     assert "resuming from last.pt at epoch 1, step 3" in resumed.stdout
     _assert_same_weights(read_checkpoint(run / "checkpoints" / "last.pt")["model"], reference)
+
+
+def test_float16_mixed_precision_resumes_with_its_gradient_scaler(dataset, tmp_path, monkeypatch):
+    """The float16 path of CUDA runs (autocast and a gradient scaler, `--amp-dtype float16`), here on the
+    CPU, which autocasts to float16 the same way: the scaler acts (float16 gradients overflow at first and
+    it backs off), its state is saved and restored, and a run trained in two sessions reaches the weights
+    and loss scale of an uninterrupted one."""
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+    from benchmark.train import loop
+
+    monkeypatch.setattr(loop, "resolve_amp_dtype", lambda config, device: torch.float16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def trained(run: Path, epochs: int) -> dict:
+        arguments = _arguments(dataset.root, run)
+        arguments[arguments.index("--epochs") + 1] = str(epochs)
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 0, result.output
+        return read_checkpoint(run / "checkpoints" / "last.pt")
+
+    whole = trained(tmp_path / "whole", EPOCHS)
+    assert json.loads((tmp_path / "whole" / "config.json").read_text())["amp_dtype"] == "float16"
+    assert 0 < whole["scaler"]["scale"] < 2.0**16  # the initial scale, backed off at least once
+    trained(tmp_path / "parts", 2)
+    parts = trained(tmp_path / "parts", EPOCHS)
+    assert parts["scaler"] == whole["scaler"] and parts["global_step"] == whole["global_step"]
+    for key, value in whole["model"].items():
+        assert torch.equal(parts["model"][key], value), key
