@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
-from benchmark.train import ConfigError, presets, resolve_config, train
-from benchmark.train.config import preset_method_options
+from benchmark.train import presets, resolve_config, train
+from benchmark.train.config import options_beyond_preset
 from benchmark.train.distributed import environment_ranks
 from benchmark.train.loop import CHECKPOINTS_DIR
 
@@ -113,7 +113,7 @@ def run_benchmark(
     returns with `trained` False and no row; under torchrun, processes other than 0 return no row either.
     """
     main_process = environment_ranks()[0] == 0
-    say = (echo if main_process else None) or (lambda line: None)
+    say = echo if main_process and echo is not None else (lambda line: None)
     image_size = config.train_options.get("image_size") or _preset(config.preset)["image_size"]
     render_size = config.procedural.size or image_size
     procedural = config.out / "data" / config.procedural.folder_name(render_size)
@@ -177,12 +177,7 @@ def run_name(method: str, preset: str, data: Path, seed: int, train_options: dic
     preset's, when there are any: a benchmark with other options trains a run of its own, and one whose
     options only repeat the preset's is the preset's run (as its leaderboard row's `method_options` say)."""
     name = f"{method}-{preset}-{data.stem}-s{seed}"
-    try:
-        defaults = preset_method_options(presets().get(preset, {}), method)
-    except ConfigError:  # an unknown method: resolve_config names it
-        defaults = {}
-    given = train_options.get("method_options") or {}
-    options = {key: value for key, value in given.items() if key not in defaults or defaults[key] != value}
+    options = options_beyond_preset(method, preset, train_options.get("method_options"))
     if not options:
         return name
     text = "_".join(f"{key}={options[key]}" for key in sorted(options))

@@ -301,24 +301,28 @@ def _full_precision_float32() -> Iterator[None]:
 
     Restores the caller's setting with the API it used: torch's legacy global precision, or, once a
     program has set a backend's `fp32_precision` (where the legacy getter raises), each backend's own."""
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
     try:
         previous = torch.get_float32_matmul_precision()
     except RuntimeError:  # the legacy and the per-backend APIs were mixed
-        backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
         settings = [backend.fp32_precision for backend in backends]
         for backend in backends:
             backend.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
+
+        def restore() -> None:
             for backend, setting in zip(backends, settings, strict=True):
                 backend.fp32_precision = setting
-        return
-    torch.set_float32_matmul_precision("highest")
+
+    else:
+        torch.set_float32_matmul_precision("highest")
+
+        def restore() -> None:
+            torch.set_float32_matmul_precision(previous)
+
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        restore()
 
 
 def retrieval_ranks_loop(predicted: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -135,15 +135,9 @@ def changed_options(method: str, preset: str | None, options: dict[str, Any] | N
     """The method options of a run that differ from its preset's, as "KEY=VALUE;..." sorted by key (None
     when there are none, or for results that do not record them): what sets the experiment apart from the
     preset's run of the same method."""
-    from benchmark.train import ConfigError, presets
-    from benchmark.train.config import preset_method_options
+    from benchmark.train.config import options_beyond_preset
 
-    try:
-        table = presets()
-        defaults = preset_method_options(table[preset], method) if preset in table else {}
-    except ConfigError:  # a method this version does not know: every option counts
-        defaults = {}
-    changed = {key: value for key, value in (options or {}).items() if defaults.get(key) != value}
+    changed = options_beyond_preset(method, preset, options)
     return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
 
 

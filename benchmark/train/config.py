@@ -127,6 +127,18 @@ def preset_method_options(preset: dict[str, Any], method: str | None) -> dict[st
     return {key: value for key, value in options.items() if key in known}
 
 
+def options_beyond_preset(method: str, preset: str | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The method options of a run that differ from its preset's method options: what sets the run apart
+    from the preset's run of the same method. Every option counts for a preset or method this version
+    does not know."""
+    try:
+        table = presets()
+        defaults = preset_method_options(table[preset], method) if preset in table else {}
+    except ConfigError:
+        defaults = {}
+    return {key: value for key, value in (options or {}).items() if defaults.get(key) != value}
+
+
 def check_options(method: str | None, options: dict[str, Any]) -> None:
     """ConfigError for a method option that `method` lacks, or a value of the wrong type or out of range,
     before anything is read or written (the network is built later)."""

@@ -570,22 +570,14 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
     differences = []
     for key in TRAJECTORY_KEYS:
         if key == "method_config":
-            differences += [
-                f"{option}: {saved[key].get(option)!r} -> {resolved[key].get(option)!r}"
-                for option in sorted(set(saved[key]) | set(resolved[key]))
-                if saved[key].get(option) != resolved[key].get(option)
-            ]
+            differences += _entry_changes("", saved[key], resolved[key])
         elif saved[key] != resolved[key]:
             differences.append(f"{key}: {saved[key]!r} -> {resolved[key]!r}")
     if saved["dataset"]["fingerprint"] != resolved["dataset"]["fingerprint"]:
         differences.append("dataset: other objects or labels")
     rendered = saved["dataset"].get("rendering"), resolved["dataset"]["rendering"]
-    if None not in rendered and rendered[0] != rendered[1]:  # None: not recorded, or no manifest
-        differences += [
-            f"dataset {key}: {rendered[0].get(key)!r} -> {rendered[1].get(key)!r}"
-            for key in sorted(set(rendered[0]) | set(rendered[1]))
-            if rendered[0].get(key) != rendered[1].get(key)
-        ]
+    if None not in rendered:  # None: not recorded, or no manifest
+        differences += _entry_changes("dataset ", *rendered)
     if saved["world_size"] != resolved["world_size"] and checkpoint.payload["step_in_epoch"]:
         differences.append(
             f"world size: {saved['world_size']} -> {resolved['world_size']} in the middle of epoch "
@@ -597,6 +589,15 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
             f"({'; '.join(differences)}); rerun with the run's settings (see {CONFIG_NAME}) or choose "
             "another --out"
         )
+
+
+def _entry_changes(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """ "PREFIXKEY: OLD -> NEW" for every key whose value differs between two dicts, sorted by key."""
+    return [
+        f"{prefix}{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 def non_finite_message(trainer: Trainer, stats: dict[str, torch.Tensor], finite_here: bool) -> str:
