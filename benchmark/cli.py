@@ -163,6 +163,13 @@ def render_command(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
         f"{summary.skipped - summary.elsewhere} already done{failed}{elsewhere}; splits {summary.splits}"
     )
+    empty = [split for split in ("train", "val") if summary.objects and not summary.planned_splits.get(split)]
+    if empty:
+        click.echo(
+            f"{out}: note: no object of this dataset is in the {' or '.join(empty)} split, which training "
+            "and evaluation need; give --objects an objects CSV whose split column chooses, or more objects "
+            "per class (docs/rendering.md)"
+        )
 
 
 @main.command("check")
@@ -424,6 +431,11 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
     is_flag=True,
     help="Evaluate without the objects whose files are unusable, listed in results.json (default: refuse).",
 )
+@click.option(
+    "--recompute",
+    is_flag=True,
+    help="Run every task again, also those results.json holds for the same checkpoint, data and settings.",
+)
 def evaluate_command(
     run,
     data,
@@ -440,9 +452,11 @@ def evaluate_command(
     device,
     progress,
     skip_bad_objects,
+    recompute,
 ) -> None:
     """Evaluate a trained run with a frozen backbone; writes RUN/results.json (features are cached in
-    RUN/features/, and a rerun adds to or refreshes the results)."""
+    RUN/features/; a rerun keeps the tasks computed with the same checkpoint, data and settings, and
+    adds or replaces the others)."""
     from benchmark.data import DatasetError, worker_error_line
     from benchmark.evaluate import (
         EvaluationError,
@@ -472,7 +486,13 @@ def evaluate_command(
         raise click.ClickException(str(error)) from None
     try:
         results = evaluate_run(
-            run, data, settings, progress=progress, echo=click.echo, skip_bad_objects=skip_bad_objects
+            run,
+            data,
+            settings,
+            progress=progress,
+            echo=click.echo,
+            skip_bad_objects=skip_bad_objects,
+            recompute=recompute,
         )
     except (CheckpointError, EvaluationError) as error:
         raise click.ClickException(str(error)) from None
@@ -626,7 +646,7 @@ def benchmark_command(
             leaderboard=leaderboard,
             seed=seed,
             epochs=epochs,
-            probe_epochs=parse_epochs(probe_epochs) if probe_epochs else None,
+            probe_epochs=parse_epochs(probe_epochs, base={}) if probe_epochs else None,
             probe_samples=probe_samples,
             device=device,
             procedural=ProceduralData(
@@ -650,4 +670,5 @@ def benchmark_command(
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
     if result.row is not None:  # None on torchrun's processes other than 0, which do not evaluate
         click.echo(format_table([result.row]))
-        click.echo(f"{result.leaderboard}: row of {method} added")
+        count = result.leaderboard_rows
+        click.echo(f"{result.leaderboard}: row of {method} written ({count} row{'s' * (count != 1)} in all)")

@@ -2,7 +2,8 @@
 is given (reusing it when it is already there), train, evaluate, and add the row to a leaderboard CSV.
 
 Every stage resumes: the renderer skips complete objects, training continues from its last checkpoint,
-evaluation reuses cached features, and the row replaces an older row of the same experiment. Rerunning an
+evaluation keeps the tasks results.json already holds for the same checkpoint, data and settings (and
+reuses cached features for the others), and the row replaces an older row of the same experiment. Rerunning an
 interrupted `3die benchmark` therefore finishes the work instead of starting over.
 
 Under torchrun every process renders (one at a time, behind the dataset's lock) and trains; process 0
@@ -71,8 +72,9 @@ class ProceduralData:
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """One benchmark: method and training preset, the dataset (None: `procedural` under OUT/data), the
-    output folder, the leaderboard CSV (None: OUT/leaderboard.csv), the training seed, training and probe
-    epochs and probe samples per object (None: the preset's), the device, and further training settings
+    output folder, the leaderboard CSV (None: OUT/leaderboard.csv), the training seed, training epochs,
+    probe epochs (per task; tasks not given keep the preset's) and probe samples per object (None: the
+    preset's), the device, and further training settings
     for `resolve_config` (`skip_bad_objects`: training and evaluation both leave out unusable objects)."""
 
     method: str
@@ -91,9 +93,9 @@ class BenchmarkConfig:
 
 @dataclass(frozen=True)
 class BenchmarkResult:
-    """Where the benchmark stands: the dataset, the run folder, whether training finished, the results
-    and the row added to `leaderboard` (None while training is unfinished, and on torchrun's processes
-    other than 0)."""
+    """Where the benchmark stands: the dataset, the run folder, whether training finished, the results,
+    the row written to `leaderboard` (added, or replacing the same experiment's) and how many rows the
+    leaderboard then holds (None while training is unfinished, and on torchrun's processes other than 0)."""
 
     data: Path
     run: Path
@@ -101,6 +103,7 @@ class BenchmarkResult:
     results: dict[str, Any] | None
     row: Row | None
     leaderboard: Path
+    leaderboard_rows: int | None = None
 
 
 def run_benchmark(
@@ -147,9 +150,10 @@ def run_benchmark(
         return BenchmarkResult(data, run, True, None, None, leaderboard)
     train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)
 
-    probe_epochs = config.probe_epochs or dict(
-        PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS))
-    )
+    probe_epochs = {
+        **PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS)),
+        **(config.probe_epochs or {}),
+    }
     samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
     settings = EvaluationSettings(  # the training's loader workers decode the evaluation's images too
         epochs=probe_epochs,
@@ -168,8 +172,8 @@ def run_benchmark(
         skip_bad_objects=training.skip_bad_objects,
     )
     row = row_from_results(results)
-    append_row(leaderboard, row, echo=say)
-    return BenchmarkResult(data, run, True, results, row, leaderboard)
+    rows = append_row(leaderboard, row, echo=say)
+    return BenchmarkResult(data, run, True, results, row, leaderboard, len(rows))
 
 
 def run_name(method: str, preset: str, data: Path, seed: int, train_options: dict[str, Any]) -> str:

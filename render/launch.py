@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -105,7 +106,8 @@ class RunSummary:
     failed: int = 0
     images: int = 0
     seconds: float = 0.0
-    splits: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)  # complete objects per split
+    planned_splits: dict[str, int] = field(default_factory=dict)  # objects of the plan per split
 
 
 def shard_index(obj: ObjectSpec, count: int) -> int:
@@ -132,6 +134,7 @@ def render_dataset(
     mine = [o for o in objects if shard.holds(o)]
     todo = pending_objects(config.out, mine, retry_failed)
     summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
+    summary.planned_splits = dict(Counter(o.split for o in objects))
     if todo:
         _render_with_workers(config, source, todo, workers, recycle_every, progress, summary)
     summary.splits = writer.finalize(config.out, objects)

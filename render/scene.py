@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,18 +272,44 @@ def _select_device(request: str, gpu_slot: int | None = None) -> str:
     if request == "cpu":
         return "CPU"
     preferences = bpy.context.preferences.addons["cycles"].preferences
-    for backend in GPU_BACKENDS:
-        try:
-            devices = preferences.get_devices_for_type(backend)
-        except (TypeError, ValueError):
-            continue
-        if any(d.type != "CPU" for d in devices):
-            preferences.compute_device_type = backend
-            use_gpu_slot(devices, gpu_slot)
-            return backend
+    with _output_captured() as said:  # Cycles logs a warning for every GPU library it cannot load
+        for backend in GPU_BACKENDS:
+            try:
+                devices = preferences.get_devices_for_type(backend)
+            except (TypeError, ValueError):
+                continue
+            if any(d.type != "CPU" for d in devices):
+                preferences.compute_device_type = backend
+                use_gpu_slot(devices, gpu_slot)
+                return backend
     if request == "gpu":
-        raise RuntimeError("--device gpu: Cycles found no OptiX, CUDA, HIP, oneAPI or Metal device")
+        why = "; ".join(line.split("|")[-1].strip() for line in said if line.strip())
+        raise RuntimeError(
+            "--device gpu: Cycles found no OptiX, CUDA, HIP, oneAPI or Metal device"
+            + (f" ({why})" if why else "")
+        )
     return "CPU"
+
+
+@contextlib.contextmanager
+def _output_captured():
+    """Redirect this process's file descriptors 1 and 2 (where Blender's C code logs) into a temporary
+    file for the block; yields a list that holds the lines written there once the block ends."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile("w+", errors="replace") as captured:
+        os.dup2(captured.fileno(), 1)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            for descriptor, copy in enumerate(saved, start=1):
+                os.dup2(copy, descriptor)
+                os.close(copy)
+            captured.seek(0)
+            lines += captured.read().splitlines()
 
 
 def use_gpu_slot(devices, slot: int | None) -> None:

@@ -516,8 +516,10 @@ def _read_objects_csv(path: Path, kind: str) -> list:
         raise SourceError(str(error)) from None
     others = sorted({entry.source for entry in entries} - {kind})
     if others:
+        hint = f"; to read these objects from it, write {kind} in the CSV's source column"
         raise SourceError(
             f"{path}: lists objects of source {', '.join(others)}, but this render reads {kind}"
+            + (hint if kind != "procedural" else "")
         )
     if kind != "shapenet":
         check_class_labels(path, entries)

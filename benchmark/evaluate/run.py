@@ -33,7 +33,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -141,10 +141,11 @@ def parse_tasks(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tasks))
 
 
-def parse_epochs(text: str | None) -> dict[str, int]:
-    """Probe epochs: None -> the published ones (`PAPER_PROBE_EPOCHS`); "20" -> 20 for every probe;
-    "classification=100,rotation=20" -> those two, the published ones for the others."""
-    epochs = dict(PAPER_PROBE_EPOCHS)
+def parse_epochs(text: str | None, base: Mapping[str, int] = PAPER_PROBE_EPOCHS) -> dict[str, int]:
+    """Probe epochs: None -> `base` (default: the published ones, `PAPER_PROBE_EPOCHS`); "20" -> 20 for
+    every probe; "classification=100,rotation=20" -> those two, `base`'s for the others (an empty base
+    gives only the tasks named)."""
+    epochs = dict(base)
     if text is None:
         return epochs
     text = text.strip()
@@ -170,13 +171,16 @@ def evaluate_run(
     echo: Callable[[str], None] | None = None,
     train_seconds: float | None = None,
     skip_bad_objects: bool = False,
+    recompute: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring).
 
     data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
     time to record when the run's config lacks `train_seconds` (runs trained before it was recorded).
     skip_bad_objects: evaluate without the objects whose files are unusable (one line through `echo` says
-    how many per split) instead of refusing the dataset. Another evaluation of the same run holding its
+    how many per split) instead of refusing the dataset. A task whose results.json entry was computed
+    from the same checkpoint, dataset, settings, code version and device is kept as it is (one line
+    through `echo`) unless `recompute`. Another evaluation of the same run holding its
     lock is waited for (one line through `echo`).
     Raises CheckpointError (no checkpoint), DatasetError (unreadable data, unusable objects) or
     EvaluationError.
@@ -191,7 +195,17 @@ def evaluate_run(
     method, config = load_trained(run, device)
     with evaluation_lock(run, say):
         return _evaluate_locked(
-            run, method, config, device, data, settings, progress, say, train_seconds, skip_bad_objects
+            run,
+            method,
+            config,
+            device,
+            data,
+            settings,
+            progress,
+            say,
+            train_seconds,
+            skip_bad_objects,
+            recompute,
         )
 
 
@@ -226,6 +240,7 @@ def _evaluate_locked(
     say: Callable[[str], None],
     train_seconds: float | None,
     skip_bad_objects: bool,
+    recompute: bool,
 ) -> dict[str, Any]:
     """`evaluate_run` once the run's checkpoint is loaded and its lock held."""
     data_path = Path(data) if data is not None else Path(config["data"])
@@ -252,7 +267,14 @@ def _evaluate_locked(
     checkpoint = {"path": str(Path(trained["path"]).resolve()), "sha256": trained["sha256"]}
     key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"])
     header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
-    results = continue_results(read_results(run / RESULTS_NAME, say), header, run, say)
+    previous = read_results(run / RESULTS_NAME, say)
+    results = continue_results(previous, header, run, say)
+    tasks = [task for task in settings.tasks if recompute or not up_to_date(results, task, settings)]
+    for task in settings.tasks:
+        if task not in tasks:
+            say(f"{run}: {task} kept from {RESULTS_NAME} (same checkpoint, data and settings; --recompute)")
+    if not tasks:  # nothing new: results.json as it is, its evaluation time included
+        return previous
 
     started = time.perf_counter()
     folder = run / FEATURES_DIR / key
@@ -268,7 +290,7 @@ def _evaluate_locked(
     )
     try:
         val = split_features(views=val_views, embeddings=method.has_predictor, **extract)
-        probes = set(settings.tasks) & set(PROBE_TASKS)
+        probes = set(tasks) & set(PROBE_TASKS)
         train = split_features(views=train_views, **extract) if probes else None
     except DatasetError as error:  # a file the check passed (it reads JPEG ends only), or damaged since
         raise DatasetError(
@@ -279,7 +301,7 @@ def _evaluate_locked(
         check_finite_features(features, split, run, checkpoint["path"])
     results["seconds"]["features"] = round(time.perf_counter() - started, 3)
     features = FeatureTensors(train, val, device)
-    for task in settings.tasks:
+    for task in tasks:
         started = time.perf_counter()
         if task in PROBE_TASKS:
             total, unit = settings.probe(task).epochs * len(method.parts), "epoch"
@@ -296,9 +318,29 @@ def _evaluate_locked(
             results["skipped"].pop(task, None)
         results["settings"][task] = settings.task_settings(task)
         results["seconds"][task] = round(time.perf_counter() - started, 3)
+        results["evaluated"][task] = evaluated_with(results)
         write_results(run / RESULTS_NAME, results)
-        say(f"{run}: {task} done in {results['seconds'][task]:.0f} s")
+        if metrics is None:
+            say(f"{run}: {task} skipped: {results['skipped'][task]}")
+        else:
+            say(f"{run}: {task} done in {results['seconds'][task]:.0f} s")
     return results
+
+
+def evaluated_with(results: dict[str, Any]) -> dict[str, str]:
+    """What a task's numbers were computed with besides its settings: the code version and the device."""
+    evaluation = results["evaluation"]
+    return {"code_version": evaluation["code_version"], "device": evaluation["device"]}
+
+
+def up_to_date(results: dict[str, Any], task: str, settings: EvaluationSettings) -> bool:
+    """Whether `results` (continued from results.json: same checkpoint, dataset and image size) already
+    hold `task` computed with these settings, this code version and this device."""
+    return (
+        (task in results["metrics"] or task in results["skipped"])
+        and results["settings"].get(task) == settings.task_settings(task)
+        and results["evaluated"].get(task) == evaluated_with(results)
+    )
 
 
 class FeatureTensors:
@@ -568,7 +610,7 @@ def continue_results(
     features (checkpoint, dataset, image size); results of another checkpoint are moved aside to
     results.KEY.json, and a results.json that is not ours (unreadable, another format) to
     results.unusable.json, rather than lost."""
-    results = {**header, "settings": {}, "metrics": {}, "seconds": {}, "skipped": {}}
+    results = {**header, "settings": {}, "metrics": {}, "seconds": {}, "skipped": {}, "evaluated": {}}
     if previous is None:
         if (run / RESULTS_NAME).is_file():
             kept = set_aside(run / RESULTS_NAME, "unusable")
@@ -576,7 +618,7 @@ def continue_results(
         return results
     old_key = previous.get("features", {}).get("key")
     if old_key == header["features"]["key"]:
-        for section in ("settings", "metrics", "seconds", "skipped"):
+        for section in ("settings", "metrics", "seconds", "skipped", "evaluated"):
             results[section] = dict(previous.get(section, {}))
         return results
     kept = set_aside(run / RESULTS_NAME, str(old_key))

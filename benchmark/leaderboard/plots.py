@@ -66,16 +66,24 @@ def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
 
 
 def tradeoff_figure(groups: dict[str, list[Row]]) -> Figure:
-    """Top-1 (%) against rotation R^2, one labelled point per group (in the order of `groups`)."""
-    figure, axes = _figure(6.4, 4.8)
+    """Top-1 (%) against rotation R^2, one point per group (in the order of `groups`), labelled beside
+    the point; when some labels would overlap or leave the figure (many long or two-line labels), the
+    points are numbered instead and a key beside the axes gives each number's label."""
     points = {label: point for label, rows in groups.items() if (point := _tradeoff_point(rows)) is not None}
-    for point in points.values():
-        axes.scatter(*point, s=40)
-    axes.set_xlabel("rotation R$^2$ (equivariant part, else full)")
-    axes.set_ylabel("top-1 accuracy, % (invariant part, else full)")
-    axes.set_title("Invariance-equivariance trade-off")
-    axes.grid(alpha=0.3)
-    place_labels(axes, points)
+    for numbered in (False, True):
+        figure, axes = _figure(6.4, 4.8)
+        for number, (label, point) in enumerate(points.items(), start=1):
+            axes.scatter(*point, s=40, label=f"{number}  {label.replace(chr(10), ' ')}")
+        axes.set_xlabel("rotation R$^2$ (equivariant part, else full)")
+        axes.set_ylabel("top-1 accuracy, % (invariant part, else full)")
+        axes.set_title("Invariance-equivariance trade-off")
+        axes.grid(alpha=0.3)
+        if not numbered and place_labels(axes, points, strict=True) is not None:
+            return figure
+    names = {str(number): point for number, point in enumerate(points.values(), start=1)}
+    place_labels(axes, names)
+    figure.legend(loc="outside right upper", fontsize=7, frameon=False, handletextpad=0.2)
+    figure.set_size_inches(6.4 + 0.055 * max(len(label) for label in points), 4.8)
     return figure
 
 
@@ -83,12 +91,14 @@ def tradeoff_figure(groups: dict[str, list[Row]]) -> Figure:
 LABEL_OFFSETS = ((5, 4), (5, -11), (-5, 4), (-5, -11), (5, 14), (-5, 14), (5, -21), (-5, -21))
 
 
-def place_labels(axes, points: dict[str, tuple[float, float]]) -> list:
+def place_labels(axes, points: dict[str, tuple[float, float]], strict: bool = False) -> list | None:
     """Annotate each point with its label at the first of `LABEL_OFFSETS` where the label overlaps no
-    label placed before it (the first offset when every one does); returns the annotations."""
+    label placed before it and stays inside the axes (else at the first offset); returns the
+    annotations. strict: return None instead (and leave no annotation) when some label has no such place."""
     figure = axes.get_figure()
     figure.canvas.draw()  # fixes the layout, hence where the points are on the canvas
     renderer = figure.canvas.get_renderer()
+    inside = axes.get_window_extent(renderer)
 
     def annotate(label: str, point: tuple[float, float], offset: tuple[int, int]):
         annotation = axes.annotate(
@@ -101,14 +111,22 @@ def place_labels(axes, points: dict[str, tuple[float, float]]) -> list:
         )
         return annotation, annotation.get_window_extent(renderer)
 
+    def fits(box) -> bool:
+        within = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        return within and not any(box.overlaps(other) for other in placed)
+
     placed, annotations = [], []
     for label, point in points.items():
         for offset in LABEL_OFFSETS:
             annotation, box = annotate(label, point, offset)
-            if not any(box.overlaps(other) for other in placed):
+            if fits(box):
                 break
             annotation.remove()
         else:
+            if strict:
+                for annotation in annotations:
+                    annotation.remove()
+                return None
             annotation, box = annotate(label, point, LABEL_OFFSETS[0])
         placed.append(box)
         annotations.append(annotation)

@@ -256,7 +256,10 @@ def read_results_file(path: Path) -> dict[str, Any]:
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise LeaderboardError(f"{path}: cannot read results ({error})") from None
+        raise LeaderboardError(
+            f"{path}: not a results.json of `3die evaluate` nor a leaderboard .csv ({error}); give run "
+            "folders, their results.json files or leaderboard CSVs"
+        ) from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise LeaderboardError(f"{path}: not a results file of `3die evaluate` (format {RESULTS_FORMAT})")
     return upgrade_results(results)
@@ -331,7 +334,7 @@ def format_table(rows: list[Row], columns: Iterable[str] = SUMMARY_COLUMNS) -> s
     if not rows:
         return "(no rows)"
     shown = [column for column in columns if any(row.get(column) is not None for row in rows)]
-    cells = [shown] + [[_display(row.get(column)) for column in shown] for row in rows]
+    cells = [shown] + [[_display(row.get(column), column) for column in shown] for row in rows]
     widths = [max(len(line[index]) for line in cells) for index in range(len(shown))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
@@ -339,11 +342,15 @@ def format_table(rows: list[Row], columns: Iterable[str] = SUMMARY_COLUMNS) -> s
     )
 
 
-def _display(value: Any) -> str:
+#: Columns shown with two decimals in tables (percentages, degrees, seconds); other numbers get three.
+TWO_DECIMALS = ("top1", "top5", "mean_class_acc", "rot_angle_deg", "train_time_s")
+
+
+def _display(value: Any, column: str) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
+        return f"{value:.2f}" if column.startswith(TWO_DECIMALS) else f"{value:.3f}"
     return str(value)
 
 

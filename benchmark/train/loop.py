@@ -397,10 +397,11 @@ class Trainer:
         self.global_step = payload["global_step"]
         torch.set_rng_state(payload["rng"]["torch"])
         restore_cuda_rng(payload["rng"]["cuda"], self.context.device)
-        self.echo(
-            f"{self.run_dir}: resuming from {checkpoint.path.name} at epoch {self.epoch + 1}, "
-            f"step {self.step_in_epoch} (global step {self.global_step})"
-        )
+        if self.epoch < self.config.epochs:  # a finished run says so in `run`
+            self.echo(
+                f"{self.run_dir}: resuming from {checkpoint.path.name} at epoch {self.epoch + 1}, "
+                f"step {self.step_in_epoch} (global step {self.global_step})"
+            )
 
     def _wrap(self, method: Method) -> torch.nn.Module:
         if not self.context.distributed:
@@ -592,12 +593,16 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
 
 
 def _entry_changes(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """ "PREFIXKEY: OLD -> NEW" for every key whose value differs between two dicts, sorted by key."""
-    return [
-        f"{prefix}{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+    """ "PREFIXKEY: OLD -> NEW" for every key whose value differs between two dicts, sorted by key; keys
+    whose values are both dicts name only their differing entries ("PREFIXKEY.ENTRY: OLD -> NEW")."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += _entry_changes(f"{prefix}{key}.", before, after)
+        elif before != after:
+            changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
+    return changes
 
 
 def non_finite_message(trainer: Trainer, stats: dict[str, torch.Tensor], finite_here: bool) -> str:

@@ -41,21 +41,25 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
     assert 0 < row["mrr"] <= 1 and 0 <= row["hit1"] <= row["hit2"] <= row["hit5"] <= row["hit10"] <= 1
     assert row["rot_r2_equi"] <= 1 and 0 <= row["rot_angle_deg_equi"] <= 180 and 0 <= row["pre"] <= 1
     assert row["probe_epochs"] == "classification=1;rotation=1;colour=1" and row["probe_samples"] == 1
-    assert f"{tmp_path / 'leaderboard.csv'}: row of sie added" in first.output
+    assert f"{tmp_path / 'leaderboard.csv'}: row of sie written (1 row in all)" in first.output
 
     again = _benchmark("--method", "sie", *data)
     assert again.exit_code == 0, again.output
     assert "already trained for 1 epochs" in again.output
+    assert again.output.count("kept from results.json") == 4, again.output  # every task, not recomputed
     (same,) = read_rows(tmp_path / "leaderboard.csv")
     assert same["train_time_s"] == row["train_time_s"] and same["evaluated_at"] >= row["evaluated_at"]
     assert {key: same[key] for key in same if key.startswith("top1")} == {
         key: row[key] for key in row if key.startswith("top1")
     }
 
-    baseline = _benchmark("--method", "vicreg", "--probe-samples", "3", *data)
+    # probe epochs of some tasks only (given last, so they replace TINY's): the preset's for the others
+    baseline = _benchmark("--method", "vicreg", "--probe-samples", "3", *data, "--probe-epochs", "rotation=3")
     assert baseline.exit_code == 0, baseline.output
     rows = read_rows(tmp_path / "leaderboard.csv")
     assert [(r["method"], r["probe_samples"]) for r in rows] == [("sie", 1), ("vicreg", 3)]
+    assert rows[1]["probe_epochs"] == "classification=2;rotation=3;colour=2"  # tiny: 2 for every probe
+    assert f"{tmp_path / 'leaderboard.csv'}: row of vicreg written (2 rows in all)" in baseline.output
 
 
 def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_dataset, tmp_path):

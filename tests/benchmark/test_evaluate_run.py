@@ -161,15 +161,46 @@ def test_features_are_cached_once_for_every_view(evaluated_sie_run):
     np.testing.assert_allclose(val[2, 7], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_reuses_features_and_gives_the_same_numbers(evaluated_sie_run):
-    results = json.loads((evaluated_sie_run / "results.json").read_text())
+def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(evaluated_sie_run):
+    path = evaluated_sie_run / "results.json"
+    results = json.loads(path.read_text())
     folder = evaluated_sie_run / "features" / results["features"]["key"]
     stamps = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
-    result = _evaluate(evaluated_sie_run)
-    assert result.exit_code == 0, result.output
-    again = json.loads((evaluated_sie_run / "results.json").read_text())
+    written = path.read_bytes()
+    kept = _evaluate(evaluated_sie_run)
+    assert kept.exit_code == 0, kept.output
+    for task in ("classification", "rotation", "colour", "retrieval"):
+        assert f"{evaluated_sie_run}: {task} kept from results.json" in kept.output
+    assert path.read_bytes() == written  # nothing evaluated, nothing written: evaluated_at unchanged
+
+    again = _evaluate(evaluated_sie_run, "--recompute")
+    assert again.exit_code == 0 and "kept from" not in again.output, again.output
+    recomputed = json.loads(path.read_text())
     assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == stamps
-    assert again["metrics"] == results["metrics"]
+    assert recomputed["metrics"] == results["metrics"]
+    assert recomputed["evaluation"]["evaluated_at"] >= results["evaluation"]["evaluated_at"]
+
+
+def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(evaluated_sie_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_sie_run, run)
+    results = json.loads((run / "results.json").read_text())
+    # --hidden shapes the rotation and colour heads, not the linear classifier nor retrieval
+    result = _evaluate(run, "--hidden", "8")
+    assert result.exit_code == 0, result.output
+    assert [task for task in results["metrics"] if f"{task} kept from" in result.output] == [
+        "classification",
+        "retrieval",
+    ]
+    changed = json.loads((run / "results.json").read_text())
+    assert changed["settings"]["rotation"]["hidden"] == changed["settings"]["colour"]["hidden"] == 8
+    for task in ("classification", "retrieval"):
+        assert changed["metrics"][task] == results["metrics"][task]
+    # results computed by another code version are computed again
+    changed["evaluated"]["classification"]["code_version"] = "0.0.1"
+    (run / "results.json").write_text(json.dumps(changed))
+    result = _evaluate(run, "--hidden", "8")
+    assert "classification kept" not in result.output and "rotation kept from" in result.output
 
 
 def test_evaluating_some_tasks_keeps_the_others(sie_run, tmp_path):
@@ -334,11 +365,14 @@ def test_a_damaged_feature_cache_is_extracted_again(sie_run, synthetic_dataset, 
 
 def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
     run = _train("vicreg", synthetic_dataset.root, tmp_path / "vicreg")
+    said = []
     results = evaluate_run(
         run,
         settings=EvaluationSettings(epochs=parse_epochs("1"), hidden=8, val_pairs=1, device="cpu"),
         progress=False,
+        echo=said.append,
     )
+    assert f"{run}: retrieval skipped: method vicreg has no predictor" in said
     assert set(results["metrics"]) == {"classification", "rotation", "colour"}
     assert set(results["metrics"]["classification"]) == {"full"}
     assert results["skipped"] == {"retrieval": "method vicreg has no predictor"}

@@ -410,6 +410,27 @@ def test_trade_off_labels_of_nearby_points_do_not_overlap():
     assert not any(boxes[i].overlaps(boxes[j]) for i in range(4) for j in range(i))
 
 
+def test_trade_off_labels_that_cannot_all_fit_become_numbers_with_a_key(tmp_path):
+    """Many long labels of nearby points: each point gets its number, and a key beside the axes its label."""
+    groups = {
+        f"method-{index}\nprocedural-0fde7f17-3x6-32px-fast-s0 (trained on id) 32px 2ep": [
+            {"top1_full": 50.0 + index * 0.1, "rot_r2_full": 0.3 + index * 0.001}
+        ]
+        for index in range(8)
+    }
+    figure = tradeoff_figure(groups)
+    axes = figure.axes[0]
+    assert [text.get_text() for text in axes.texts] == [str(number) for number in range(1, 9)]
+    (key,) = figure.legends
+    assert [text.get_text() for text in key.get_texts()] == [
+        f"{number}  {label.replace(chr(10), ' ')}" for number, label in enumerate(groups, start=1)
+    ]
+    figure.savefig(tmp_path / "tradeoff.png")  # the key is drawn beside the axes, inside the figure
+    renderer = figure.canvas.get_renderer()
+    box, inside = key.get_window_extent(renderer), figure.bbox
+    assert box.x0 >= axes.get_window_extent(renderer).x1 and box.x1 <= inside.x1 + 1
+
+
 def test_no_tradeoff_figure_without_both_axes(tmp_path):
     row = row_from_results(_results())
     row.update({column: None for column in COLUMNS if column.startswith("rot_")})

@@ -111,6 +111,7 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
     shutil.copytree(tiny_run, run)
     again = _train(synthetic_dataset.root, run, "--epochs", "2")
     assert again.exit_code == 0 and "already trained for 2 epochs" in again.output
+    assert "resuming" not in again.output  # a finished run is not resumed "at epoch 3"
     longer = _train(synthetic_dataset.root, run, "--epochs", "3")
     assert longer.exit_code == 0, longer.output
     assert "resuming from last.pt at epoch 3, step 0" in longer.output
@@ -132,6 +133,18 @@ def test_resume_with_other_settings_is_refused(tiny_run, synthetic_dataset, extr
         f"{tiny_run / 'checkpoints' / 'last.pt'}: cannot resume" in result.output and named in result.output
     )
     assert read_checkpoint(tiny_run / "checkpoints" / "last.pt")["global_step"] == 4, "checkpoint untouched"
+
+
+def test_a_refused_resume_names_only_the_entries_that_differ_in_nested_settings():
+    from benchmark.train.loop import _entry_changes
+
+    saved = {"quality": "fast", "cycles": {"samples": 4, "denoise": True}, "seed": 0}
+    given = {"quality": "draft", "cycles": {"samples": 1, "denoise": True}, "seed": 0}
+    assert _entry_changes("dataset ", saved, given) == [
+        "dataset cycles.samples: 4 -> 1",
+        "dataset quality: 'fast' -> 'draft'",
+    ]
+    assert _entry_changes("", {"a": {"b": 1}}, {"a": 2}) == ["a: {'b': 1} -> 2"]
 
 
 def test_resume_with_another_method_is_refused(tiny_run, synthetic_dataset):

@@ -58,7 +58,7 @@ def test_benchmark_under_torchrun_trains_on_both_processes_and_evaluates_once(sy
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
     assert finished.stdout.count("training vicreg (tiny)") == 1, finished.stdout
     assert finished.stdout.count("top1") == 1, finished.stdout  # the table of the one row, printed once
-    assert finished.stdout.count("row of vicreg added") == 1, finished.stdout
+    assert finished.stdout.count("row of vicreg written") == 1, finished.stdout
     rows = board.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("vicreg,,tiny,"), rows
 

@@ -33,6 +33,8 @@ def test_render_then_check_then_break_it(tmp_path):
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "rendered 2 objects (6 images)" in result.output
+    # one object per class stays in train: the render says the val split, which evaluation needs, is empty
+    assert f"{out}: note: no object of this dataset is in the val split" in result.output
     images = sorted(out.glob("*/*/image_*.jpg"))
     assert len(images) == 6 and len(list(out.glob("*/*/latent_*.npy"))) == 6
     assert np.load(out / "train_images.npy").size + np.load(out / "val_images.npy").size == 2

@@ -313,6 +313,21 @@ def test_each_worker_renders_on_one_gpu_of_a_node_with_several():
     assert [device.use for device in everything] == [True, True, True, False]
 
 
+def test_looking_for_gpus_logs_nothing_and_a_missing_one_says_why(capfd):
+    """Cycles logs a warning for each GPU library it cannot load; `--device auto` keeps them off the
+    terminal, and `--device gpu` without a GPU puts them in its one-line error."""
+    from render.scene import _select_device
+
+    capfd.readouterr()
+    found = _select_device("auto")
+    assert capfd.readouterr() == ("", "")
+    if found != "CPU":
+        pytest.skip(f"this machine has a {found} GPU")
+    with pytest.raises(RuntimeError, match="found no OptiX, CUDA, HIP") as error:
+        _select_device("gpu")
+    assert "\n" not in str(error.value) and capfd.readouterr() == ("", "")
+
+
 def test_render_goes_through_an_uncompressed_file_in_memory(scene):
     from render.scene import memory_tmp_dir
 
