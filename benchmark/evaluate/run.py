@@ -335,9 +335,11 @@ def evaluated_with(results: dict[str, Any]) -> dict[str, str]:
 
 def up_to_date(results: dict[str, Any], task: str, settings: EvaluationSettings) -> bool:
     """Whether `results` (continued from results.json: same checkpoint, dataset and image size) already
-    hold `task` computed with these settings, this code version and this device."""
+    hold `task` computed with these settings, this code version and this device. Never with code that
+    differs from its commit (".dirty"), which may have changed since the task ran."""
     return (
-        (task in results["metrics"] or task in results["skipped"])
+        not results["evaluation"]["code_version"].endswith(".dirty")
+        and (task in results["metrics"] or task in results["skipped"])
         and results["settings"].get(task) == settings.task_settings(task)
         and results["evaluated"].get(task) == evaluated_with(results)
     )

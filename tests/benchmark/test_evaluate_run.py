@@ -161,8 +161,19 @@ def test_features_are_cached_once_for_every_view(evaluated_sie_run):
     np.testing.assert_allclose(val[2, 7], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(evaluated_sie_run):
+@pytest.fixture
+def committed_code(monkeypatch):
+    """Evaluations see a code version without ".dirty", whatever the state of this checkout."""
+    version = evaluate_module.code_version().removesuffix(".dirty")
+    monkeypatch.setattr(evaluate_module, "code_version", lambda: version)
+    return version
+
+
+def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(
+    evaluated_sie_run, committed_code
+):
     path = evaluated_sie_run / "results.json"
+    assert _evaluate(evaluated_sie_run).exit_code == 0  # every task under this (committed) code version
     results = json.loads(path.read_text())
     folder = evaluated_sie_run / "features" / results["features"]["key"]
     stamps = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
@@ -181,9 +192,12 @@ def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(
     assert recomputed["evaluation"]["evaluated_at"] >= results["evaluation"]["evaluated_at"]
 
 
-def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(evaluated_sie_run, tmp_path):
+def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(
+    evaluated_sie_run, tmp_path, committed_code, monkeypatch
+):
     run = tmp_path / "run"
     shutil.copytree(evaluated_sie_run, run)
+    assert _evaluate(run).exit_code == 0  # every task under this (committed) code version
     results = json.loads((run / "results.json").read_text())
     # --hidden shapes the rotation and colour heads, not the linear classifier nor retrieval
     result = _evaluate(run, "--hidden", "8")
@@ -201,6 +215,9 @@ def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(evalu
     (run / "results.json").write_text(json.dumps(changed))
     result = _evaluate(run, "--hidden", "8")
     assert "classification kept" not in result.output and "rotation kept from" in result.output
+    # nor are any with code that differs from its commit, which may have changed since
+    monkeypatch.setattr(evaluate_module, "code_version", lambda: f"{committed_code}.dirty")
+    assert "kept from" not in _evaluate(run, "--hidden", "8").output
 
 
 def test_evaluating_some_tasks_keeps_the_others(sie_run, tmp_path):
