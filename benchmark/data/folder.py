@@ -37,11 +37,7 @@ def open_folder(root: Path, split: str = "train") -> FolderViews:
     keys, labels = read_split_files(root, split)
     classes = manifest_classes(root, manifest)
     check_labels(root / f"{split}_labels.npy", labels, len(classes))
-    views = (
-        int(manifest.get("settings", {}).get("views", spec.VIEWS_PER_OBJECT))
-        if manifest
-        else spec.VIEWS_PER_OBJECT
-    )
+    views = manifest_views(root, manifest)
     for key in keys:
         check_object_folder(root / key, views)
     reader = FolderViews(root, split, keys, labels, views, classes)
@@ -109,6 +105,22 @@ def read_dataset_manifest(root: Path) -> dict | None:
     if not isinstance(manifest, dict):
         raise DatasetError(f"{path}: expected a JSON object")
     return manifest
+
+
+def manifest_views(root: Path, manifest: dict | None) -> int:
+    """Views per object of a dataset folder: its manifest's `settings.views`, or the published 50 for a
+    folder without a manifest (the official download). DatasetError naming the manifest when that entry
+    is missing or not a whole number of at least 1."""
+    if manifest is None:
+        return spec.VIEWS_PER_OBJECT
+    settings = manifest.get("settings")
+    views = settings.get("views") if isinstance(settings, dict) else None
+    if isinstance(views, int) and not isinstance(views, bool) and views >= 1:
+        return views
+    raise DatasetError(
+        f"{root / spec.MANIFEST_NAME}: settings.views is {views!r}, expected a whole number of views per "
+        "object; the manifest is damaged: restore it, or render the dataset again into a new folder"
+    )
 
 
 def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[str], np.ndarray]:

@@ -59,6 +59,8 @@ from render.locks import LockBusy, exclusive_lock
 from render.manifest import SPLITS
 from render.processes import exit_with_parent
 
+#: Largest image side `3die pack --size` re-encodes to (a 4096 px view of 50 is 2.5 GB decoded).
+MAX_SIZE = 4096
 FORMAT = "3die-packed"
 FORMAT_VERSION = 1
 DEFAULT_QUALITY = 95
@@ -114,10 +116,11 @@ def pack_dataset(
     from benchmark.data.validate import skipping_line, usable_splits  # validate reads packed files
 
     root, out = Path(root), Path(out)
-    if size is not None and size < 1:
-        raise DatasetError(f"--size must be a positive number of pixels, got {size}")
+    if size is not None and not 1 <= size <= MAX_SIZE:
+        raise DatasetError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {size}")
     if not 1 <= quality <= 100:
         raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
+    _check_replaceable(out, root)
     official = root.is_dir() and is_official_download(root)
     splits = [split for split in SPLITS if official or (root / f"{split}_images.npy").is_file()]
     if not splits:
@@ -166,6 +169,27 @@ def pack_dataset(
     os.replace(partial, out)
     resumed = len(tasks) - len(todo)
     return PackSummary(out, len(tasks), len(todo), resumed, out.stat().st_size, tuple(skipped))
+
+
+def _check_replaceable(out: Path, root: Path) -> None:
+    """DatasetError unless `out` is absent or a packed file of the folder `root` (packed again, it is
+    replaced once the new file is complete): a pack never replaces another file or another folder's pack."""
+    if not out.exists():
+        return
+    try:
+        with h5py.File(out, "r") as handle:
+            packed, source = handle.attrs.get("format") == FORMAT, handle.attrs.get("source")
+    except OSError:
+        packed, source = False, None
+    if not packed:
+        raise DatasetError(
+            f"{out}: exists and is not a packed dataset; choose another --out (a pack replaces only a "
+            "pack of the same folder)"
+        )
+    if source != str(root.resolve()):
+        raise DatasetError(
+            f"{out}: holds the pack of another folder ({source}); delete it or choose another --out"
+        )
 
 
 def read_object(
@@ -418,6 +442,8 @@ def read_skipped_objects(path: Path) -> list[SkippedObject]:
             return [SkippedObject(*entry) for entry in zip(*columns, strict=True)]
     except OSError as error:
         raise unopenable(path, error) from None
+    except (KeyError, ValueError, TypeError) as error:
+        raise DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again") from None
 
 
 def unopenable(path: Path, error: OSError) -> DatasetError:
@@ -438,43 +464,12 @@ def open_packed(path: Path, split: str = "train", check_latents: bool = True) ->
     except OSError as error:
         raise unopenable(path, error) from None
     with handle:
-        if handle.attrs.get("format") != FORMAT:
-            raise DatasetError(f"{path}: not a 3die packed dataset (write one with `3die pack`)")
-        if int(handle.attrs["format_version"]) != FORMAT_VERSION:
-            raise DatasetError(
-                f"{path}: packed format version {handle.attrs['format_version']}, this reader needs "
-                f"{FORMAT_VERSION}; pack the dataset again"
+        try:
+            keys, labels, views, classes, rows, latents, image_size, offsets = _read_packed_split(
+                handle, path, split
             )
-        views = int(handle.attrs["views"])
-        count = handle["labels"].shape[0]
-        image_size = int(handle.attrs["image_size"]) or None
-        raw = handle.attrs.get("storage") == "raw"
-        expected = {"latents": (count, views, spec.LATENT_DIM)}
-        if raw:
-            expected["pixels"] = (count, views, image_size, image_size, 3)
-        else:
-            expected["jpeg_offsets"] = (count, views + 1)
-        for name, shape in expected.items():
-            if name not in handle:
-                raise DatasetError(f"{path}: no {name} dataset; pack the dataset again")
-            if handle[name].shape != shape:
-                raise DatasetError(f"{path}: {name} has shape {handle[name].shape}, expected {shape}")
-        if not handle["packed"][()].all():
-            raise DatasetError(f"{path}: incomplete pack; rerun `3die pack` to finish it")
-        rows = np.flatnonzero(np.array(_strings(handle, "split")) == split)
-        every_key = _keys(handle)
-        keys = [every_key[row] for row in rows]
-        offsets = None if raw else handle["jpeg_offsets"][()][rows]
-        if not raw and count and handle["jpeg_offsets"][-1, -1] != handle["jpeg_bytes"].shape[0]:
-            raise DatasetError(f"{path}: jpeg_offsets do not match jpeg_bytes; pack the dataset again")
-        latents = handle["latents"][()][rows]
-        labels = handle["labels"][()][rows].astype(np.int64)
-        classes = tuple(
-            ClassInfo(label, synset, name)
-            for label, (synset, name) in enumerate(
-                zip(_strings(handle, "class_synsets"), _strings(handle, "class_names"), strict=True)
-            )
-        )
+        except (KeyError, ValueError, TypeError, IndexError, OSError) as error:  # a piece missing or cut
+            raise DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again") from None
     if check_latents and not np.isfinite(latents).all():
         row = int(np.flatnonzero(~np.isfinite(latents).all(axis=(1, 2)))[0])
         raise DatasetError(
@@ -482,6 +477,56 @@ def open_packed(path: Path, split: str = "train", check_latents: bool = True) ->
             "(or train without such objects with --skip-bad-objects)"
         )
     return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
+
+
+def _read_packed_split(handle: h5py.File, path: Path, split: str) -> tuple:
+    """`open_packed`'s reading of one split from an open file: (keys, labels, views, classes, rows,
+    latents, image size, JPEG offsets); DatasetError for a file that is not a complete pack of this
+    format, KeyError/ValueError/TypeError for one with pieces missing or of the wrong size."""
+    if handle.attrs.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a 3die packed dataset (write one with `3die pack`)")
+    if int(handle.attrs["format_version"]) != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path}: packed format version {handle.attrs['format_version']}, this reader needs "
+            f"{FORMAT_VERSION}; pack the dataset again"
+        )
+    views = int(handle.attrs["views"])
+    count = handle["labels"].shape[0]
+    image_size = int(handle.attrs["image_size"]) or None
+    if views < 1 or handle.attrs.get("storage", "jpeg") not in ("jpeg", "raw"):
+        raise ValueError(f"views {views}, storage {handle.attrs.get('storage')!r}")
+    raw = handle.attrs.get("storage") == "raw"
+    expected = {"latents": (count, views, spec.LATENT_DIM)}
+    if raw:
+        expected["pixels"] = (count, views, image_size, image_size, 3)
+    else:
+        expected["jpeg_offsets"] = (count, views + 1)
+    for name, shape in expected.items():
+        if name not in handle:
+            raise DatasetError(f"{path}: no {name} dataset; pack the dataset again")
+        if handle[name].shape != shape:
+            raise DatasetError(f"{path}: {name} has shape {handle[name].shape}, expected {shape}")
+    if not handle["packed"][()].all():
+        raise DatasetError(f"{path}: incomplete pack; rerun `3die pack` to finish it")
+    splits, every_key = _strings(handle, "split"), _keys(handle)
+    if len(every_key) != count or len(splits) != count:
+        raise ValueError(f"{len(every_key)} object ids and {len(splits)} splits for {count} objects")
+    rows = np.flatnonzero(np.array(splits) == split)
+    keys = [every_key[row] for row in rows]
+    offsets = None if raw else handle["jpeg_offsets"][()][rows]
+    if not raw and count and handle["jpeg_offsets"][-1, -1] != handle["jpeg_bytes"].shape[0]:
+        raise DatasetError(f"{path}: jpeg_offsets do not match jpeg_bytes; pack the dataset again")
+    latents = handle["latents"][()][rows]
+    labels = handle["labels"][()][rows].astype(np.int64)
+    classes = tuple(
+        ClassInfo(label, synset, name)
+        for label, (synset, name) in enumerate(
+            zip(_strings(handle, "class_synsets"), _strings(handle, "class_names"), strict=True)
+        )
+    )
+    if len(labels) and not (labels.min() >= 0 and labels.max() < len(classes)):
+        raise ValueError(f"labels outside 0..{len(classes) - 1} (the file's {len(classes)} classes)")
+    return keys, labels, views, classes, rows, latents, image_size, offsets
 
 
 class PackedViews(ObjectViews):

@@ -27,6 +27,7 @@ from benchmark.data.folder import (
     FolderViews,
     check_labels,
     manifest_classes,
+    manifest_views,
     read_dataset_manifest,
     read_split_files,
 )
@@ -149,8 +150,7 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     keys, labels = read_split_files(path, split, unique=False)
     classes = manifest_classes(path, manifest)
     check_labels(path / f"{split}_labels.npy", labels, len(classes))
-    views = int((manifest or {}).get("settings", {}).get("views", spec.VIEWS_PER_OBJECT))
-    reader = FolderViews(path, split, keys, labels, views, classes)
+    reader = FolderViews(path, split, keys, labels, manifest_views(path, manifest), classes)
     reader.manifest = manifest  # read again by find_bad_objects (latent range, completion markers)
     return reader
 

@@ -90,6 +90,10 @@ def split_features(
                 echo(f"{folder}: cached {views.split} features unreadable ({error}); extracting them again")
             for path in files.values():
                 path.unlink(missing_ok=True)
+    if folder.is_file() or (folder.is_symlink() and not folder.exists()):  # not a cache folder: derived data
+        if echo is not None:
+            echo(f"{folder}: a file where the feature cache folder goes; replacing it with the cache")
+        folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     _extract(method, views, files, image_size, device, batch_images, workers, progress, echo)
     return _load(files)

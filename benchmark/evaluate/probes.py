@@ -16,6 +16,7 @@ heads on a fixed, seeded set of `val_pairs` pairs per validation object, so reru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,9 +64,9 @@ class ProbeSettings:
         for name in ("epochs", "samples_per_object", "batch_size", "hidden", "val_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe {name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.weight_decay >= 0:
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(
-                f"probe lr must be positive and weight decay not negative, "
+                f"probe lr must be positive and weight decay not negative, both finite, "
                 f"got {self.lr} and {self.weight_decay}"
             )
 
@@ -292,11 +293,19 @@ def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimiser.step()
 
 
+class ProbeDivergedError(ValueError):
+    """A probe whose head gives non-finite outputs: its training diverged (too high a learning rate)."""
+
+
 @torch.no_grad()
 def _score(head: nn.Module, count: int, inputs_of: Callable[[slice], torch.Tensor]) -> np.ndarray:
-    """Head outputs (count, K) float64 for the inputs `inputs_of(rows)` gives, in batches of rows."""
+    """Head outputs (count, K) float64 for the inputs `inputs_of(rows)` gives, in batches of rows;
+    ProbeDivergedError when some are not finite."""
     outputs = [
         head(inputs_of(slice(start, start + SCORE_BATCH))).double().cpu()
         for start in range(0, count, SCORE_BATCH)
     ]
-    return torch.cat(outputs).numpy()
+    scores = torch.cat(outputs).numpy()
+    if not np.isfinite(scores).all():
+        raise ProbeDivergedError("its head diverged (non-finite outputs)")
+    return scores

@@ -53,7 +53,13 @@ from benchmark.data import (
 from benchmark.data.packed import SkippedObject
 from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
 from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, split_features
-from benchmark.evaluate.probes import ProbeSettings, classification_probe, colour_probe, rotation_probe
+from benchmark.evaluate.probes import (
+    ProbeDivergedError,
+    ProbeSettings,
+    classification_probe,
+    colour_probe,
+    rotation_probe,
+)
 from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
 from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
@@ -106,6 +112,8 @@ class EvaluationSettings:
             raise ValueError(f"unknown tasks {given}; choose from {', '.join(TASKS)}")
         for task in PROBE_TASKS:
             self.probe(task)
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be from 0 to 2^63 - 1, got {self.seed}")
         if self.workers < 0 or self.extract_batch < 1:
             raise ValueError(
                 f"workers must be at least 0 and extract batch at least 1, got {self.workers} and "
@@ -309,7 +317,13 @@ def _evaluate_locked(
             total = val.latents.shape[0] * (val.latents.shape[1] - 1) if method.has_predictor else 0
             unit = "query"
         with tqdm(total=total, desc=task, unit=unit, unit_scale=unit == "query", disable=not progress) as bar:
-            metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
+            try:
+                metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
+            except ProbeDivergedError as error:
+                raise EvaluationError(
+                    f"{run}: the {task} probe stopped: {error}; rerun with a lower --lr (lr "
+                    f"{settings.lr}; {RESULTS_NAME} keeps the results it holds)"
+                ) from None
         if metrics is None:
             results["skipped"][task] = f"method {config['method']} has no predictor"
             results["metrics"].pop(task, None)

@@ -8,6 +8,7 @@ own resolved options) as RUN/config.json.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
@@ -65,11 +66,14 @@ class TrainConfig:
                 f"batch_size must be at least 2 (batch norm and the variance terms need two samples), "
                 f"got {self.batch_size}"
             )
-        if self.workers < 0 or self.seed < 0:
-            raise ConfigError(f"workers and seed must be 0 or more, got {self.workers} and {self.seed}")
-        if self.lr <= 0 or self.weight_decay < 0:
+        if self.workers < 0 or not 0 <= self.seed < 2**63:
             raise ConfigError(
-                f"lr must be positive and weight_decay non-negative ({self.lr}, {self.weight_decay})"
+                f"workers must be 0 or more and seed from 0 to 2^63 - 1, got {self.workers} and {self.seed}"
+            )
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(
+                f"lr must be positive and weight_decay non-negative, both finite ({self.lr}, "
+                f"{self.weight_decay})"
             )
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")

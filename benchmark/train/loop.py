@@ -171,6 +171,11 @@ class Trainer:
             merge=partial(union_over_processes, context=context),
         )
         self.views.check_image_size(config.image_size)
+        if self.views.views < 2:
+            raise DatasetError(
+                f"{config.data}: {self.views.views} view per object; training pairs two distinct views of an "
+                "object, so it needs at least 2 (render with --views 2 or more)"
+            )
         self.method = build_configured_method(config, self.views.num_classes)
         self.per_process_batch = per_process_batch(config.batch_size, context.world_size)
         self.sampler = ObjectSampler(

@@ -53,10 +53,15 @@ def export_library(
     `objects.csv`; `on_object` is called after each object (for progress).
 
     An object whose file already holds exactly the bytes this export would write is left alone, so a
-    rerun continues where an interrupted one stopped. Raises ValueError for unknown classes or a count
-    below 1, OSError when the folder cannot be written.
+    rerun continues where an interrupted one stopped. Raises ValueError for unknown classes, a count
+    below 1 or a `root` that holds a rendered dataset, OSError when the folder cannot be written.
     """
     root = Path(root)
+    if (root / spec.MANIFEST_NAME).exists():
+        raise ValueError(
+            f"{root}: is a rendered dataset ({spec.MANIFEST_NAME}), whose objects.csv an export would "
+            "replace; write the library to a folder of its own"
+        )
     entries = library_manifest(classes, per_class, seed)
     written = kept = 0
     for entry in entries:

@@ -147,7 +147,12 @@ def test_probe_settings_refuse_nonsense():
         ProbeSettings(epochs=0)
     with pytest.raises(ValueError, match="samples_per_object must be at least 1"):
         ProbeSettings(epochs=1, samples_per_object=0)
-    with pytest.raises(ValueError, match=r"lr must be positive and weight decay not negative, got -0\.001"):
+    with pytest.raises(
+        ValueError, match=r"lr must be positive and weight decay not negative, both finite, got -0\.001"
+    ):
         ProbeSettings(epochs=1, lr=-1e-3)
     with pytest.raises(ValueError, match=r"got 0\.001 and -1"):
         ProbeSettings(epochs=1, weight_decay=-1)
+    for lr, weight_decay in ((float("inf"), 0.0), (float("nan"), 0.0), (1e-3, float("inf"))):
+        with pytest.raises(ValueError, match="both finite"):
+            ProbeSettings(epochs=1, lr=lr, weight_decay=weight_decay)

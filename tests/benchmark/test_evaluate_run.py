@@ -380,6 +380,22 @@ def test_a_damaged_feature_cache_is_extracted_again(sie_run, synthetic_dataset, 
     np.testing.assert_array_equal(again.labels, views.labels)
 
 
+def test_a_file_where_the_feature_cache_folder_goes_is_replaced_by_the_cache(
+    sie_run, synthetic_dataset, tmp_path
+):
+    method, _ = load_trained(sie_run)
+    views = open_dataset(synthetic_dataset.root, "val")
+    folder = tmp_path / "features" / "KEY"
+    folder.parent.mkdir()
+    folder.write_text("x")
+    lines = []
+    features = split_features(
+        method, views, folder, image_size=16, device=torch.device("cpu"), progress=False, echo=lines.append
+    )
+    assert lines[0] == f"{folder}: a file where the feature cache folder goes; replacing it with the cache"
+    assert folder.is_dir() and features.representations.shape[:2] == (len(views), views.views)
+
+
 def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
     run = _train("vicreg", synthetic_dataset.root, tmp_path / "vicreg")
     said = []
@@ -537,11 +553,25 @@ def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
         EvaluationSettings(workers=-1)
     with pytest.raises(ValueError, match="got 0 and 0"):
         EvaluationSettings(extract_batch=0)
-    for option in (["--lr", "-1"], ["--workers", "-2"]):
+    options = (["--lr", "-1"], ["--lr", "inf"], ["--lr", "nan"], ["--workers", "-2"], ["--seed", "-5"])
+    for option in (*options, ["--seed", str(2**70)]):
         result = _evaluate(evaluated_sie_run, *option)
         assert (
             result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
-        )
+        ), (option, result.output)
+
+
+def test_a_diverging_probe_stops_with_one_line_and_keeps_the_results(evaluated_sie_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_sie_run, run)
+    before = (run / "results.json").read_bytes()
+    result = _evaluate(run, "--lr", "1e30", "--tasks", "rotation")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert (
+        f"Error: {run}: the rotation probe stopped: its head diverged (non-finite outputs); rerun with a "
+        in (result.output)
+    )
+    assert (run / "results.json").read_bytes() == before
 
 
 def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):

@@ -320,3 +320,76 @@ def test_pack_refuses_a_jpeg_quality_outside_1_to_100_and_an_unwritable_out_with
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and errors[0].startswith(f"Error: {out}: cannot write the packed file"), errors
+
+
+def test_pack_replaces_only_a_pack_of_the_same_folder(tmp_path):
+    first = write_dataset(tmp_path / "a", classes=1, train_per_class=2, val_per_class=0, views=3, size=16)
+    other = write_dataset(tmp_path / "b", classes=1, train_per_class=2, val_per_class=0, views=3, size=16)
+    manifest = first.root / spec.MANIFEST_NAME
+    kept = manifest.read_bytes()
+    for target in (manifest, tmp_path / "notes.h5"):  # a file of the dataset itself, a file of the user
+        if target != manifest:
+            target.write_text("notes")
+        before = target.read_bytes()
+        with pytest.raises(
+            DatasetError, match=f"{re.escape(str(target))}: exists and is not a packed dataset"
+        ):
+            pack_dataset(first.root, target)
+        assert target.read_bytes() == before
+    assert manifest.read_bytes() == kept
+    out = tmp_path / "a.h5"
+    pack_dataset(first.root, out)
+    packed = out.read_bytes()
+    with pytest.raises(
+        DatasetError, match=f"holds the pack of another folder \\({re.escape(str(first.root))}\\)"
+    ):
+        pack_dataset(other.root, out)
+    assert out.read_bytes() == packed
+    assert pack_dataset(first.root, out).objects == 2  # the same folder packed again replaces its pack
+    with pytest.raises(DatasetError, match="--size must be a number of pixels from 1 to 4096, got 100000"):
+        pack_dataset(first.root, tmp_path / "big.h5", size=100000)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda handle: handle.__delitem__("labels"),
+        lambda handle: handle.__delitem__("split"),
+        lambda handle: handle.__delitem__("packed"),
+        lambda handle: handle.attrs.__delitem__("views"),
+        lambda handle: handle["labels"].__setitem__(0, 7),
+        lambda handle: handle["labels"].__setitem__(0, -1),
+        lambda handle: handle.attrs.__setitem__("storage", "zip"),
+        lambda handle: _shorten(handle, "object_ids"),
+        lambda handle: _shorten(handle, "class_names"),
+    ],
+    ids=[
+        "labels",
+        "split",
+        "packed",
+        "views",
+        "label-7",
+        "label-neg",
+        "storage",
+        "object_ids",
+        "class_names",
+    ],
+)
+def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(packed_file, tmp_path, damage):
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(packed_file.read_bytes())
+    with h5py.File(damaged, "r+") as handle:
+        damage(handle)
+    for command in (["check", str(damaged)], ["train", "--method", "vicreg", "--data", str(damaged)]):
+        extra = ["--out", str(tmp_path / "run"), "--preset", "tiny"] if command[0] == "train" else []
+        result = CliRunner().invoke(main, [*command, *extra])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert line.startswith(f"Error: {damaged}: ") and "pack" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def _shorten(handle, name: str) -> None:
+    values = handle[name][()][:-1]
+    del handle[name]
+    handle[name] = values

@@ -540,3 +540,37 @@ def test_benchmark_with_skip_bad_objects_trains_and_evaluates_without_them(datas
     assert len(results["dataset"]["skipped_objects"]) == 2
     (row,) = read_rows(tmp_path / "leaderboard.csv")
     assert row["dataset_hash"] == results["dataset"]["hash"] != identity(dataset.root)["hash"]
+
+
+@pytest.mark.parametrize("views", [None, 0, 1.5, "6", True, "absent"])
+def test_a_manifest_with_a_damaged_view_count_is_one_line_for_train_and_pack(dataset, tmp_path, views):
+    manifest_path = dataset.root / spec.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    if views == "absent":
+        del manifest["settings"]
+    else:
+        manifest["settings"]["views"] = views
+    manifest_path.write_text(json.dumps(manifest))
+    commands = (
+        ["train", "--method", "vicreg", "--data", str(dataset.root), "--out", str(tmp_path / "run")],
+        ["pack", str(dataset.root), "--out", str(tmp_path / "d.h5")],
+    )
+    for command in commands:
+        result = CliRunner().invoke(
+            main, [*command, "--preset", "tiny"] if command[0] == "train" else command
+        )
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"Error: {manifest_path}: settings.views is " in result.output and "damaged" in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "d.h5").exists()
+
+
+def test_training_on_one_view_per_object_is_refused_before_the_run_folder_is_made(tmp_path):
+    one_view = write_dataset(
+        tmp_path / "one", classes=2, train_per_class=3, val_per_class=1, views=1, size=16
+    )
+    for data in (one_view.root, pack_dataset(one_view.root, tmp_path / "one.h5").path):
+        arguments = ["train", "--method", "vicreg", "--data", str(data), "--out", str(tmp_path / "run")]
+        result = CliRunner().invoke(main, [*arguments, *TRAIN])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"Error: {data}: 1 view per object; training pairs two distinct views" in result.output
+        assert not (tmp_path / "run").exists()

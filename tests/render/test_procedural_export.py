@@ -221,3 +221,17 @@ def test_cli_objects_unwritable_folder(tmp_path):
     )
     result = CliRunner().invoke(main, ["objects"])
     assert result.exit_code != 0 and result.output.strip().startswith("Error: missing --out DIR")
+
+
+def test_cli_objects_leaves_a_rendered_dataset_alone(tmp_path):
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / spec.MANIFEST_NAME).write_text("{}")
+    (dataset / spec.OBJECTS_CSV_NAME).write_text("synset,object_id,label,split,source\n")
+    before = {path.name: path.read_bytes() for path in dataset.iterdir()}
+    result = CliRunner().invoke(
+        main, ["objects", "--out", str(dataset), "--classes", "mug", "--per-class", "1"]
+    )
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"Error: {dataset}: is a rendered dataset (manifest.json)")
+    assert {path.name: path.read_bytes() for path in dataset.iterdir()} == before
