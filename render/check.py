@@ -86,6 +86,9 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if not root.is_dir():
         report.add(str(root), "not a folder")
         return report
+    if (root / "checkpoints").is_dir() and (root / "config.json").is_file():
+        report.add(str(root), "a training run folder, not a dataset; check the dataset it trained on")
+        return report
     for path in writer.root_temp_files(root):
         report.add(path.name, ROOT_TEMP_MESSAGE)
     try:
@@ -248,6 +251,12 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
     """Split files: labels aligned with images and within the dataset's `classes`; in our folders they
     list exactly the complete objects."""
     present = {}
+    objects_csv = root / spec.OBJECTS_CSV_NAME
+    listed_labels = (
+        {f"{entry.synset}/{entry.object_id}": entry.label for entry in read_manifest(objects_csv)}
+        if objects_csv.is_file()
+        else {}
+    )
     for split in SPLITS:
         keys = _split_keys(root, split)
         if keys is None:
@@ -277,6 +286,17 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
             report.add(
                 labels_path.name,
                 f"{len(bad)} labels outside 0..{classes - 1} (the dataset's classes), first {int(bad[0])}",
+            )
+        elif differ := [
+            (key, int(label), listed_labels[key])
+            for key, label in zip(keys, labels, strict=True)
+            if listed_labels.get(key, label) != label
+        ]:
+            key, label, expected = differ[0]
+            report.add(
+                labels_path.name,
+                f"{len(differ)} labels differ from {spec.OBJECTS_CSV_NAME}'s (first {key}: {label} here, "
+                f"{expected} there); rerun `3die render` on this folder to rewrite the split files",
             )
         for key, count in sorted(Counter(keys).items()):
             if count > 1:

@@ -170,6 +170,11 @@ def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[Ob
     """
     from render import manifest as object_manifest
 
+    if (config.out / "checkpoints").is_dir() or (config.out / "config.json").is_file():
+        raise writer.DatasetMismatchError(
+            f"{config.out}: is a training run folder (checkpoints/, config.json); render into a folder of "
+            "its own"
+        )
     config.out.mkdir(parents=True, exist_ok=True)
     entries = [
         object_manifest.ObjectEntry(o.synset, o.object_id, o.label, o.split, o.source) for o in objects

@@ -59,7 +59,7 @@ def read_manifest(path: str | Path) -> list[ObjectEntry]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: cannot read the object manifest: {error}") from error
     checker = _EntryChecker(str(path))
@@ -263,7 +263,7 @@ def _check_entry(entry: ObjectEntry, where: str) -> None:
     """Raise ManifestError unless the entry's fields are individually valid."""
     for field in ("synset", "object_id"):
         value = getattr(entry, field)
-        if not _is_folder_name(value):
+        if not is_folder_name(value):
             raise ManifestError(f"{where}: bad {field} {value!r}; expected a non-empty folder name")
     if isinstance(entry.label, bool) or not isinstance(entry.label, int) or entry.label < 0:
         raise ManifestError(f"{where}: bad label {entry.label!r}; expected a non-negative integer")
@@ -281,7 +281,7 @@ def _check_entry(entry: ObjectEntry, where: str) -> None:
             )
 
 
-def _is_folder_name(name: str) -> bool:
+def is_folder_name(name: str) -> bool:
     """Whether `name` can be used as one folder name: printable, no separators, no surrounding spaces."""
     return (
         bool(name)
@@ -302,7 +302,7 @@ def _shapenet_labels() -> dict[str, int]:
 def _read_official_val(path: Path) -> tuple[ObjectEntry, ...]:
     """Parsed official validation list (cached per resolved path)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise ManifestError(f"{path}: cannot read the official validation list: {error}") from error
     checker = _EntryChecker(str(path))

@@ -344,7 +344,10 @@ class MeshDirSource:
         }
 
     def _mesh_files(self) -> dict[tuple[str, str], Path]:
-        """(class, name) -> mesh file; two files with one name in one class folder are an error."""
+        """(class, name) -> mesh file; two files with one name in one class folder, or a name that cannot
+        be a dataset folder's, are an error."""
+        from render import manifest
+
         root = _existing_folder(self.root, "--mesh-dir")
         layout = f"expected ROOT/CLASS/NAME.{{{','.join(ext.lstrip('.') for ext in MESH_EXTENSIONS)}}}"
         files: dict[tuple[str, str], Path] = {}
@@ -357,6 +360,12 @@ class MeshDirSource:
                 )
             for path in meshes:
                 key = (folder.name, path.stem)
+                named = [name for name in key if not manifest.is_folder_name(name)]
+                if named:
+                    raise SourceError(
+                        f"{path}: {named[0]!r} cannot name a class or object folder of the dataset (spaces "
+                        "around it, a slash or an unprintable or undecodable character); rename it"
+                    )
                 if key in files:
                     raise SourceError(f"{files[key]} and {path}: two meshes named {path.stem}; rename one")
                 files[key] = path

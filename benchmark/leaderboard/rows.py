@@ -7,6 +7,7 @@ from. The schema is `COLUMNS`
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import os
@@ -57,6 +58,14 @@ def _count_or_per_task(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def _iso_time(text: str) -> str:
+    """An `evaluated_at` cell: an ISO 8601 time (rows are merged by it), kept as written."""
+    datetime.datetime.fromisoformat(text)
+    return text
+
+
+_iso_time.__name__ = "an ISO 8601 time"
+
 PROVENANCE_COLUMNS = {
     "probe_epochs": str,
     "probe_samples": _count_or_per_task,
@@ -65,7 +74,7 @@ PROVENANCE_COLUMNS = {
     "eval_hardware": str,
     "code_version": str,
     "run": str,
-    "evaluated_at": str,
+    "evaluated_at": _iso_time,
 }
 #: Every column, in CSV order, with its type.
 COLUMNS: dict[str, Callable[[str], Any]] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS, **PROVENANCE_COLUMNS}
@@ -286,7 +295,7 @@ def read_rows(path: str | Path) -> list[Row]:
     LeaderboardError for unknown columns or cells that do not parse."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise LeaderboardError(f"{path}: cannot read ({error.strerror or error})") from None
     except UnicodeDecodeError:

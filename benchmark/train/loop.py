@@ -60,6 +60,7 @@ from benchmark.train.distributed import (
     together,
     union_over_processes,
 )
+from render import spec
 from render.locks import LockBusy, exclusive_lock
 from sie_models import Method, build_method
 
@@ -108,6 +109,9 @@ def train(
     Works alone or under torchrun (RANK/WORLD_SIZE/LOCAL_RANK). Raises DatasetError (unreadable data),
     TrainingError (non-finite loss, incompatible checkpoint) or ConfigError.
     """
+    out = Path(config.out)
+    if (out / spec.MANIFEST_NAME).exists() or (out / "train_images.npy").exists():
+        raise ConfigError(f"{out}: is a dataset folder; give --out a run folder of its own")
     context = start_processes(config.device)
     say = (echo or _stderr) if context.is_main else _silent
     try:

@@ -139,6 +139,9 @@ def test_csv_round_trip_keeps_values_and_types(tmp_path):
     for original, read in zip(rows, back, strict=True):
         assert {k: type(v) for k, v in read.items()} == {k: type(v) for k, v in original.items()}
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    saved_by_a_spreadsheet = tmp_path / "excel.csv"  # a byte-order mark, CRLF line ends
+    saved_by_a_spreadsheet.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert read_rows(saved_by_a_spreadsheet) == rows
 
 
 def test_merge_keeps_the_newest_row_of_each_experiment():
@@ -287,6 +290,19 @@ def test_undecodable_csvs_and_incomplete_results_name_the_file(tmp_path):
         load_rows(incomplete)
     result = CliRunner().invoke(main, ["leaderboard", str(binary), "--out", str(tmp_path / "board.csv")])
     assert result.exit_code == 1 and "not a text file" in result.output and "Traceback" not in result.output
+    undated = tmp_path / "undated.csv"  # rows are merged by evaluation time: a cell that is none is refused
+    undated.write_text("method,evaluated_at\nsie,yesterday\n")
+    with pytest.raises(
+        LeaderboardError,
+        match=r"undated.csv:2: column evaluated_at holds 'yesterday', expected an ISO 8601 time",
+    ):
+        read_rows(undated)
+    script = tmp_path / "holdout.py"
+    script.write_text("print('not results')\n")
+    with pytest.raises(
+        LeaderboardError, match=r"holdout.py: not a results.json of `3die evaluate` nor a leaderboard"
+    ):
+        load_rows(script)
 
 
 def test_old_csv_without_newer_columns_reads_as_none(tmp_path):

@@ -574,3 +574,26 @@ def test_training_on_one_view_per_object_is_refused_before_the_run_folder_is_mad
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert f"Error: {data}: 1 view per object; training pairs two distinct views" in result.output
         assert not (tmp_path / "run").exists()
+
+
+def test_a_run_and_a_dataset_never_share_a_folder(tmp_path):
+    """Training into a dataset folder, or rendering into a run folder, is refused before writing anything."""
+    dataset = write_dataset(
+        tmp_path / "data", classes=1, train_per_class=2, val_per_class=0, views=2, size=16
+    )
+    before = sorted(path.relative_to(dataset.root) for path in dataset.root.rglob("*"))
+    train = ["train", "--method", "vicreg", "--data", str(dataset.root), "--out", str(dataset.root)]
+    result = CliRunner().invoke(main, [*train, "--preset", "tiny"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: {dataset.root}: is a dataset folder; give --out a run folder of its own"
+    )
+    assert sorted(path.relative_to(dataset.root) for path in dataset.root.rglob("*")) == before
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    render = ["render", "--out", str(run), "--classes", "mug", "--per-class", "1", "--views", "1"]
+    result = CliRunner().invoke(main, [*render, "--size", "8", "--quality", "draft"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: {run}: is a training run folder (checkpoints/, config.json); render into a folder of its own"
+    )
+    assert sorted(path.name for path in run.iterdir()) == ["checkpoints", "config.json"]

@@ -125,6 +125,16 @@ def test_labels_outside_the_classes_are_found_and_any_integer_type_is_read(tmp_p
     assert found[str(tmp_path)] == ["manifest.json: class labels must be 0..1"]
 
 
+def test_split_labels_that_differ_from_the_object_list_are_found(tmp_path):
+    make_dataset(tmp_path)
+    np.save(tmp_path / "train_labels.npy", np.array([0, 0], dtype=np.int64))  # the table labelled an airplane
+    _, found = problems(tmp_path)
+    assert found["train_labels.npy"] == [
+        "1 labels differ from objects.csv's (first 04379243/c: 0 here, 49 there); rerun `3die render` on "
+        "this folder to rewrite the split files"
+    ]
+
+
 def test_missing_object_is_found_unless_recorded_as_failed(tmp_path):
     make_dataset(tmp_path)
     import shutil
@@ -177,6 +187,17 @@ def test_a_folder_without_objects_is_not_a_dataset(tmp_path):
         report, found = problems(folder)
         assert not report.ok and "no objects" in found[str(folder)][0], found
         assert report.lines()[-1].endswith("1 with problems")
+
+
+def test_a_run_folder_is_not_a_dataset(tmp_path):
+    run = tmp_path / "run"
+    (run / "features" / "0123abcd").mkdir(parents=True)  # would look like SYNSET/OBJECT_ID
+    (run / "checkpoints").mkdir()
+    (run / "config.json").write_text("{}")
+    report, found = problems(run)
+    assert not report.ok and found == {
+        str(run): ["a training run folder, not a dataset; check the dataset it trained on"]
+    }
 
 
 def test_a_dataset_whose_every_object_failed_is_not_ok(tmp_path):

@@ -46,6 +46,12 @@ def test_extra_columns_are_ignored(tmp_path):
     assert manifest.read_manifest(path) == [entry(split="val")]
 
 
+def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf_lines_reads_the_same(tmp_path):
+    path = tmp_path / "objects.csv"
+    path.write_bytes(("\ufeff" + HEADER + "02691156,a1,0,val,shapenet\n").replace("\n", "\r\n").encode())
+    assert manifest.read_manifest(path) == [entry(split="val")]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

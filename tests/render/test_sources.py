@@ -191,6 +191,15 @@ def test_mesh_dir_duplicate_names_and_empty_folder_are_refused(mesh_root, tmp_pa
         MeshDirSource(tmp_path / "empty").objects()
 
 
+@pytest.mark.parametrize("name", [" white .ply", "caf\udce9.ply"], ids=["spaces", "undecodable"])
+def test_a_mesh_file_name_that_cannot_name_an_object_folder_is_named_in_the_error(mesh_root, name):
+    path = mesh_root / "mug" / name
+    path.write_bytes((mesh_root / "mug" / "mug0.ply").read_bytes())
+    with pytest.raises(SourceError, match="cannot name a class or object folder of the dataset") as error:
+        MeshDirSource(mesh_root).objects()
+    assert str(error.value).startswith(f"{path}: ") and str(error.value).endswith("; rename it")
+
+
 def test_a_class_folder_without_mesh_files_is_refused_not_skipped(mesh_root):
     """CLASS/NAME/model.obj (one level too deep, as ShapeNet nests its models) would drop the class."""
     (mesh_root / "bracket" / "b0").mkdir(parents=True)
