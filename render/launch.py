@@ -32,7 +32,6 @@ from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
 from render.sources import MeshError, ObjectSource, ObjectSpec, SourceError
 
-DATASET_FORMAT = "3die-dataset/1"
 RECYCLE_EVERY = 200
 CRASHES_BEFORE_FAILURE = 2  # an object whose worker dies this many times is recorded as failed
 
@@ -195,7 +194,7 @@ def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[Ob
 def build_manifest(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> dict:
     """The content of manifest.json (deterministic: no dates, so concurrent shards write the same file)."""
     return {
-        "format": DATASET_FORMAT,
+        "format": spec.DATASET_FORMAT,
         "source": source.describe(),
         "objects": len(objects),
         "seed": config.seed,

@@ -18,6 +18,8 @@ import numpy as np
 VIEWS_PER_OBJECT = 50
 IMAGE_SIZE = 256
 MANIFEST_NAME = "manifest.json"
+#: The `format` of the manifest.json this version writes and reads.
+DATASET_FORMAT = "3die-dataset/1"
 OBJECTS_CSV_NAME = "objects.csv"
 FAILURES_NAME = "failures.jsonl"
 

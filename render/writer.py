@@ -244,6 +244,11 @@ def read_manifest(root: Path) -> dict | None:
         raise _damaged(path, f"not JSON: {error}") from None
     if not isinstance(manifest, dict):
         raise _damaged(path, f"a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format", spec.DATASET_FORMAT) != spec.DATASET_FORMAT:
+        raise DatasetMismatchError(
+            f"{path}: dataset format {manifest['format']!r}, and this version of 3die reads "
+            f"{spec.DATASET_FORMAT!r}; use the version that wrote it, or render the dataset again"
+        )
     settings = manifest.get("settings", {})
     if not isinstance(settings, dict):
         raise _damaged(path, "its settings are not an object")

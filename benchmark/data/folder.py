@@ -9,14 +9,13 @@ neither manifest.json nor a split's images file gets the published split (`offic
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
-from render import spec
+from render import spec, writer
 from render.manifest import SPLITS, ManifestError, read_official_val
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
@@ -99,12 +98,11 @@ def read_dataset_manifest(root: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read the dataset manifest ({error})") from None
-    if not isinstance(manifest, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    return manifest
+        return writer.read_manifest(root)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the dataset manifest ({error.strerror or error})") from None
+    except writer.DatasetMismatchError as error:  # damaged, or of another format
+        raise DatasetError(str(error)) from None
 
 
 def manifest_views(root: Path, manifest: dict | None) -> int:

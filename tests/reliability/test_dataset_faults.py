@@ -542,12 +542,14 @@ def test_benchmark_with_skip_bad_objects_trains_and_evaluates_without_them(datas
     assert row["dataset_hash"] == results["dataset"]["hash"] != identity(dataset.root)["hash"]
 
 
-@pytest.mark.parametrize("views", [None, 0, 1.5, "6", True, "absent"])
+@pytest.mark.parametrize("views", [None, 0, 1.5, "6", True, "absent", "newer format"])
 def test_a_manifest_with_a_damaged_view_count_is_one_line_for_train_and_pack(dataset, tmp_path, views):
     manifest_path = dataset.root / spec.MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     if views == "absent":
         del manifest["settings"]
+    elif views == "newer format":
+        manifest["format"] = "3die-dataset/2"
     else:
         manifest["settings"]["views"] = views
     manifest_path.write_text(json.dumps(manifest))
@@ -560,7 +562,12 @@ def test_a_manifest_with_a_damaged_view_count_is_one_line_for_train_and_pack(dat
             main, [*command, "--preset", "tiny"] if command[0] == "train" else command
         )
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        assert f"Error: {manifest_path}: settings.views is " in result.output and "damaged" in result.output
+        (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert line.startswith(f"Error: {manifest_path}: "), line
+        if views == "newer format":
+            assert "dataset format '3die-dataset/2', and this version of 3die reads '3die-dataset/1'" in line
+        else:
+            assert "settings.views is" in line and "damaged" in line, line
     assert not (tmp_path / "run").exists() and not (tmp_path / "d.h5").exists()
 
 
