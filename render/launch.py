@@ -53,8 +53,9 @@ class RenderConfig:
         quality_preset(self.quality)
         if self.rotation not in ROTATION_RANGES:
             raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {self.rotation!r}")
-        if self.views < 1 or self.size < 1:
-            raise ValueError("views and size must be positive")
+        for option, value in (("--views", self.views), ("--size", self.size)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
 
     def settings(self) -> dict:
         """The settings that define the images (recorded in manifest.json; a resumed run must match them)."""

@@ -67,6 +67,9 @@ def test_bad_options_give_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "unknown quality preset 'ultra'" in result.output
     result = runner.invoke(main, ["render", "--out", str(tmp_path), "--shard", "2/2"])
     assert result.exit_code == 1 and "0 <= K < N" in result.output
+    for option in ("--size", "--views"):
+        result = runner.invoke(main, ["render", "--out", str(tmp_path / "d"), option, "0"])
+        assert result.exit_code == 1 and result.output.strip() == f"Error: {option} must be at least 1, got 0"
 
 
 def render_process(out, views, fault: str = "", target: str = "", log: str = ""):
