@@ -179,7 +179,12 @@ def _check_replaceable(out: Path, root: Path) -> None:
     try:
         with h5py.File(out, "r") as handle:
             packed, source = handle.attrs.get("format") == FORMAT, handle.attrs.get("source")
-    except OSError:
+    except OSError as error:
+        if h5py.is_hdf5(out):  # an HDF5 file that cannot be opened now (permissions, another process)
+            raise DatasetError(
+                f"{out}: cannot open it to check that it is a pack of this folder ({error}); close or make "
+                "it readable, or choose another --out"
+            ) from None
         packed, source = False, None
     if not packed:
         raise DatasetError(

@@ -280,9 +280,15 @@ def _evaluate_locked(
     tasks = [task for task in settings.tasks if recompute or not up_to_date(results, task, settings)]
     for task in settings.tasks:
         if task not in tasks:
-            say(f"{run}: {task} kept from {RESULTS_NAME} (same checkpoint, data and settings; --recompute)")
-    if not tasks:  # nothing new: results.json as it is, its evaluation time included
-        return previous
+            say(
+                f"{run}: {task} kept from {RESULTS_NAME} (same checkpoint, data, settings and code; "
+                "--recompute runs it again)"
+            )
+    if not tasks:  # nothing evaluated: the evaluation time stays that of the scores
+        results["evaluation"]["evaluated_at"] = previous["evaluation"]["evaluated_at"]
+        if json.loads(json.dumps(results)) != previous:  # e.g. the dataset given by another path
+            write_results(run / RESULTS_NAME, results)
+        return results
 
     started = time.perf_counter()
     folder = run / FEATURES_DIR / key
@@ -321,8 +327,9 @@ def _evaluate_locked(
                 metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
             except ProbeDivergedError as error:
                 raise EvaluationError(
-                    f"{run}: the {task} probe stopped: {error}; rerun with a lower --lr (lr "
-                    f"{settings.lr}; {RESULTS_NAME} keeps the results it holds)"
+                    f"{run}: the {task} probe stopped: {error}; evaluate with a lower probe learning rate "
+                    f"than {settings.lr} (`3die evaluate {run} --lr ...`; {RESULTS_NAME} keeps the results "
+                    "it holds)"
                 ) from None
         if metrics is None:
             results["skipped"][task] = f"method {config['method']} has no predictor"
@@ -342,17 +349,26 @@ def _evaluate_locked(
 
 
 def evaluated_with(results: dict[str, Any]) -> dict[str, str]:
-    """What a task's numbers were computed with besides its settings: the code version and the device."""
+    """What a task's numbers were computed with besides its settings: the code version, the device and
+    its hardware, and torch's version."""
     evaluation = results["evaluation"]
-    return {"code_version": evaluation["code_version"], "device": evaluation["device"]}
+    return {
+        "code_version": evaluation["code_version"],
+        "device": evaluation["device"],
+        "hardware": evaluation["hardware"],
+        "torch": torch.__version__,
+    }
 
 
 def up_to_date(results: dict[str, Any], task: str, settings: EvaluationSettings) -> bool:
     """Whether `results` (continued from results.json: same checkpoint, dataset and image size) already
-    hold `task` computed with these settings, this code version and this device. Never with code that
-    differs from its commit (".dirty"), which may have changed since the task ran."""
+    hold `task` computed with these settings, this code version, device and torch. Only for code that
+    names its commit and does not differ from it (`code_version`: "+gCOMMIT", no ".dirty"): other code
+    may have changed since the task ran."""
+    version = results["evaluation"]["code_version"]
     return (
-        not results["evaluation"]["code_version"].endswith(".dirty")
+        "+g" in version
+        and not version.endswith(".dirty")
         and (task in results["metrics"] or task in results["skipped"])
         and results["settings"].get(task) == settings.task_settings(task)
         and results["evaluated"].get(task) == evaluated_with(results)

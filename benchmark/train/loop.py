@@ -606,12 +606,19 @@ def _entry_changes(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> lis
     whose values are both dicts name only their differing entries ("PREFIXKEY.ENTRY: OLD -> NEW")."""
     changes = []
     for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(before, dict) and isinstance(after, dict):
             changes += _entry_changes(f"{prefix}{key}.", before, after)
-        elif before != after:
-            changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
+        elif before != after or (before is _ABSENT) != (after is _ABSENT):
+            changes.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
     return changes
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else repr(value)
 
 
 def non_finite_message(trainer: Trainer, stats: dict[str, torch.Tensor], finite_here: bool) -> str:
