@@ -107,9 +107,18 @@ def render_command(
     mem_gb,
 ) -> None:
     """Render a 3DIEBench-style dataset (default source: the procedural library). Rerun to resume."""
-    from render import launch, sources, writer
+    from render import launch, sources, spec, writer
 
-    given = click.get_current_context().get_parameter_source("per_class")
+    context = click.get_current_context()
+    given = context.get_parameter_source("per_class")
+    slurm_only = [
+        parameter.opts[0]
+        for parameter in context.command.params
+        if parameter.name in SLURM_PARAMETERS
+        and context.get_parameter_source(parameter.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if slurm_only and not slurm:
+        raise click.ClickException(f"{', '.join(slurm_only)}: SLURM options; add --slurm, or leave them out")
     try:
         source = sources.source_from_options(
             shapenet_dir,
@@ -163,6 +172,10 @@ def render_command(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
         f"{summary.skipped - summary.elsewhere} already done{failed}{elsewhere}; splits {summary.splits}"
     )
+    if summary.failed and not any(summary.splits.values()):  # every object tried failed, none is complete
+        raise click.ClickException(
+            f"{out}: no object of the dataset could be rendered; {out / spec.FAILURES_NAME} says why"
+        )
     empty = [split for split in ("train", "val") if summary.objects and not summary.planned_splits.get(split)]
     if empty:
         click.echo(
@@ -170,6 +183,12 @@ def render_command(
             "and evaluation need; give --objects an objects CSV whose split column chooses, or more objects "
             "per class (docs/rendering.md)"
         )
+
+
+#: `3die benchmark` parameters of the procedural dataset it renders when no --data is given.
+PROCEDURAL_PARAMETERS = ("classes", "per_class", "views", "quality", "render_workers")
+#: `3die render` parameters that only a --slurm submission uses.
+SLURM_PARAMETERS = ("jobs", "partition", "time_min", "gpus", "cpus_per_task", "array_parallelism", "mem_gb")
 
 
 @main.command("check")
@@ -518,20 +537,21 @@ def leaderboard_command(sources, out, plot_dir) -> None:
     experiment (method, preset, dataset and its hash, training dataset, image size, epochs, seed), the
     newest evaluation winning; print it and draw it."""
     from benchmark.leaderboard import LeaderboardError, append_rows, format_table, load_rows
+    from benchmark.leaderboard.plots import plot_folder, plot_leaderboard
 
     if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
         raise click.ClickException(f"{out}: --out must name a .csv file (the leaderboard to write)")
     try:
+        if plot_dir is not None:  # an unusable folder stops before the CSV is written
+            plot_folder(plot_dir)
         rows = append_rows(out, [row for source in sources for row in load_rows(source)], echo=click.echo)
+        click.echo(format_table(rows))
+        click.echo(f"{out}: {len(rows)} rows")
+        if plot_dir is not None:
+            written = plot_leaderboard(rows, plot_dir)
+            click.echo(f"{plot_dir}: {len(written)} figures")
     except LeaderboardError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(format_table(rows))
-    click.echo(f"{out}: {len(rows)} rows")
-    if plot_dir is not None:
-        from benchmark.leaderboard import plot_leaderboard
-
-        written = plot_leaderboard(rows, plot_dir)
-        click.echo(f"{plot_dir}: {len(written)} figures")
 
 
 @main.command("benchmark")
@@ -625,6 +645,18 @@ def benchmark_command(
     from render.sources import SourceError
     from render.writer import DatasetMismatchError
 
+    context = click.get_current_context()
+    rendering = [
+        parameter.opts[0]
+        for parameter in context.command.params
+        if parameter.name in PROCEDURAL_PARAMETERS
+        and context.get_parameter_source(parameter.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if data is not None and rendering:
+        raise click.ClickException(
+            f"{', '.join(rendering)}: options of the procedural dataset rendered when no --data is given; "
+            "leave them out with --data"
+        )
     stage_errors = (
         ConfigError,
         TrainingError,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
+from benchmark.leaderboard.rows import check_writable
 from benchmark.train import presets, resolve_config, train
 from benchmark.train.config import options_beyond_preset
 from benchmark.train.distributed import environment_ranks
@@ -60,6 +61,17 @@ class ProceduralData:
     quality: str = "fast"
     seed: int = 0
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.views < 2:
+            raise ValueError(
+                f"--views {self.views}: training pairs two distinct views of an object; use 2 or more"
+            )
+        if self.per_class < 2:
+            raise ValueError(
+                f"--per-class {self.per_class}: the validation split takes one object of each class or more "
+                "and training the others; use 2 or more"
+            )
 
     def folder_name(self, size: int) -> str:
         """A folder name that changes with every setting that changes the images."""
@@ -137,6 +149,7 @@ def run_benchmark(
     )
     if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
         read_rows(leaderboard)
+    check_writable(leaderboard)
     if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
         render_procedural(procedural, config.procedural, render_size, progress, say)
 
@@ -205,6 +218,7 @@ def render_procedural(
 
     source = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed)
     config = launch.RenderConfig(out, settings.views, size, settings.quality, settings.seed)
+    source.objects()  # unknown classes and bad counts stop here, before any folder is made
     out.parent.mkdir(parents=True, exist_ok=True)
     waiting = f"{out}: waiting for %s, which is rendering this dataset"
     with exclusive_lock(out.parent / f".{out.name}.lock", on_wait=lambda holder: echo(waiting % holder)):

@@ -261,21 +261,28 @@ class ShapeNetSource:
         from render import manifest
 
         root = _existing_folder(self.root, "--shapenet-dir")
-        if self.objects_file is not None and Path(self.objects_file).suffix != ".npy":
+        if self.objects_file is not None and Path(self.objects_file).suffix.lower() != ".npy":
             entries = _read_objects_csv(self.objects_file, self.kind)
         else:
             if self.objects_file is not None:
                 keys = read_images_npy(self.objects_file)
             else:
                 keys = _listed(_shapenet_folders, root)
+            origin = self.objects_file or root
+            synsets = {synset.synset for synset in spec.shapenet_synsets()}
+            for number, (synset, object_id) in enumerate(keys, start=1):
+                if synset not in synsets:
+                    raise SourceError(
+                        f"{origin}: entry {number} ({synset!r}, {object_id!r}): {synset!r} is not one of the "
+                        f"55 ShapeNetCore v2 synset ids ({spec.SYNSETS_CSV.name})"
+                    )
+            entries = [
+                manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind) for s, o in keys
+            ]
             try:
-                entries = [
-                    manifest.ObjectEntry(s, o, manifest.shapenet_label(s), "train", self.kind)
-                    for s, o in keys
-                ]
-                manifest.validate_entries(entries, origin=str(self.objects_file or root))
-            except manifest.ManifestError as error:
-                raise SourceError(f"{self.objects_file or root}: {error}") from None
+                manifest.validate_entries(entries, origin=str(origin))
+            except manifest.ManifestError as error:  # its message names `origin`
+                raise SourceError(str(error)) from None
             entries = manifest.split_by_official_list(entries)
         return [_spec(entry, root / entry.synset / entry.object_id / SHAPENET_MODEL) for entry in entries]
 
@@ -514,7 +521,7 @@ def _read_objects_csv(path: Path, kind: str) -> list:
     """The entries of an objects CSV (render.manifest schema), which must all come from source `kind`."""
     from render import manifest
 
-    if Path(path).suffix == ".npy":
+    if Path(path).suffix.lower() == ".npy":
         raise SourceError(
             f"{path}: an images .npy selects ShapeNet objects (with --shapenet-dir); for the {kind} source "
             f"give an objects CSV ({','.join(manifest.COLUMNS)})"
@@ -582,6 +589,13 @@ def read_images_npy(path: Path) -> list[tuple[str, str]]:
         entries = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:
         raise SourceError(f"{path}: not a NumPy array of '/SYNSET/OBJECT_ID/' strings ({error})") from None
+    if entries.dtype.kind == "S":  # bytes: the published files are str, but a bytes array reads the same
+        entries = np.char.decode(entries, "utf-8", errors="replace")
+    if entries.dtype.kind != "U":
+        raise SourceError(
+            f"{path}: an array of {entries.dtype} values, not of strings; ids are text ('/SYNSET/OBJECT_ID/' "
+            "or (SYNSET, OBJECT_ID) rows) and synset ids keep their leading zeros ('03001627')"
+        )
     if entries.ndim == 2 and entries.shape[1] == 2:
         return [(str(synset), str(object_id)) for synset, object_id in entries]
     keys = []

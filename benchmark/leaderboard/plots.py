@@ -9,13 +9,14 @@ equivariant part (else of the full representation): the part built for each prop
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmark.leaderboard.rows import METRIC_COLUMNS, PARTS, Row
+from benchmark.leaderboard.rows import METRIC_COLUMNS, PARTS, LeaderboardError, Row
 
 TRADEOFF_NAME = "tradeoff.png"
 #: Axis labels of metric columns with a unit or a direction worth saying.
@@ -25,9 +26,9 @@ LOWER_IS_BETTER = ("rot_angle_deg", "pre", "emb_dist")
 
 def plot_leaderboard(rows: list[Row], folder: str | Path) -> list[Path]:
     """Write tradeoff.png and METRIC.png for every metric with a value (e.g. top1.png with a bar per
-    representation part); returns the files written."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    representation part); returns the files written. LeaderboardError naming the folder or file that
+    cannot be written."""
+    folder = plot_folder(folder)
     groups = group_rows(rows)
     written = []
     if any(_tradeoff_point(group) is not None for group in groups.values()):
@@ -35,6 +36,20 @@ def plot_leaderboard(rows: list[Row], folder: str | Path) -> list[Path]:
     for metric, columns in metric_columns(rows).items():
         written.append(_save(metric_figure(groups, metric, columns), folder / f"{metric}.png"))
     return written
+
+
+def plot_folder(folder: str | Path) -> Path:
+    """The figures' folder, created when missing and checked writable; LeaderboardError otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LeaderboardError(
+            f"{folder}: cannot make the figures' folder ({error.strerror or error}); choose another --plot"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LeaderboardError(f"{folder}: the figures' folder is not writable; choose another --plot")
+    return folder
 
 
 def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
@@ -186,5 +201,8 @@ def _figure(width: float, height: float):
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=120)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise LeaderboardError(f"{path}: cannot write the figure ({error.strerror or error})") from None
     return path

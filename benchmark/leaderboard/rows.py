@@ -235,6 +235,21 @@ def append_rows(
     return merged
 
 
+def check_writable(csv_path: str | Path) -> None:
+    """LeaderboardError unless the leaderboard CSV can be written (its folder made, writable): checked by
+    `3die benchmark` before it trains, not after."""
+    path = Path(csv_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LeaderboardError(
+            f"{path}: cannot make the leaderboard's folder ({error.strerror or error}); choose another "
+            "--leaderboard"
+        ) from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LeaderboardError(f"{path}: cannot write the leaderboard here; choose another --leaderboard")
+
+
 def load_rows(source: str | Path) -> list[Row]:
     """Rows from a leaderboard CSV, a run folder (its results.json) or a results.json file."""
     path = Path(source)
@@ -249,7 +264,7 @@ def load_rows(source: str | Path) -> list[Row]:
             raise LeaderboardError(f"{path}: missing; evaluate the run first (`3die evaluate {source}`)")
     if not path.is_file():
         raise LeaderboardError(f"{path}: no such run folder, results.json or CSV file")
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         return read_rows(path)
     results = read_results_file(path)
     try:

@@ -105,6 +105,31 @@ def test_benchmark_errors_are_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "unknown method 'sie2'" in result.output
     result = _benchmark("--method", "sie", "--out", str(tmp_path), "--classes", "spaceship")
     assert result.exit_code == 1 and "unknown procedural classes spaceship" in result.output
+    # datasets that training or evaluation would refuse are refused before they are rendered
+    for option, value, words in (
+        ("--views", "1", "training pairs two distinct views"),
+        ("--per-class", "1", "the validation split takes one object of each class"),
+    ):
+        result = _benchmark("--method", "sie", "--out", str(tmp_path), option, value)
+        assert result.exit_code == 1 and f"Error: {option} {value}: {words}" in result.output, result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_options_that_do_not_apply_and_an_unwritable_leaderboard_stop_before_any_work(
+    synthetic_dataset, tmp_path
+):
+    data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path / "out")]
+    result = _benchmark("--method", "sie", *data, "--per-class", "3", "--quality", "draft")
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: --per-class, --quality: options of the procedural dataset rendered when no --data is given; "
+        "leave them out with --data"
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _benchmark("--method", "sie", *data, "--leaderboard", str(blocker / "board.csv"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {blocker / 'board.csv'}: cannot make the leaderboard's folder" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unreadable_leaderboard_stops_the_benchmark_before_any_work(synthetic_dataset, tmp_path):

@@ -486,3 +486,25 @@ def test_leaderboard_command_merges_runs_and_csvs(tmp_path):
     typo = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(run / "results.json")])
     assert typo.exit_code == 1 and "--out must name a .csv file" in typo.output
     assert (run / "results.json").read_text() == results
+
+
+def test_figures_that_cannot_be_written_are_one_line(tmp_path):
+    source = tmp_path / "earlier.csv"
+    write_rows(source, [row_from_results(_results())])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "board.csv"
+    for plots, message in (
+        (blocker / "plots", f"Error: {blocker / 'plots'}: cannot make the figures' folder (Not a directory)"),
+        (
+            tmp_path / "taken",
+            f"Error: {tmp_path / 'taken' / TRADEOFF_NAME}: cannot write the figure (Is a directory)",
+        ),
+    ):
+        (tmp_path / "taken" / TRADEOFF_NAME).mkdir(parents=True, exist_ok=True)
+        result = CliRunner().invoke(
+            main, ["leaderboard", str(source), "--out", str(out), "--plot", str(plots)]
+        )
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert message in result.output
+    assert read_rows(out)  # the folder was usable the second time: the CSV was written before the figures

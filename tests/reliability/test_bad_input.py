@@ -218,6 +218,20 @@ def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_pa
     assert result.exit_code == 0 and "rendered 1 objects" in result.output and "1 failed" in result.output
     assert "armchair-42" in writer.read_failures(out)["03001627/armchair-42"]
     assert check_dataset(out).ok
+    # a render whose every object fails exits 1, saying where the reasons are
+    objects_csv.write_text("synset,object_id,label,split,source\n" + rows[1] + "\n")
+    nothing = tmp_path / "nothing"
+    result = CliRunner().invoke(main, ["render", "--out", str(nothing), "--objects", str(objects_csv), *TINY])
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f"Error: {nothing}: no object of the dataset could be rendered; "
+        f"{nothing / spec.FAILURES_NAME} says why"
+    ), result.output
+    assert "03001627/armchair-42" in writer.read_failures(nothing)
+    # SLURM options without --slurm
+    result = CliRunner().invoke(main, ["render", "--out", str(nothing), "--partition", "gpu", "--time", "0"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: --partition, --time: SLURM options; add --slurm, or leave them out"
+    )
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,23 @@ def test_shapenet_does_not_need_taxonomy_and_selects_from_npy(shapenet_root, tmp
     np.save(pairs, np.array([[TABLE, "t0"], [AIRPLANE, val_id]]))
     assert ShapeNetSource(root, pairs).objects() == objects
     np.save(pairs, np.array([[TABLE, "t0"], [TABLE, "t0"]]))
-    with pytest.raises(SourceError, match="duplicated object"):
+    with pytest.raises(SourceError, match="duplicated object") as duplicated:
+        ShapeNetSource(root, pairs).objects()
+    assert str(duplicated.value).count(str(pairs)) == 1
+    upper = tmp_path / "ALL_OBJECTS.NPY"  # the suffix's case does not make it a CSV
+    np.save(tmp_path / "upper.npy", np.array([[TABLE, "t0"], [AIRPLANE, val_id]]))
+    (tmp_path / "upper.npy").rename(upper)
+    assert ShapeNetSource(root, upper).objects() == objects
+    np.save(pairs, np.array([[TABLE, "t0"]]).astype(np.bytes_))  # bytes read as text
+    assert [o.object_id for o in ShapeNetSource(root, pairs).objects()] == ["t0"]
+    np.save(pairs, np.array([[4379243, 0]]))  # numbers: the leading zero of the synset id is lost
+    with pytest.raises(SourceError, match=r"an array of int64 values, not of strings; .*leading zeros"):
+        ShapeNetSource(root, pairs).objects()
+    np.save(pairs, np.array([[TABLE, "t0"], ["99999999", "x"]]))
+    with pytest.raises(
+        SourceError,
+        match=r"entry 2 \('99999999', 'x'\): '99999999' is not one of the 55 ShapeNetCore v2 synset ids",
+    ):
         ShapeNetSource(root, pairs).objects()
 
 
