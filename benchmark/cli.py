@@ -165,6 +165,8 @@ def render_command(
             "complete are kept: free disk space or make the folder writable, then rerun the same command"
         ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    warned = len(writer.read_warnings(out)) if (out / writer.WARNINGS_NAME).is_file() else 0
+    failed += f"; {warned} rendered with warnings (see {out / writer.WARNINGS_NAME})" if warned else ""
     elsewhere = (
         f"; {summary.elsewhere} left to another process that was rendering them" if summary.elsewhere else ""
     )

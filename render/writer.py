@@ -195,21 +195,34 @@ def record_warning(root: Path, obj: ObjectSpec, message: str) -> None:
 
 def read_failures(root: Path) -> dict[str, str]:
     """Object key ("SYNSET/OBJECT_ID") -> reason, from ROOT/failures.jsonl (empty when absent)."""
-    path = Path(root) / spec.FAILURES_NAME
+    return dict(_read_records(Path(root) / spec.FAILURES_NAME, "failure"))
+
+
+def read_warnings(root: Path) -> dict[str, list[str]]:
+    """Object key -> the warnings of its renders, from ROOT/warnings.jsonl (empty when absent)."""
+    warnings: dict[str, list[str]] = {}
+    for key, message in _read_records(Path(root) / WARNINGS_NAME, "warning"):
+        warnings.setdefault(key, []).append(message)
+    return warnings
+
+
+def _read_records(path: Path, kind: str) -> list[tuple[str, str]]:
+    """(object key, reason) of each line of a JSON-lines record file; DatasetMismatchError naming a line
+    that is not such a record."""
     if not path.is_file():
-        return {}
-    failures = {}
+        return []
+    records = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            failures[record["object"]] = record["reason"]
+            records.append((record["object"], record["reason"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             raise DatasetMismatchError(
-                f"{path}:{number}: not a failure record; fix or delete the line"
+                f"{path}:{number}: not a {kind} record; fix or delete the line"
             ) from None
-    return failures
+    return records
 
 
 def _object_record(obj: ObjectSpec, reason: str) -> dict:

@@ -137,6 +137,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
     )
     assert result.exit_code == 0, result.output
     assert "rendered 3 objects" in result.output and "7 failed" in result.output
+    assert f"; 2 rendered with warnings (see {out / writer.WARNINGS_NAME})" in result.output
     failures = writer.read_failures(out)
     failed = ("no-model", "garbage", "not-on-disk", *BAD_OBJ_VERTICES)
     assert set(failures) == {f"{AIRPLANE}/{name}" for name in failed}
@@ -153,6 +154,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
     warnings = [json.loads(line) for line in (out / writer.WARNINGS_NAME).read_text().splitlines()]
     reasons = {w["object"]: w["reason"] for w in warnings}
     assert set(reasons) == {f"{AIRPLANE}/no-texture", f"{AIRPLANE}/no-material"}
+    assert writer.read_warnings(out) == {key: [reason] for key, reason in reasons.items()}
     assert "texture0.png is missing or unreadable" in reasons[f"{AIRPLANE}/no-texture"]
     assert "model_normalized.mtl is missing" in reasons[f"{AIRPLANE}/no-material"]
     assert check_dataset(out).ok
