@@ -589,6 +589,8 @@ def read_images_npy(path: Path) -> list[tuple[str, str]]:
         entries = np.load(path, allow_pickle=False)
     except NPY_ERRORS as error:
         raise SourceError(f"{path}: not a NumPy array of '/SYNSET/OBJECT_ID/' strings ({error})") from None
+    if entries.size == 0:  # an empty split (np.save of an empty list is float64)
+        return []
     if entries.dtype.kind == "S":  # bytes: the published files are str, but a bytes array reads the same
         entries = np.char.decode(entries, "utf-8", errors="replace")
     if entries.dtype.kind != "U":
