@@ -548,7 +548,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
             plot_folder(plot_dir)
         rows = append_rows(out, [row for source in sources for row in load_rows(source)], echo=click.echo)
         click.echo(format_table(rows))
-        click.echo(f"{out}: {len(rows)} rows")
+        click.echo(f"{out}: {len(rows)} row{'s' * (len(rows) != 1)}")
         if plot_dir is not None:
             written = plot_leaderboard(rows, plot_dir)
             click.echo(f"{plot_dir}: {len(written)} figures")
