@@ -174,6 +174,16 @@ def render_command(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
         f"{summary.skipped - summary.elsewhere} already done{failed}{elsewhere}; splits {summary.splits}"
     )
+    if (
+        isinstance(source, sources.ShapeNetSource)
+        and objects_file is None
+        and (others := source.other_folders())
+    ):
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        click.echo(
+            f"{shapenet_dir}: note: left out the folders that are not ShapeNetCore v2 synsets "
+            f"({len(others)}: {shown}); render other classes with --mesh-dir, or list objects with --objects"
+        )
     if summary.failed and not any(summary.splits.values()):  # every object tried failed, none is complete
         raise click.ClickException(
             f"{out}: no object of the dataset could be rendered; {out / spec.FAILURES_NAME} says why"

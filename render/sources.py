@@ -289,6 +289,13 @@ class ShapeNetSource:
     def classes(self, objects: list[ObjectSpec]) -> tuple[spec.Synset, ...]:
         return spec.shapenet_synsets()
 
+    def other_folders(self) -> list[str]:
+        """Folders of the root that are not ShapeNetCore v2 synsets, which a render without `objects_file`
+        leaves out (sorted; hidden folders not listed)."""
+        synsets = {synset.synset for synset in spec.shapenet_synsets()}
+        folders = (path.name for path in Path(self.root).iterdir() if path.is_dir())
+        return sorted(name for name in folders if name not in synsets and not name.startswith("."))
+
     def load(self, obj: ObjectSpec) -> ObjFile:
         path = Path(obj.path)
         if not path.is_file():

@@ -282,6 +282,7 @@ def test_an_unreadable_mesh_is_one_failure_and_an_unreadable_folder_one_line(tmp
     root = tmp_path / "ShapeNetCore.v2"
     write_shapenet_object(root, "readable", None, texture=False)
     write_shapenet_object(root, "unreadable", None, texture=False)
+    (root / "99999999" / "custom" / "models").mkdir(parents=True)  # not a ShapeNet synset: left out, said
     model = root / AIRPLANE / "unreadable" / "models" / "model_normalized.obj"
     model.chmod(0)
     out = tmp_path / "out"
@@ -289,6 +290,10 @@ def test_an_unreadable_mesh_is_one_failure_and_an_unreadable_folder_one_line(tmp
         finished = render_obeying_permissions("--out", str(out), "--shapenet-dir", str(root))
         assert finished.returncode == 0, finished.stderr[-3000:]
         assert "rendered 1 objects" in finished.stdout and "1 failed" in finished.stdout
+        assert (
+            f"{root}: note: left out the folders that are not ShapeNetCore v2 synsets (1: 99999999); render "
+            "other classes with --mesh-dir, or list objects with --objects"
+        ) in finished.stdout
         reason = writer.read_failures(out)[f"{AIRPLANE}/unreadable"]
         assert reason == f"{model}: cannot read it (Permission denied)"
         (root / AIRPLANE).chmod(0)
