@@ -109,14 +109,8 @@ def render_command(
     """Render a 3DIEBench-style dataset (default source: the procedural library). Rerun to resume."""
     from render import launch, sources, spec, writer
 
-    context = click.get_current_context()
-    given = context.get_parameter_source("per_class")
-    slurm_only = [
-        parameter.opts[0]
-        for parameter in context.command.params
-        if parameter.name in SLURM_PARAMETERS
-        and context.get_parameter_source(parameter.name) == click.core.ParameterSource.COMMANDLINE
-    ]
+    given = click.get_current_context().get_parameter_source("per_class")
+    slurm_only = _given_options(SLURM_PARAMETERS)
     if slurm_only and not slurm:
         raise click.ClickException(f"{', '.join(slurm_only)}: SLURM options; add --slurm, or leave them out")
     try:
@@ -165,7 +159,7 @@ def render_command(
             "complete are kept: free disk space or make the folder writable, then rerun the same command"
         ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
-    warned = len(writer.read_warnings(out)) if (out / writer.WARNINGS_NAME).is_file() else 0
+    warned = len(writer.read_warnings(out))
     failed += f"; {warned} rendered with warnings (see {out / writer.WARNINGS_NAME})" if warned else ""
     elsewhere = (
         f"; {summary.elsewhere} left to another process that was rendering them" if summary.elsewhere else ""
@@ -195,6 +189,17 @@ def render_command(
             "and evaluation need; give --objects an objects CSV whose split column chooses, or more objects "
             "per class (docs/rendering.md)"
         )
+
+
+def _given_options(names: tuple[str, ...]) -> list[str]:
+    """The options, among the current command's parameters `names`, given on the command line."""
+    context = click.get_current_context()
+    return [
+        parameter.opts[0]
+        for parameter in context.command.params
+        if parameter.name in names
+        and context.get_parameter_source(parameter.name) == click.core.ParameterSource.COMMANDLINE
+    ]
 
 
 #: `3die benchmark` parameters of the procedural dataset it renders when no --data is given.
@@ -657,13 +662,7 @@ def benchmark_command(
     from render.sources import SourceError
     from render.writer import DatasetMismatchError
 
-    context = click.get_current_context()
-    rendering = [
-        parameter.opts[0]
-        for parameter in context.command.params
-        if parameter.name in PROCEDURAL_PARAMETERS
-        and context.get_parameter_source(parameter.name) == click.core.ParameterSource.COMMANDLINE
-    ]
+    rendering = _given_options(PROCEDURAL_PARAMETERS)
     if data is not None and rendering:
         raise click.ClickException(
             f"{', '.join(rendering)}: options of the procedural dataset rendered when no --data is given; "

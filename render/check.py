@@ -86,7 +86,7 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if not root.is_dir():
         report.add(str(root), "not a folder")
         return report
-    if (root / "checkpoints").is_dir() and (root / "config.json").is_file():
+    if writer.is_run_folder(root):
         report.add(str(root), "a training run folder, not a dataset; check the dataset it trained on")
         return report
     for path in writer.root_temp_files(root):

@@ -170,7 +170,7 @@ def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[Ob
     """
     from render import manifest as object_manifest
 
-    if (config.out / "checkpoints").is_dir() and (config.out / "config.json").is_file():
+    if writer.is_run_folder(config.out):
         raise writer.DatasetMismatchError(
             f"{config.out}: is a training run folder (checkpoints/, config.json); render into a folder of "
             "its own"

@@ -269,9 +269,8 @@ class ShapeNetSource:
             else:
                 keys = _listed(_shapenet_folders, root)
             origin = self.objects_file or root
-            synsets = {synset.synset for synset in spec.shapenet_synsets()}
             for number, (synset, object_id) in enumerate(keys, start=1):
-                if synset not in synsets:
+                if synset not in spec.shapenet_synset_ids():
                     raise SourceError(
                         f"{origin}: entry {number} ({synset!r}, {object_id!r}): {synset!r} is not one of the "
                         f"55 ShapeNetCore v2 synset ids ({spec.SYNSETS_CSV.name})"
@@ -292,9 +291,10 @@ class ShapeNetSource:
     def other_folders(self) -> list[str]:
         """Folders of the root that are not ShapeNetCore v2 synsets, which a render without `objects_file`
         leaves out (sorted; hidden folders not listed)."""
-        synsets = {synset.synset for synset in spec.shapenet_synsets()}
         folders = (path.name for path in Path(self.root).iterdir() if path.is_dir())
-        return sorted(name for name in folders if name not in synsets and not name.startswith("."))
+        return sorted(
+            name for name in folders if name not in spec.shapenet_synset_ids() and not name.startswith(".")
+        )
 
     def load(self, obj: ObjectSpec) -> ObjFile:
         path = Path(obj.path)
@@ -618,11 +618,10 @@ def read_images_npy(path: Path) -> list[tuple[str, str]]:
 
 def _shapenet_folders(root: Path) -> list[tuple[str, str]]:
     """(synset, object id) of every object folder under the 55 synset folders, sorted."""
-    synsets = {s.synset for s in spec.shapenet_synsets()}
     keys = [
         (synset_dir.name, obj_dir.name)
         for synset_dir in sorted(root.iterdir())
-        if synset_dir.is_dir() and synset_dir.name in synsets
+        if synset_dir.is_dir() and synset_dir.name in spec.shapenet_synset_ids()
         for obj_dir in sorted(synset_dir.iterdir())
         if obj_dir.is_dir()
     ]

@@ -105,6 +105,12 @@ def shapenet_synsets() -> tuple[Synset, ...]:
     return tuple(rows)
 
 
+@cache
+def shapenet_synset_ids() -> frozenset[str]:
+    """The ids of the 55 ShapeNetCore v2 synsets."""
+    return frozenset(synset.synset for synset in shapenet_synsets())
+
+
 def dataset_classes(manifest: dict | None) -> tuple[Synset, ...]:
     """A dataset's classes in label order: its manifest.json's "classes" (each with label, synset and
     name), or the 55 ShapeNetCore v2 synsets when it has none (the official download). ValueError, naming

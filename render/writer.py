@@ -193,6 +193,12 @@ def record_warning(root: Path, obj: ObjectSpec, message: str) -> None:
     _append_jsonl(Path(root) / WARNINGS_NAME, _object_record(obj, message))
 
 
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a training run folder (`3die train` writes checkpoints/ and config.json), which
+    is never a dataset."""
+    return (Path(path) / "checkpoints").is_dir() and (Path(path) / "config.json").is_file()
+
+
 def read_failures(root: Path) -> dict[str, str]:
     """Object key ("SYNSET/OBJECT_ID") -> reason, from ROOT/failures.jsonl (empty when absent)."""
     return dict(_read_records(Path(root) / spec.FAILURES_NAME, "failure"))
