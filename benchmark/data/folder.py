@@ -106,14 +106,13 @@ def read_dataset_manifest(root: Path) -> dict | None:
 
 
 def manifest_views(root: Path, manifest: dict | None) -> int:
-    """Views per object of a dataset folder: its manifest's `settings.views`, or the published 50 for a
-    folder without a manifest (the official download). DatasetError naming the manifest when that entry
-    is missing or not a whole number of at least 1."""
+    """Views per object of a dataset folder from its manifest as `read_dataset_manifest` returns it (a
+    `settings.views` there is a positive integer), or the published 50 for a folder without a manifest
+    (the official download). DatasetError naming the manifest when it has no view count."""
     if manifest is None:
         return spec.VIEWS_PER_OBJECT
-    settings = manifest.get("settings")
-    views = settings.get("views") if isinstance(settings, dict) else None
-    if isinstance(views, int) and not isinstance(views, bool) and views >= 1:
+    views = manifest.get("settings", {}).get("views")
+    if views is not None:
         return views
     raise DatasetError(
         f"{root / spec.MANIFEST_NAME}: settings.views is {views!r}, expected a whole number of views per "

@@ -448,7 +448,12 @@ def read_skipped_objects(path: Path) -> list[SkippedObject]:
     except OSError as error:
         raise unopenable(path, error) from None
     except (KeyError, ValueError, TypeError) as error:
-        raise DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again") from None
+        raise damaged_pack(path, error) from None
+
+
+def damaged_pack(path: Path, error: Exception) -> DatasetError:
+    """The error for a packed file with a piece missing, cut short or out of range."""
+    return DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again")
 
 
 def unopenable(path: Path, error: OSError) -> DatasetError:
@@ -470,24 +475,23 @@ def open_packed(path: Path, split: str = "train", check_latents: bool = True) ->
         raise unopenable(path, error) from None
     with handle:
         try:
-            keys, labels, views, classes, rows, latents, image_size, offsets = _read_packed_split(
-                handle, path, split
-            )
+            views = _read_packed_split(handle, path, split)
         except (KeyError, ValueError, TypeError, IndexError, OSError) as error:  # a piece missing or cut
-            raise DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again") from None
+            raise damaged_pack(path, error) from None
+    latents = views.latent_array
     if check_latents and not np.isfinite(latents).all():
         row = int(np.flatnonzero(~np.isfinite(latents).all(axis=(1, 2)))[0])
         raise DatasetError(
-            f"{path}: latents of {keys[row]} have non-finite values; pack the dataset again "
+            f"{path}: latents of {views.keys[row]} have non-finite values; pack the dataset again "
             "(or train without such objects with --skip-bad-objects)"
         )
-    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
+    return views
 
 
-def _read_packed_split(handle: h5py.File, path: Path, split: str) -> tuple:
-    """`open_packed`'s reading of one split from an open file: (keys, labels, views, classes, rows,
-    latents, image size, JPEG offsets); DatasetError for a file that is not a complete pack of this
-    format, KeyError/ValueError/TypeError for one with pieces missing or of the wrong size."""
+def _read_packed_split(handle: h5py.File, path: Path, split: str) -> PackedViews:
+    """`open_packed`'s reading of one split from an open file; DatasetError for a file that is not a
+    complete pack of this format, KeyError/ValueError/TypeError for one with pieces missing or of the
+    wrong size."""
     if handle.attrs.get("format") != FORMAT:
         raise DatasetError(f"{path}: not a 3die packed dataset (write one with `3die pack`)")
     if int(handle.attrs["format_version"]) != FORMAT_VERSION:
@@ -531,7 +535,7 @@ def _read_packed_split(handle: h5py.File, path: Path, split: str) -> tuple:
     )
     if len(labels) and not (labels.min() >= 0 and labels.max() < len(classes)):
         raise ValueError(f"labels outside 0..{len(classes) - 1} (the file's {len(classes)} classes)")
-    return keys, labels, views, classes, rows, latents, image_size, offsets
+    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
 
 
 class PackedViews(ObjectViews):
