@@ -283,7 +283,7 @@ def _select_device(request: str, gpu_slot: int | None = None) -> str:
                 use_gpu_slot(devices, gpu_slot)
                 return backend
     if request == "gpu":
-        why = "; ".join(line.split("|")[-1].strip() for line in said if line.strip())
+        why = _log_text(said)
         raise RuntimeError(
             "--device gpu: Cycles found no OptiX, CUDA, HIP, oneAPI or Metal device"
             + (f" ({why})" if why else "")
@@ -310,6 +310,14 @@ def _output_captured():
                 os.close(copy)
             captured.seek(0)
             lines += captured.read().splitlines()
+
+
+def _log_text(lines: list[str]) -> str:
+    """Blender's captured log as one line: its warnings and errors (all its lines when none says so),
+    each without its time and module prefix."""
+    texts = [line.split("|")[-1].strip() for line in lines if line.strip()]
+    problems = [text for text in texts if any(word in text.lower() for word in ("error", "warn", "fail"))]
+    return "; ".join(problems or texts)
 
 
 def use_gpu_slot(devices, slot: int | None) -> None:
@@ -373,8 +381,8 @@ def _build_camera(scene) -> bpy.types.Object:
 def _import_obj(path: Path) -> bpy.types.Object:
     """Import a Wavefront OBJ (Y up, turned Z up like the published loader) as one object, materials fixed."""
     before = set(bpy.data.objects)
-    try:
-        with _quiet_stdout():
+    try:  # the importer's log (missing folders, materials) would land in the progress bars
+        with _output_captured() as said:
             result = bpy.ops.wm.obj_import(filepath=str(path), forward_axis="NEGATIVE_Z", up_axis="Y")
     except RuntimeError as error:
         raise MeshError(f"{path}: Blender's OBJ importer failed ({error})") from None
@@ -382,7 +390,8 @@ def _import_obj(path: Path) -> bpy.types.Object:
     if "FINISHED" not in result or not imported:
         for obj in (o for o in bpy.data.objects if o not in before):
             bpy.data.objects.remove(obj, do_unlink=True)
-        raise MeshError(f"{path}: Blender's OBJ importer found no mesh")
+        log = _log_text(said)
+        raise MeshError(f"{path}: Blender's OBJ importer found no mesh" + (f" ({log})" if log else ""))
     obj = _join(imported)
     _bake_transform(obj)
     for material in obj.data.materials:
@@ -399,7 +408,9 @@ def drop_missing_textures(obj) -> list[str]:
         for node in [n for n in material.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"]:
             image = node.image
             path = bpy.path.abspath(image.filepath) if image is not None else ""
-            if image is not None and os.path.isfile(path) and image.size[0] > 0:
+            with _output_captured():  # reading the size loads the image, whose errors Blender logs
+                readable = image is not None and os.path.isfile(path) and image.size[0] > 0
+            if readable:
                 continue
             warnings.append(f"material {material.name}: texture {path or '(none)'} is missing or unreadable")
             material.node_tree.nodes.remove(node)

@@ -8,6 +8,7 @@ Sources are small picklable dataclasses so worker processes and SLURM jobs can r
 
 from __future__ import annotations
 
+import os
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,11 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     import trimesh
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise MeshError(
+            f"{path}: a symbolic link to {os.readlink(path)}, which leads to no file (missing or a loop); "
+            "fix or remove the link"
+        )
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
     check_mesh_file_size(path)
@@ -366,7 +372,7 @@ class MeshDirSource:
         layout = f"expected ROOT/CLASS/NAME.{{{','.join(ext.lstrip('.') for ext in MESH_EXTENSIONS)}}}"
         files: dict[tuple[str, str], Path] = {}
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            meshes = [p for p in sorted(folder.iterdir()) if p.is_file() and _is_mesh_file(p)]
+            meshes = [p for p in sorted(folder.iterdir()) if _is_mesh_entry(p)]
             if not meshes:  # a class of nothing is a layout mistake (e.g. CLASS/NAME/model.obj)
                 raise SourceError(
                     f"{folder}: no mesh file directly in this class folder; {layout} (ShapeNet's "
@@ -507,6 +513,12 @@ def source_from_options(
 # --- helpers -------------------------------------------------------------------------------------------
 def _is_mesh_file(path: Path) -> bool:
     return path.suffix.lower() in MESH_EXTENSIONS
+
+
+def _is_mesh_entry(path: Path) -> bool:
+    """A mesh file of a class folder, or a broken link named like one (an object that fails to load,
+    recorded in the failures file, rather than one left out unnoticed)."""
+    return _is_mesh_file(path) and (path.is_file() or (path.is_symlink() and not path.exists()))
 
 
 def _spec(entry, path: Path | None = None) -> ObjectSpec:

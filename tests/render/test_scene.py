@@ -207,6 +207,23 @@ def test_shapenet_obj_is_upright_with_fixed_materials(scene, tmp_path):
     assert not magenta.any(), "a missing texture rendered magenta"
 
 
+def test_importing_logs_nothing_and_an_unreadable_obj_says_what_blender_said(scene, tmp_path, capfd):
+    """Blender's importer and image loader log to file descriptors 1 and 2, which would land in the
+    progress bars; the problems they log come back as warnings or in the MeshError instead."""
+    path = write_shapenet_like_object(tmp_path / "02691156" / "obj1")
+    (tmp_path / "02691156" / "obj1" / "images" / "texture0.png").write_bytes(b"not an image at all")
+    capfd.readouterr()
+    warnings = scene.set_object(ObjFile(path))
+    assert capfd.readouterr() == ("", "")
+    assert [w.split(": texture ")[0] for w in warnings] == ["material body", "material top"]
+    garbage = tmp_path / "garbage.obj"
+    garbage.write_text("this is not an obj\n")
+    said = r"garbage\.obj: Blender's OBJ importer found no mesh \(.*: 'this is not an obj'\)$"
+    with pytest.raises(MeshError, match=said):
+        scene.set_object(ObjFile(garbage))
+    assert capfd.readouterr() == ("", "")
+
+
 def test_shapenet_layout_export_imports_as_the_procedural_mesh(scene, tmp_path):
     from render import procedural
     from render.procedural import export

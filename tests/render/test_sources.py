@@ -224,6 +224,21 @@ def test_a_class_folder_without_mesh_files_is_refused_not_skipped(mesh_root):
         MeshDirSource(mesh_root).objects()
 
 
+def test_a_broken_link_in_a_class_folder_is_an_object_that_fails_to_load(mesh_root):
+    """A dangling or looping symbolic link named like a mesh is listed, then fails with its target named
+    (the renderer records it in the failures file), instead of dropping out of the dataset unnoticed."""
+    (mesh_root / "mug" / "gone.obj").symlink_to(mesh_root / "nowhere.obj")
+    (mesh_root / "mug" / "loop.ply").symlink_to(mesh_root / "mug" / "loop.ply")
+    (mesh_root / "mug" / "notes.txt").symlink_to(mesh_root / "nowhere.txt")  # not named like a mesh
+    source = MeshDirSource(mesh_root)
+    objects = {o.object_id: o for o in source.objects()}
+    assert {"gone", "loop"} <= set(objects) and "notes" not in objects
+    with pytest.raises(MeshError, match=r"gone\.obj: a symbolic link to .*nowhere\.obj, which leads"):
+        source.load(objects["gone"])
+    with pytest.raises(MeshError, match=r"loop\.ply: a symbolic link to .*\(missing or a loop\)"):
+        source.load(objects["loop"])
+
+
 def test_broken_and_empty_mesh_files_are_mesh_errors(tmp_path):
     (tmp_path / "bad.obj").write_text("garbage here\nv 1 2\n")
     (tmp_path / "empty.ply").write_text("")
