@@ -551,8 +551,8 @@ def evaluate_command(
 )
 def leaderboard_command(sources, out, plot_dir) -> None:
     """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
-    experiment (method, preset, dataset and its hash, training dataset, image size, epochs, seed), the
-    newest evaluation winning; print it and draw it."""
+    experiment (method, method options beyond the preset's, preset, dataset and its hash, training
+    dataset, image size, epochs, seed), the newest evaluation winning; print it and draw it."""
     from benchmark.leaderboard import LeaderboardError, append_rows, format_table, load_rows
     from benchmark.leaderboard.plots import plot_folder, plot_leaderboard
 
