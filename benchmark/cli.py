@@ -14,6 +14,18 @@ def main() -> None:
     self-supervised methods on them."""
 
 
+def _workers_callback(_context, _parameter, workers: int | None) -> int | None:
+    """Refuse more worker processes than this machine's cores can run (`render.processes.check_workers`)."""
+    from render.processes import check_workers
+
+    if workers is not None:
+        try:
+            check_workers(workers)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    return workers
+
+
 # --- rendering (render/) -------------------------------------------------------------------------------
 @main.command("render")
 @click.option(
@@ -210,7 +222,9 @@ SLURM_PARAMETERS = ("jobs", "partition", "time_min", "gpus", "cpus_per_task", "a
 
 @main.command("check")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
-@click.option("--workers", default=1, show_default=True, help="Processes decoding images.")
+@click.option(
+    "--workers", default=1, show_default=True, help="Processes decoding images.", callback=_workers_callback
+)
 @click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
 def check_command(root, workers, quick) -> None:
     """Validate a dataset folder or packed file; one line per object with problems; exit 1 when any."""
@@ -332,7 +346,13 @@ def objects_command(
     help="JPEG quality when re-encoding (--size).",
 )
 @click.option("--raw", is_flag=True, help="Store decoded pixels (fastest to train from; S*S*3 bytes a view).")
-@click.option("--workers", default=1, show_default=True, help="Processes checking, reading, re-encoding.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Processes checking, reading, re-encoding.",
+    callback=_workers_callback,
+)
 @click.option(
     "--skip-bad-objects",
     is_flag=True,
@@ -371,7 +391,12 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
 @click.option("--weight-decay", type=float, help="Adam weight decay.")
 @click.option("--image-size", type=int, help="Training image size in pixels.")
 @click.option("--width", type=int, help="ResNet-18 base width (64: the published network).")
-@click.option("--workers", type=int, help="DataLoader worker processes per training process.")
+@click.option(
+    "--workers",
+    type=int,
+    help="DataLoader worker processes per training process.",
+    callback=_workers_callback,
+)
 @click.option("--seed", type=int, help="Seed of the initialisation and of the view pairs.  [default: 0]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (never on the CPU).")
@@ -459,7 +484,13 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the probes' initialisation and samples.")
 @click.option("--extract-batch", default=256, show_default=True, help="Images per feature-extraction batch.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader processes decoding images.")
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    help="DataLoader processes decoding images.",
+    callback=_workers_callback,
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.option(
@@ -605,7 +636,12 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
-@click.option("--workers", type=int, help="Training and evaluation DataLoader workers (default: preset's).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Training and evaluation DataLoader workers (default: preset's).",
+    callback=_workers_callback,
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")

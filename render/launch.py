@@ -13,7 +13,6 @@ import contextlib
 import io
 import math
 import multiprocessing
-import os
 import sys
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import submitit
 from tqdm import tqdm
 
 from render import spec, writer
-from render.processes import leave_signals_to_parent
+from render.processes import check_workers, leave_signals_to_parent, usable_cores
 from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
 from render.sources import MeshError, ObjectSource, ObjectSpec, SourceError
@@ -129,6 +128,7 @@ def render_dataset(
     """Render the objects of `shard` that are not done yet into `config.out`; see the module docstring."""
     start = time.monotonic()
     check_counts(workers=workers, recycle_every=recycle_every)
+    check_workers(workers)  # here, on the machine that renders (a SLURM node's cores)
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
@@ -326,8 +326,7 @@ def _render_in_worker(obj: ObjectSpec) -> ObjectOutcome:
 # --- local worker processes ------------------------------------------------------------------------
 def threads_per_worker(workers: int) -> int:
     """Cycles threads for each of `workers` processes: the cores this process may use, shared evenly."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
+    return max(1, usable_cores() // max(1, workers))
 
 
 def _render_with_workers(

@@ -21,6 +21,24 @@ import threading
 PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 #: Exit status of a worker whose parent has gone.
 ORPHANED_EXIT = 70
+#: Worker processes allowed per usable CPU core (`check_workers`): beyond it they only queue for the
+#: cores, and a slip such as --workers 10000 would start ten thousand Blenders or decoders.
+WORKERS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a SLURM allocation, taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_workers(workers: int, name: str = "--workers") -> None:
+    """ValueError naming `name` when `workers` processes exceed WORKERS_PER_CORE per usable core."""
+    cores = usable_cores()
+    if workers > WORKERS_PER_CORE * cores:
+        raise ValueError(
+            f"{name} {workers} is more than {WORKERS_PER_CORE} processes per CPU core ({cores} usable "
+            f"here); use at most {WORKERS_PER_CORE * cores}"
+        )
 
 
 def exit_with_parent() -> None:

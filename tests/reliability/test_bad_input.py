@@ -8,6 +8,7 @@ Broken OBJ/PLY/STL files inside a run are also in tests/render/test_launch.py
 """
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -188,6 +189,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         (["--limit", "-1"], "--limit must be at least 1, got -1"),  # was: every object but the last
         (["--limit", "0"], "--limit must be at least 1, got 0"),
         (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--workers", "100000"], "--workers 100000 is more than 4 processes per CPU core ("),
         (["--recycle-every", "0"], "--recycle-every must be at least 1, got 0"),
         (["--slurm", "--jobs", "-2"], "--jobs must be at least 1, got -2"),
     ],
@@ -208,6 +210,30 @@ def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, m
     assert message in result.output and "Traceback" not in result.output
     assert not list(out.glob("*/*")), "nothing rendered"
     assert not (out / spec.MANIFEST_NAME).exists(), "the folder is not claimed for these options"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "{tmp}"],
+        ["pack", "{tmp}", "--out", "{tmp}/p.h5"],
+        ["train", "--method", "sie", "--data", "{tmp}", "--out", "{tmp}/run"],
+        ["evaluate", "{tmp}/run"],
+        ["benchmark", "--method", "sie", "--data", "{tmp}"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_more_workers_than_the_cores_can_run_is_refused_before_any_work(tmp_path, command):
+    """A slip such as --workers 100000 would start that many decoding processes."""
+    cores = len(os.sched_getaffinity(0))
+    arguments = [argument.format(tmp=tmp_path) for argument in command]
+    result = CliRunner().invoke(main, [arguments[0], "--workers", str(4 * cores + 1), *arguments[1:]])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: --workers {4 * cores + 1} is more than 4 processes per CPU core ({cores} usable here); "
+        f"use at most {4 * cores}\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == [], "nothing written"
 
 
 @pytest.mark.slow
