@@ -18,6 +18,8 @@ def _workers_callback(_context, _parameter, workers: int | None) -> int | None:
     """Refuse more worker processes than this machine's cores can run (`render.processes.check_workers`)."""
     from render.processes import check_workers
 
+    if workers is not None and workers < 0:
+        raise click.ClickException(f"--workers must be 0 or more, got {workers}")
     if workers is not None:
         try:
             check_workers(workers)

@@ -121,10 +121,14 @@ def pack_dataset(
     if not 1 <= quality <= 100:
         raise DatasetError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
     _check_replaceable(out, root)
-    official = root.is_dir() and is_official_download(root)
-    splits = [split for split in SPLITS if official or (root / f"{split}_images.npy").is_file()]
-    if not splits:
-        raise DatasetError(f"{root / 'train_images.npy'}: missing; a dataset folder needs its split files")
+    if root.is_dir() and not is_official_download(root):
+        for split in SPLITS:  # a pack of one split would train or evaluate on nothing, much later
+            if not (root / f"{split}_images.npy").is_file():
+                raise DatasetError(
+                    f"{root / f'{split}_images.npy'}: missing; a dataset folder needs both split files "
+                    "(rerun `3die render` on it to write them)"
+                )
+    splits = list(SPLITS)
     readers, skipped = usable_splits(root, splits, skip_bad_objects, workers)
     if skipped and echo is not None:
         total = len(skipped) + sum(len(reader) for reader in readers)
@@ -517,14 +521,20 @@ def _read_packed_split(handle: h5py.File, path: Path, split: str) -> PackedViews
             raise DatasetError(f"{path}: {name} has shape {handle[name].shape}, expected {shape}")
     if not handle["packed"][()].all():
         raise DatasetError(f"{path}: incomplete pack; rerun `3die pack` to finish it")
+    _check_dtypes(handle, raw)
     splits, every_key = _strings(handle, "split"), _keys(handle)
     if len(every_key) != count or len(splits) != count:
         raise ValueError(f"{len(every_key)} object ids and {len(splits)} splits for {count} objects")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"split values {', '.join(map(repr, unknown))} (expected {' or '.join(SPLITS)})")
     rows = np.flatnonzero(np.array(splits) == split)
     keys = [every_key[row] for row in rows]
     offsets = None if raw else handle["jpeg_offsets"][()][rows]
     if not raw and count and handle["jpeg_offsets"][-1, -1] != handle["jpeg_bytes"].shape[0]:
         raise DatasetError(f"{path}: jpeg_offsets do not match jpeg_bytes; pack the dataset again")
+    if offsets is not None and len(offsets) and (np.diff(offsets, axis=1) < 0).any():
+        raise ValueError("jpeg_offsets that decrease within an object")
     latents = handle["latents"][()][rows]
     labels = handle["labels"][()][rows].astype(np.int64)
     classes = tuple(
@@ -536,6 +546,27 @@ def _read_packed_split(handle: h5py.File, path: Path, split: str) -> PackedViews
     if len(labels) and not (labels.min() >= 0 and labels.max() < len(classes)):
         raise ValueError(f"labels outside 0..{len(classes) - 1} (the file's {len(classes)} classes)")
     return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
+
+
+#: dtype kinds of a pack's arrays (NumPy `dtype.kind`): integers for labels and offsets, floats for
+#: latents, bytes for JPEG data and pixels.
+PACKED_DTYPES = {
+    "labels": "iu",
+    "latents": "f",
+    "jpeg_offsets": "iu",
+    "jpeg_bytes": "u",
+    "pixels": "u",
+}
+
+
+def _check_dtypes(handle: h5py.File, raw: bool) -> None:
+    """ValueError naming the first array of the pack whose element type is not the format's (float
+    labels would be truncated to classes, float pixels read as near-black images)."""
+    for name, kinds in PACKED_DTYPES.items():
+        if name in handle and name != ("jpeg_offsets" if raw else "pixels"):
+            dtype = handle[name].dtype
+            if dtype.kind not in kinds or (name in ("jpeg_bytes", "pixels") and dtype.itemsize != 1):
+                raise ValueError(f"{name} of type {dtype}")
 
 
 class PackedViews(ObjectViews):

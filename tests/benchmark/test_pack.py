@@ -301,6 +301,24 @@ def test_raw_pack_stores_the_pixels_the_folder_reader_decodes(synthetic_dataset,
     with h5py.File(out) as handle:
         assert handle.attrs["storage"] == "raw" and "jpeg_bytes" not in handle
         assert handle["pixels"].shape == (12, 50, 16, 16, 3) and handle["pixels"].chunks == (1, 50, 16, 16, 3)
+    floats = tmp_path / "floats.h5"  # pixels as floats in [0, 1] would be read as near-black images
+    floats.write_bytes(out.read_bytes())
+    with h5py.File(floats, "r+") as handle:
+        _replace(handle, "pixels", handle["pixels"][()] / 255.0)
+    with pytest.raises(DatasetError, match=r"floats\.h5: damaged packed file \(pixels of type float64\)"):
+        open_dataset(floats, "val")
+
+
+def test_pack_refuses_a_folder_with_a_split_file_missing(tmp_path):
+    """Packing only the split that is there would leave training or evaluation with nothing, much later."""
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=2, val_per_class=1, views=3, size=16)
+    (dataset.root / "val_images.npy").unlink()
+    result = CliRunner().invoke(main, ["pack", str(dataset.root), "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1 and not (tmp_path / "x.h5").exists()
+    assert result.output == (
+        f"Error: {dataset.root / 'val_images.npy'}: missing; a dataset folder needs both split files "
+        "(rerun `3die render` on it to write them)\n"
+    )
 
 
 def test_pack_refuses_a_jpeg_quality_outside_1_to_100_and_an_unwritable_out_with_one_line(tmp_path):
@@ -362,6 +380,11 @@ def test_pack_replaces_only_a_pack_of_the_same_folder(tmp_path):
         lambda handle: handle.attrs.__setitem__("storage", "zip"),
         lambda handle: _shorten(handle, "object_ids"),
         lambda handle: _shorten(handle, "class_names"),
+        lambda handle: _replace(handle, "labels", handle["labels"][()] + 0.5),  # would truncate to classes
+        lambda handle: _replace(handle, "jpeg_offsets", handle["jpeg_offsets"][()].astype(np.float64)),
+        lambda handle: _replace(handle, "latents", handle["latents"][()].astype(np.int64)),
+        lambda handle: _replace(handle, "split", [b"Train", *handle["split"][1:]]),  # its object dropped
+        lambda handle: _replace(handle, "jpeg_offsets", _swap_views(handle["jpeg_offsets"][()])),
     ],
     ids=[
         "labels",
@@ -373,6 +396,11 @@ def test_pack_replaces_only_a_pack_of_the_same_folder(tmp_path):
         "storage",
         "object_ids",
         "class_names",
+        "float-labels",
+        "float-offsets",
+        "integer-latents",
+        "split-value",
+        "decreasing-offsets",
     ],
 )
 def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(packed_file, tmp_path, damage):
@@ -390,6 +418,16 @@ def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(pack
 
 
 def _shorten(handle, name: str) -> None:
-    values = handle[name][()][:-1]
+    _replace(handle, name, handle[name][()][:-1])
+
+
+def _replace(handle, name: str, values) -> None:
     del handle[name]
     handle[name] = values
+
+
+def _swap_views(offsets: np.ndarray) -> np.ndarray:
+    """Offsets whose first object's middle view ends before it starts."""
+    offsets = offsets.copy()
+    offsets[0, 1], offsets[0, 2] = offsets[0, 2], offsets[0, 1]
+    return offsets
