@@ -622,7 +622,34 @@ def read_results(path: Path, echo: Callable[[str], None]) -> dict[str, Any] | No
         return None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         return None
+    problem = results_problem(results)
+    if problem is not None:
+        echo(f"{path}: {problem}")
+        return None
     return upgrade_results(results)
+
+
+#: Sections of results.json that hold one object each, and those whose values are objects too (per task).
+RESULTS_SECTIONS = ("features", "settings", "metrics", "seconds", "skipped", "evaluated")
+RESULTS_TASK_SECTIONS = ("settings", "metrics", "evaluated")
+
+
+def results_problem(results: dict[str, Any]) -> str | None:
+    """What makes a results dict of the right format unusable (a section that is not an object, as a
+    hand edit or another tool could leave), or None."""
+    for section in RESULTS_SECTIONS:
+        if section in results and not isinstance(results[section], dict):
+            return f"its {section!r} is a {type(results[section]).__name__}, not an object"
+    for section in RESULTS_TASK_SECTIONS:
+        for task, value in results.get(section, {}).items():
+            if not isinstance(value, dict):
+                return f"its {section}.{task} is a {type(value).__name__}, not an object"
+    metrics = results.get("metrics", {})
+    for task, parts in metrics.items():
+        for part, value in parts.items():
+            if not isinstance(value, dict):
+                return f"its metrics.{task}.{part} is a {type(value).__name__}, not an object"
+    return None
 
 
 def upgrade_results(results: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, upgrade_results
+from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, results_problem, upgrade_results
 from render.locks import exclusive_lock
 
 #: Representation parts, in column order.
@@ -286,6 +286,9 @@ def read_results_file(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise LeaderboardError(f"{path}: not a results file of `3die evaluate` (format {RESULTS_FORMAT})")
+    problem = results_problem(results)
+    if problem is not None:
+        raise LeaderboardError(f"{path}: {problem}; evaluate the run again (`3die evaluate`)")
     return upgrade_results(results)
 
 

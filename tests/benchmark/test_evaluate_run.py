@@ -492,6 +492,36 @@ def test_a_run_of_a_method_this_code_does_not_have_is_one_clear_line(sie_run, tm
     assert problem in line and line.endswith("); use the version of the code that trained it")
 
 
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"metrics": "x"}, "its 'metrics' is a str, not an object"),
+        ({"features": None}, "its 'features' is a NoneType, not an object"),
+        ({"settings": {"rotation": "x"}}, "its settings.rotation is a str, not an object"),
+        ({"metrics": {"rotation": {"full": [1]}}}, "its metrics.rotation.full is a list, not an object"),
+    ],
+    ids=["metrics", "features", "settings-task", "metrics-part"],
+)
+def test_a_results_file_of_our_format_with_sections_of_other_types_is_kept_aside(
+    sie_run, tmp_path, change, problem
+):
+    """Hand-edited or foreign results.json: evaluate moves it aside and starts again, leaderboard names it."""
+    run = tmp_path / "copy"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("results*.json"))
+    edited = json.dumps({"format": "3die-results/1", "features": {}, "metrics": {}, **change})
+    (run / "results.json").write_text(edited)
+    result = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(tmp_path / "board.csv")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output == (
+        f"Error: {run / 'results.json'}: {problem}; evaluate the run again (`3die evaluate`)\n"
+    )
+    result = _evaluate(run, "--tasks", "retrieval")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert f"{run / 'results.json'}: {problem}\n" in result.output
+    assert (run / "results.unusable.json").read_text() == edited
+    assert set(json.loads((run / "results.json").read_text())["metrics"]) == {"retrieval"}
+
+
 def test_a_results_file_that_is_not_ours_is_kept_and_paths_are_absolute(sie_run, tmp_path, monkeypatch):
     run = tmp_path / "copy"
     shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("results*.json"))
