@@ -14,18 +14,23 @@ def main() -> None:
     self-supervised methods on them."""
 
 
-def _workers_callback(_context, _parameter, workers: int | None) -> int | None:
-    """Refuse more worker processes than this machine's cores can run (`render.processes.check_workers`)."""
+def _workers_callback(minimum: int = 0):
+    """A click callback refusing fewer than `minimum` worker processes, or more than this machine's cores
+    can run (`render.processes.check_workers`), naming the option."""
     from render.processes import check_workers
 
-    if workers is not None and workers < 0:
-        raise click.ClickException(f"--workers must be 0 or more, got {workers}")
-    if workers is not None:
-        try:
-            check_workers(workers)
-        except ValueError as error:
-            raise click.ClickException(str(error)) from None
-    return workers
+    def check(_context, parameter, workers: int | None) -> int | None:
+        name = parameter.opts[0]
+        if workers is not None and workers < minimum:
+            raise click.ClickException(f"{name} must be {minimum} or more, got {workers}")
+        if workers is not None:
+            try:
+                check_workers(workers, name)
+            except ValueError as error:
+                raise click.ClickException(str(error)) from None
+        return workers
+
+    return check
 
 
 # --- rendering (render/) -------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ SLURM_PARAMETERS = ("jobs", "partition", "time_min", "gpus", "cpus_per_task", "a
 @main.command("check")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
 @click.option(
-    "--workers", default=1, show_default=True, help="Processes decoding images.", callback=_workers_callback
+    "--workers", default=1, show_default=True, help="Processes decoding images.", callback=_workers_callback()
 )
 @click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
 def check_command(root, workers, quick) -> None:
@@ -353,7 +358,7 @@ def objects_command(
     default=1,
     show_default=True,
     help="Processes checking, reading, re-encoding.",
-    callback=_workers_callback,
+    callback=_workers_callback(),
 )
 @click.option(
     "--skip-bad-objects",
@@ -397,7 +402,7 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
     "--workers",
     type=int,
     help="DataLoader worker processes per training process.",
-    callback=_workers_callback,
+    callback=_workers_callback(),
 )
 @click.option("--seed", type=int, help="Seed of the initialisation and of the view pairs.  [default: 0]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
@@ -491,7 +496,7 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
     default=0,
     show_default=True,
     help="DataLoader processes decoding images.",
-    callback=_workers_callback,
+    callback=_workers_callback(),
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
@@ -642,14 +647,20 @@ def leaderboard_command(sources, out, plot_dir) -> None:
     "--workers",
     type=int,
     help="Training and evaluation DataLoader workers (default: preset's).",
-    callback=_workers_callback,
+    callback=_workers_callback(),
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
 @click.option("--views", default=50, show_default=True, help="Views per procedural object.")
 @click.option("--quality", default="fast", show_default=True, help="Cycles preset of the procedural render.")
-@click.option("--render-workers", default=1, show_default=True, help="Blender worker processes.")
+@click.option(
+    "--render-workers",
+    default=1,
+    show_default=True,
+    help="Blender worker processes.",
+    callback=_workers_callback(minimum=1),
+)
 @click.option(
     "--option",
     "options",
@@ -700,6 +711,10 @@ def benchmark_command(
     from render.sources import SourceError
     from render.writer import DatasetMismatchError
 
+    if leaderboard is not None and leaderboard.suffix.lower() != ".csv":
+        raise click.ClickException(
+            f"{leaderboard}: --leaderboard must name a .csv file (the leaderboard to add the row to)"
+        )
     rendering = _given_options(PROCEDURAL_PARAMETERS)
     if data is not None and rendering:
         raise click.ClickException(

@@ -147,6 +147,19 @@ def run_benchmark(
         device=config.device,
         **config.train_options,
     )
+    probe_epochs = {
+        **PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS)),
+        **(config.probe_epochs or {}),
+    }
+    samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
+    settings = EvaluationSettings(  # checked now, not after training; the training's loader workers
+        # decode the evaluation's images too
+        epochs=probe_epochs,
+        samples_per_object=samples,
+        seed=config.seed,
+        workers=training.workers,
+        device=config.device,
+    )
     if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
         read_rows(leaderboard)
     check_writable(leaderboard)
@@ -163,18 +176,6 @@ def run_benchmark(
         return BenchmarkResult(data, run, True, None, None, leaderboard)
     train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)
 
-    probe_epochs = {
-        **PROBE_EPOCHS.get(config.preset, dict.fromkeys(PROBE_TASKS, DEFAULT_PROBE_EPOCHS)),
-        **(config.probe_epochs or {}),
-    }
-    samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
-    settings = EvaluationSettings(  # the training's loader workers decode the evaluation's images too
-        epochs=probe_epochs,
-        samples_per_object=samples,
-        seed=config.seed,
-        workers=training.workers,
-        device=config.device,
-    )
     results = evaluate_run(
         run,
         data,

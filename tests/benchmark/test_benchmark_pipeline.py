@@ -129,6 +129,14 @@ def test_options_that_do_not_apply_and_an_unwritable_leaderboard_stop_before_any
     result = _benchmark("--method", "sie", *data, "--leaderboard", str(blocker / "board.csv"))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"Error: {blocker / 'board.csv'}: cannot make the leaderboard's folder" in result.output
+    result = _benchmark("--method", "sie", *data, "--leaderboard", str(tmp_path / "results.json"))
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {tmp_path / 'results.json'}: --leaderboard must name a .csv file (the leaderboard to add "
+        "the row to)\n"
+    )
+    result = _benchmark("--method", "sie", *data, "--probe-epochs", "0")  # was: refused after training
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: ") and "epochs" in result.output, result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -236,6 +236,23 @@ def test_more_workers_than_the_cores_can_run_is_refused_before_any_work(tmp_path
     assert sorted(path.name for path in tmp_path.iterdir()) == [], "nothing written"
 
 
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["pack", "{tmp}", "--out", "{tmp}/p.h5", "--workers", "-2"], "--workers must be 0 or more, got -2"),
+        (
+            ["benchmark", "--method", "sie", "--render-workers", "0"],
+            "--render-workers must be 1 or more, got 0",
+        ),
+    ],
+    ids=["pack", "benchmark-render"],
+)
+def test_too_few_workers_are_named_by_their_option(tmp_path, arguments, message):
+    result = CliRunner().invoke(main, [argument.format(tmp=tmp_path) for argument in arguments])
+    assert result.exit_code == 1 and result.output == f"Error: {message}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_path):
     objects_csv = tmp_path / "objects.csv"
