@@ -33,6 +33,15 @@ def _workers_callback(minimum: int = 0):
     return check
 
 
+def _class_names(text: str) -> tuple[str, ...]:
+    """The names of a --classes option ("chair, mug," names chair and mug); one line when it names none
+    (an empty --classes does not mean every class)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise click.ClickException("--classes names no class; give class names separated by commas")
+    return names
+
+
 # --- rendering (render/) -------------------------------------------------------------------------------
 @main.command("render")
 @click.option(
@@ -323,7 +332,7 @@ def objects_command(
     if seed < 0:
         raise click.ClickException(f"--seed must be a non-negative integer, got {seed}")
     try:
-        names = export.check_classes(classes.split(",")) if classes else None
+        names = export.check_classes(classes.split(",")) if classes is not None else None
         total = len(export.library_manifest(names, per_class, seed))
         with tqdm(total=total, unit="object", desc="objects", disable=None) as progress:
             summary = export.export_library(
@@ -746,7 +755,7 @@ def benchmark_command(
             probe_samples=probe_samples,
             device=device,
             procedural=ProceduralData(
-                classes=tuple(classes.split(",")) if classes else None,
+                classes=None if classes is None else _class_names(classes),
                 per_class=per_class,
                 views=views,
                 quality=quality,

@@ -253,6 +253,23 @@ def test_too_few_workers_are_named_by_their_option(tmp_path, arguments, message)
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["render"], "--classes names no class; give class names separated by commas"),
+        (["benchmark", "--method", "sie"], "--classes names no class; give class names separated by commas"),
+        (["objects"], "no class given; valid classes: airplane, "),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else "",
+)
+def test_an_empty_classes_option_is_refused_not_read_as_every_class(tmp_path, command, message):
+    """`--classes ""` (an unset shell variable) once rendered every class for objects and benchmark."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [*command, "--classes", " , ", "--out", str(out)])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {message}"), result.output
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_path):
     objects_csv = tmp_path / "objects.csv"
