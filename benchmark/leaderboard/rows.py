@@ -10,6 +10,7 @@ import csv
 import datetime
 import io
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -103,6 +104,8 @@ class LeaderboardError(Exception):
 def row_from_results(results: dict[str, Any]) -> Row:
     """The leaderboard row of one run's results.json (accuracies in percent, the rest as computed)."""
     training, dataset, evaluation = results["training"], results["dataset"], results["evaluation"]
+    if not isinstance(results["method"], str) or not results["method"]:
+        raise KeyError("method")
     metrics = results.get("metrics", {})
     row: Row = dict.fromkeys(COLUMNS)
     row.update(
@@ -327,14 +330,28 @@ def read_rows(path: str | Path) -> list[Row]:
     except csv.Error as error:
         raise LeaderboardError(f"{path}: not a readable CSV ({error})") from None
     unknown = [column for column in header if column not in COLUMNS]
-    if unknown or "method" not in header:
-        problem = f"unknown columns {', '.join(unknown)}" if unknown else "no method column"
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if unknown or repeated or "method" not in header:
+        problem = (
+            f"unknown columns {', '.join(unknown)}"
+            if unknown
+            else f"columns {', '.join(repeated)} more than once"
+            if repeated
+            else "no method column"
+        )
         raise LeaderboardError(f"{path}: {problem}; not a leaderboard CSV of this version of 3die")
     renamed = {old: new for old, new in RENAMED_COLUMNS.items() if old in header and new not in header}
     rows = []
     for line, record in enumerate(records, start=2):
+        if None in record:  # csv.DictReader's key for the cells beyond the header's
+            raise LeaderboardError(f"{path}:{line}: more cells than the header has columns")
         record = {renamed.get(column, column): text for column, text in record.items()}
-        rows.append({column: _parse(path, line, column, record.get(column)) for column in COLUMNS})
+        row = {column: _parse(path, line, column, record.get(column)) for column in COLUMNS}
+        if not row["method"] or not any(row[column] is not None for column in METRIC_COLUMNS):
+            raise LeaderboardError(
+                f"{path}:{line}: a row without a method or without any metric; not a leaderboard row"
+            )
+        rows.append(row)
     return rows
 
 
@@ -348,11 +365,16 @@ def _parse(path: Path, line: int, column: str, text: str | None) -> Any:
     if text is None or text == "":
         return None
     try:
-        return COLUMNS[column](text)
+        value = COLUMNS[column](text)
     except ValueError:
         raise LeaderboardError(
             f"{path}:{line}: column {column} holds {text!r}, expected {COLUMNS[column].__name__}"
         ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LeaderboardError(f"{path}:{line}: column {column} holds {text!r}, expected a finite number")
+    if isinstance(value, int) and value < 0:
+        raise LeaderboardError(f"{path}:{line}: column {column} holds {text!r}, expected 0 or more")
+    return value
 
 
 # --- display -----------------------------------------------------------------------------------------

@@ -275,6 +275,35 @@ def test_bad_inputs_name_the_file(tmp_path):
         append_row(unwritable, row_from_results(_results()))
 
 
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("method,top1_inv,top1_inv\nsie,50,99\n", ": columns top1_inv more than once; not a leaderboard CSV"),
+        ("method,top1_inv\nsie,50,99\n", ":2: more cells than the header has columns"),
+        ("method\nsie\n", ":2: a row without a method or without any metric; not a leaderboard row"),
+        ("method,top1_inv\n,50\n", ":2: a row without a method or without any metric"),
+        ("method,top1_inv\nsie,nan\n", ":2: column top1_inv holds 'nan', expected a finite number"),
+        ("method,top1_inv,seed\nsie,50,-1\n", ":2: column seed holds '-1', expected 0 or more"),
+    ],
+    ids=["repeated-column", "extra-cell", "method-only", "no-method", "nan", "negative-seed"],
+)
+def test_a_csv_that_would_merge_a_wrong_or_empty_row_is_refused(tmp_path, text, problem):
+    """Each of these was once merged: the last of two equal columns winning, extra cells dropped, an
+    all-empty row, a NaN score."""
+    board = tmp_path / "board.csv"
+    board.write_text(text)
+    with pytest.raises(LeaderboardError) as error:
+        read_rows(board)
+    assert str(error.value).startswith(f"{board}{problem}")
+
+
+def test_results_without_a_method_name_are_incomplete(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({**_results(), "method": None}))
+    with pytest.raises(LeaderboardError, match=r"results.json: incomplete results \(no 'method'\)"):
+        load_rows(results)
+
+
 def test_undecodable_csvs_and_incomplete_results_name_the_file(tmp_path):
     binary = tmp_path / "figure.csv"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
