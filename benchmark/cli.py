@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import click
@@ -31,6 +32,17 @@ def _workers_callback(minimum: int = 0):
         return workers
 
     return check
+
+
+def _write_remedy(error: OSError) -> str:
+    """What to do about a failed write: free space, permissions, or a file or folder in the way."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free disk space"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return "move away the file or folder in the way (a file where a folder belongs, or the reverse)"
+    return "free disk space or make the folder writable"
 
 
 def _class_names(text: str) -> tuple[str, ...]:
@@ -184,7 +196,7 @@ def render_command(
     except OSError as error:  # a full disk, a read-only folder: complete objects stay, a rerun resumes
         raise click.ClickException(
             f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
-            "complete are kept: free disk space or make the folder writable, then rerun the same command"
+            f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
     warned = len(writer.read_warnings(out))
@@ -458,7 +470,7 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
     except OSError as error:  # a full disk, a read-only run folder: the verified checkpoints stay
         raise click.ClickException(
             f"{error.filename or out}: {error.strerror or error}; training stopped and the checkpoints "
-            "already saved are kept: free disk space or make the folder writable, then rerun the same command"
+            f"already saved are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
     if not result.complete:
         raise SystemExit(INTERRUPTED_EXIT_STATUS)

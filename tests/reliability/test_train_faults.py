@@ -9,6 +9,7 @@ A second training launched on a run folder that is being trained stops at once.
 
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +163,22 @@ def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
     assert not list((folder / "checkpoints").glob("*.tmp*"))
     trained(train_arguments(dataset.root, folder))
     assert read_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] == EPOCHS
+
+
+def test_a_file_where_the_run_needs_a_folder_is_named_as_in_the_way(dataset, tmp_path):
+    """A file in place of RUN/tensorboard is neither a full disk nor a permission: the line says so."""
+    folder = tmp_path / "run"
+    trained(train_arguments(dataset.root, folder, epochs=1))
+    shutil.rmtree(folder / "tensorboard")
+    (folder / "tensorboard").write_text("")
+    refused = run(train_arguments(dataset.root, folder))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: {folder / 'tensorboard'}: File exists; training stopped and the checkpoints already saved "
+        "are kept: move away the file or folder in the way (a file where a folder belongs, or the reverse), "
+        "then rerun the same command"
+    ]
 
 
 def test_a_read_only_checkpoints_folder_stops_training_with_one_line_and_keeps_the_checkpoints(
