@@ -193,6 +193,13 @@ def record_warning(root: Path, obj: ObjectSpec, message: str) -> None:
     _append_jsonl(Path(root) / WARNINGS_NAME, _object_record(obj, message))
 
 
+def link_target(path: Path) -> Path:
+    """The file that writing `path` should replace: a symbolic link's target (a rename onto the link
+    would turn it into a regular file and leave the target as it was), else `path` itself."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 def is_run_folder(path: Path) -> bool:
     """Whether `path` is a training run folder (`3die train` writes checkpoints/ and config.json), which
     is never a dataset."""

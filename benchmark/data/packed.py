@@ -58,6 +58,7 @@ from render import spec
 from render.locks import LockBusy, exclusive_lock
 from render.manifest import SPLITS
 from render.processes import exit_with_parent
+from render.writer import link_target
 
 #: Largest image side `3die pack --size` re-encodes to (a 4096 px view of 50 is 2.5 GB decoded).
 MAX_SIZE = 4096
@@ -115,7 +116,7 @@ def pack_dataset(
     """
     from benchmark.data.validate import skipping_line, usable_splits  # validate reads packed files
 
-    root, out = Path(root), Path(out)
+    root, out = Path(root), link_target(Path(out))  # a link's target is what the user means to replace
     if size is not None and not 1 <= size <= MAX_SIZE:
         raise DatasetError(f"--size must be a number of pixels from 1 to {MAX_SIZE}, got {size}")
     if not 1 <= quality <= 100:

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, results_problem, upgrade_results
 from render.locks import exclusive_lock
+from render.writer import link_target
 
 #: Representation parts, in column order.
 PARTS = ("inv", "equi", "full")
@@ -218,8 +219,8 @@ def append_rows(
     The CSV is read, merged and written under its lock (.NAME.csv.lock beside it), so processes adding rows
     to one leaderboard at once (several `3die benchmark` runs) take turns and none loses another's row;
     `echo` hears once when this one waits. LeaderboardError when the CSV is unreadable or its folder
-    unwritable."""
-    path = Path(csv_path)
+    unwritable. A CSV given through a symbolic link is written (and locked) where the link points."""
+    path = link_target(Path(csv_path))
     lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
 
     def waiting(holder: str) -> None:
@@ -298,7 +299,7 @@ def read_results_file(path: Path) -> dict[str, Any]:
 # --- CSV ---------------------------------------------------------------------------------------------
 def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
     """Write rows as CSV with every column of `COLUMNS` (None as an empty cell), atomically."""
-    path = Path(path)
+    path = link_target(Path(path))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()

@@ -297,6 +297,16 @@ def test_a_csv_that_would_merge_a_wrong_or_empty_row_is_refused(tmp_path, text, 
     assert str(error.value).startswith(f"{board}{problem}")
 
 
+def test_a_leaderboard_given_through_a_symbolic_link_is_written_where_it_points(tmp_path):
+    shared = tmp_path / "shared" / "board.csv"
+    shared.parent.mkdir()
+    link = tmp_path / "board.csv"
+    link.symlink_to(shared)
+    append_row(link, row_from_results(_results()))
+    assert link.is_symlink() and len(read_rows(shared)) == 1
+    assert (shared.parent / ".board.csv.lock").exists(), "the lock is the target's, shared by every link"
+
+
 def test_results_without_a_method_name_are_incomplete(tmp_path):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({**_results(), "method": None}))

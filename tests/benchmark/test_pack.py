@@ -309,6 +309,15 @@ def test_raw_pack_stores_the_pixels_the_folder_reader_decodes(synthetic_dataset,
         open_dataset(floats, "val")
 
 
+def test_a_pack_given_through_a_symbolic_link_is_written_where_it_points(synthetic_dataset, tmp_path):
+    target, link = tmp_path / "store" / "data.h5", tmp_path / "data.h5"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    result = CliRunner().invoke(main, ["pack", str(synthetic_dataset.root), "--out", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and open_dataset(target, "val").keys == open_dataset(link, "val").keys
+
+
 def test_pack_refuses_a_folder_with_a_split_file_missing(tmp_path):
     """Packing only the split that is there would leave training or evaluation with nothing, much later."""
     dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=2, val_per_class=1, views=3, size=16)
