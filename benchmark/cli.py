@@ -8,7 +8,32 @@ from pathlib import Path
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Commands(click.Group):
+    """The `3die` group: an allocation that fails (a size too large for this machine's memory, a batch
+    too large for the GPU) ends in one line instead of a traceback; files already written stay."""
+
+    def invoke(self, context: click.Context):
+        try:
+            return super().invoke(context)
+        except MemoryError as error:
+            raise click.ClickException(_out_of_memory_line(error)) from None
+        except RuntimeError as error:  # torch's CPU allocator and CUDA report it as a RuntimeError
+            if not any(words in str(error) for words in ("out of memory", "can't allocate memory")):
+                raise
+            raise click.ClickException(_out_of_memory_line(error)) from None
+
+
+def _out_of_memory_line(error: BaseException) -> str:
+    said = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (
+        f"out of memory ({said}); give smaller sizes (batch, width, image size, views, probe samples) or "
+        "use a machine with more memory, then rerun the same command: what is already written is kept"
+    )
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(package_name="3die", prog_name="3die")
 def main() -> None:
     """3die: render 3DIEBench-style datasets with Blender and benchmark invariant-equivariant

@@ -52,9 +52,12 @@ class RenderConfig:
         quality_preset(self.quality)
         if self.rotation not in ROTATION_RANGES:
             raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {self.rotation!r}")
-        for option, value in (("--views", self.views), ("--size", self.size)):
-            if value < 1:
-                raise ValueError(f"{option} must be at least 1, got {value}")
+        for option, value, most in (
+            ("--views", self.views, spec.MAX_VIEWS),
+            ("--size", self.size, spec.MAX_IMAGE_SIZE),
+        ):
+            if not 1 <= value <= most:
+                raise ValueError(f"{option} must be from 1 to {most}, got {value}")
 
     def settings(self) -> dict:
         """The settings that define the images (recorded in manifest.json; a resumed run must match them)."""

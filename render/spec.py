@@ -17,6 +17,10 @@ import numpy as np
 # --- dataset layout -------------------------------------------------------------------------
 VIEWS_PER_OBJECT = 50
 IMAGE_SIZE = 256
+#: Upper bounds of the view count and image side that the commands accept: far above any use, low enough
+#: that a slip (an extra zero or three) is one clear line instead of an out-of-memory traceback.
+MAX_VIEWS = 10_000
+MAX_IMAGE_SIZE = 4096
 MANIFEST_NAME = "manifest.json"
 #: The `format` of the manifest.json this version writes and reads.
 DATASET_FORMAT = "3die-dataset/1"

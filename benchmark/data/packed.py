@@ -61,7 +61,7 @@ from render.processes import exit_with_parent
 from render.writer import link_target
 
 #: Largest image side `3die pack --size` re-encodes to (a 4096 px view of 50 is 2.5 GB decoded).
-MAX_SIZE = 4096
+MAX_SIZE = spec.MAX_IMAGE_SIZE
 FORMAT = "3die-packed"
 FORMAT_VERSION = 1
 DEFAULT_QUALITY = 95

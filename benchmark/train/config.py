@@ -21,6 +21,8 @@ PRESETS_FILE = spec.MANIFESTS_DIR / "train_presets.toml"
 DEFAULT_PRESET = "mini"
 AMP_DTYPES = ("auto", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+#: Largest ResNet-18 base width accepted (64 is the published network; 1024 has 256 times its weights).
+MAX_WIDTH = 1024
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, most in (("image_size", spec.MAX_IMAGE_SIZE), ("width", MAX_WIDTH)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most}, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch_size must be at least 2 (batch norm and the variance terms need two samples), "

@@ -248,6 +248,10 @@ def test_presets_live_in_one_file_and_options_override_them(tmp_path):
         resolve_config("tiny", method="sie", data="d", out="o", batch_size=0)
     with pytest.raises(ConfigError, match=r"batch_size must be at least 2 \(batch norm .*\), got 1"):
         resolve_config("tiny", method="sie", data="d", out="o", batch_size=1)
+    with pytest.raises(ConfigError, match=r"^width must be at most 1024, got 100000$"):  # not a MemoryError
+        resolve_config("tiny", method="sie", data="d", out="o", width=100000)
+    with pytest.raises(ConfigError, match=r"^image_size must be at most 4096, got 40960$"):
+        resolve_config("tiny", method="sie", data="d", out="o", image_size=40960)
     assert parse_method_options(("equi_factor=0.5", "projector=8-8-8", "predictor_variance=false")) == {
         "equi_factor": 0.5,
         "projector": "8-8-8",

@@ -181,6 +181,25 @@ def test_a_file_where_the_run_needs_a_folder_is_named_as_in_the_way(dataset, tmp
     ]
 
 
+def test_an_allocation_beyond_the_memory_limit_is_one_line(dataset, tmp_path):
+    """A projector of 4e9 units asks for 128 GB: under an 8 GB address-space limit the allocation fails at
+    once, and `3die train` says so in one line instead of torch's allocator traceback."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    arguments = [*train_arguments(dataset.root, tmp_path / "run"), "--option", "projector=4000000000-64"]
+    refused = subprocess.run(
+        [sys.executable, "-c", "from benchmark.cli import main; main()", *arguments],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=limit,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("Error: out of memory (") and "can't allocate memory" in line, line
+    assert line.endswith("then rerun the same command: what is already written is kept")
+
+
 def test_a_read_only_checkpoints_folder_stops_training_with_one_line_and_keeps_the_checkpoints(
     dataset, tmp_path
 ):

@@ -67,9 +67,17 @@ def test_bad_options_give_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "unknown quality preset 'ultra'" in result.output
     result = runner.invoke(main, ["render", "--out", str(tmp_path), "--shard", "2/2"])
     assert result.exit_code == 1 and "0 <= K < N" in result.output
-    for option in ("--size", "--views"):
-        result = runner.invoke(main, ["render", "--out", str(tmp_path / "d"), option, "0"])
-        assert result.exit_code == 1 and result.output.strip() == f"Error: {option} must be at least 1, got 0"
+    for option, value, most in (
+        ("--size", "0", 4096),
+        ("--views", "0", 10000),
+        ("--views", "1000000000", 10000),
+    ):
+        result = runner.invoke(main, ["render", "--out", str(tmp_path / "d"), option, value])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == f"Error: {option} must be from 1 to {most}, got {value}"
+    assert not (tmp_path / "d").exists(), (
+        "a refused render records no settings (a rerun is not bound by them)"
+    )
 
 
 def render_process(out, views, fault: str = "", target: str = "", log: str = ""):
