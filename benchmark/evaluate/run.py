@@ -157,12 +157,12 @@ def parse_epochs(text: str | None, base: Mapping[str, int] = PAPER_PROBE_EPOCHS)
     if text is None:
         return epochs
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", which isdigit() accepts and int() refuses
         return dict.fromkeys(PROBE_TASKS, int(text))
     for item in text.split(","):
         task, separator, value = item.partition("=")
-        task = TASK_ALIASES.get(task.strip(), task.strip())
-        if not separator or task not in PROBE_TASKS or not value.strip().isdigit():
+        task, value = TASK_ALIASES.get(task.strip(), task.strip()), value.strip()
+        if not separator or task not in PROBE_TASKS or not (value.isascii() and value.isdigit()):
             raise ValueError(
                 f"cannot read epochs {text!r} (at {item.strip()!r}): give N for every probe, or TASK=N,... "
                 f"with TASK in {', '.join(PROBE_TASKS)}"

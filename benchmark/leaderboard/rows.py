@@ -57,7 +57,7 @@ METRIC_COLUMNS = {
 
 def _count_or_per_task(text: str) -> int | str:
     """A `probe_samples` cell: one count, or counts per task ("classification=50;rotation=1")."""
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _iso_time(text: str) -> str:

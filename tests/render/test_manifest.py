@@ -64,6 +64,7 @@ def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf_lines_reads_the_same(
             ":2: bad label 'zero'; expected a non-negative integer",
         ),
         (HEADER + "02691156,a1,-1,train,shapenet\n", ":2: bad label '-1'"),
+        (HEADER + "02691156,a1,\u00b2,train,shapenet\n", ":2: bad label '\u00b2'"),  # isdigit() but not int()
         (
             HEADER + "02691156,a1,5,train,shapenet\n",
             ":2: bad label 5 for ShapeNet synset 02691156; expected 0",
