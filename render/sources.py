@@ -371,6 +371,11 @@ class MeshDirSource:
         root = _existing_folder(self.root, "--mesh-dir")
         layout = f"expected ROOT/CLASS/NAME.{{{','.join(ext.lstrip('.') for ext in MESH_EXTENSIONS)}}}"
         files: dict[tuple[str, str], Path] = {}
+        for link in sorted(p for p in root.iterdir() if p.is_symlink() and not p.exists()):
+            raise SourceError(  # a class folder reached through a broken link would drop the class
+                f"{link}: a symbolic link to {os.readlink(link)}, which leads nowhere (missing or a loop); "
+                "fix or remove the link"
+            )
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             meshes = [p for p in sorted(folder.iterdir()) if _is_mesh_entry(p)]
             if not meshes:  # a class of nothing is a layout mistake (e.g. CLASS/NAME/model.obj)

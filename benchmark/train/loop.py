@@ -128,6 +128,11 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
     sha256 is that of the bytes the weights were loaded from (the file may be replaced by a save since)."""
     run = Path(run_dir)
     loaded = load_checkpoint(run / CHECKPOINTS_DIR, warn=_stderr, required=PAYLOAD_KEYS)
+    if loaded is None and (run / spec.MANIFEST_NAME).is_file():
+        raise CheckpointError(
+            f"{run}: a dataset folder, not a training run; give the folder `3die train --out` wrote (and "
+            "this dataset as --data to evaluate on it)"
+        )
     if loaded is None:
         raise CheckpointError(f"{run / CHECKPOINTS_DIR}: no checkpoint (train the run first)")
     config = dict(loaded.payload["config"])

@@ -420,6 +420,12 @@ def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie
     assert result.exit_code == 1 and "cannot read epochs 'rotation=ten' (at 'rotation=ten')" in result.output
     result = _evaluate(tmp_path)
     assert result.exit_code == 1 and "no checkpoint (train the run first)" in result.output
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text("{}")  # a dataset folder given where the run belongs
+    result = _evaluate(dataset)
+    assert result.exit_code == 1 and f"{dataset}: a dataset folder, not a training run; give" in result.output
+    shutil.rmtree(dataset)
     result = _evaluate(evaluated_sie_run, "--data", str(tmp_path))
     assert result.exit_code == 1 and str(tmp_path) in result.output and "Traceback" not in result.output
     unlockable = tmp_path / "unlockable"

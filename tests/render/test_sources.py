@@ -239,6 +239,12 @@ def test_a_broken_link_in_a_class_folder_is_an_object_that_fails_to_load(mesh_ro
         source.load(objects["loop"])
 
 
+def test_a_broken_link_in_place_of_a_class_folder_is_refused_not_skipped(mesh_root):
+    (mesh_root / "lamp").symlink_to(mesh_root / "elsewhere" / "lamp")
+    with pytest.raises(SourceError, match=r"lamp: a symbolic link to .*lamp, which leads nowhere"):
+        MeshDirSource(mesh_root).objects()
+
+
 def test_broken_and_empty_mesh_files_are_mesh_errors(tmp_path):
     (tmp_path / "bad.obj").write_text("garbage here\nv 1 2\n")
     (tmp_path / "empty.ply").write_text("")
