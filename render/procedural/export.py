@@ -21,6 +21,7 @@ from render import spec
 from render.manifest import (
     ObjectEntry,
     class_labels,
+    read_manifest,
     stratified_split,
     write_bytes_atomically,
     write_manifest,
@@ -63,6 +64,7 @@ def export_library(
             "replace; write the library to a folder of its own"
         )
     entries = library_manifest(classes, per_class, seed)
+    _check_no_object_dropped(root, entries)
     written = kept = 0
     for entry in entries:
         name, index, _ = parse_object_id(entry.object_id)
@@ -80,6 +82,24 @@ def export_library(
     write_bytes_atomically(root / TAXONOMY_NAME, taxonomy_text.encode("utf-8"))
     write_manifest(root / spec.OBJECTS_CSV_NAME, entries)
     return ExportSummary(written=written, kept=kept, objects=entries)
+
+
+def _check_no_object_dropped(root: Path, entries: list[ObjectEntry]) -> None:
+    """ValueError when ROOT/objects.csv lists objects that this export would not (another seed, fewer
+    classes or instances): their models would stay on disk unlisted, and a render of the folder would take
+    them in. A library grown by classes or instances keeps every listed object and is written."""
+    listed = root / spec.OBJECTS_CSV_NAME
+    if not listed.is_file():
+        return
+    dropped = sorted(
+        {(e.synset, e.object_id) for e in read_manifest(listed)} - {(e.synset, e.object_id) for e in entries}
+    )
+    if dropped:
+        raise ValueError(
+            f"{listed}: lists {len(dropped)} objects that this export would not (e.g. "
+            f"{'/'.join(dropped[0])}: another --seed, fewer classes or fewer per class); write this library "
+            "to a folder of its own"
+        )
 
 
 def library_manifest(

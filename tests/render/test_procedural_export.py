@@ -211,6 +211,31 @@ def test_cli_objects_bad_arguments_give_one_line(tmp_path, arguments, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_export_that_would_leave_listed_objects_unlisted_is_refused(tmp_path):
+    """Another seed (or fewer objects) into an existing library would replace objects.csv and leave the
+    old models on disk unlisted; more objects of the same library grow it."""
+    out = tmp_path / "o"
+    assert (
+        CliRunner()
+        .invoke(main, ["objects", "--out", str(out), "--classes", "mug", "--per-class", "2"])
+        .exit_code
+        == 0
+    )
+    before = (out / "objects.csv").read_bytes()
+    for arguments in (["--seed", "1"], ["--per-class", "1"]):
+        result = CliRunner().invoke(main, ["objects", "--out", str(out), "--classes", "mug", *arguments])
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {out / 'objects.csv'}: lists "), (
+            result.output
+        )
+        assert "write this library to a folder of its own" in result.output
+        assert (out / "objects.csv").read_bytes() == before
+    grown = CliRunner().invoke(
+        main, ["objects", "--out", str(out), "--classes", "mug,chair", "--per-class", "3"]
+    )
+    assert grown.exit_code == 0, grown.output
+    assert len((out / "objects.csv").read_text().splitlines()) == 1 + 6
+
+
 def test_cli_objects_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
