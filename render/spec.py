@@ -7,6 +7,7 @@ Every other module reads these values from here; nothing else hard-codes them.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -121,13 +122,19 @@ def dataset_classes(manifest: dict | None) -> tuple[Synset, ...]:
     manifest.json, for a malformed list or labels other than 0..N-1."""
     if manifest is None or "classes" not in manifest:
         return shapenet_synsets()
+    remedy = "rerun `3die render` on the dataset to rewrite it"
+    if not isinstance(manifest["classes"], list) or not manifest["classes"]:
+        raise ValueError(
+            f"{MANIFEST_NAME}: classes must be a non-empty list of {{label, synset, name}}, got "
+            f"{json.dumps(manifest['classes'])[:80]}; {remedy}"
+        )
     try:
         classes = [Synset(int(c["label"]), str(c["synset"]), str(c["name"])) for c in manifest["classes"]]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{MANIFEST_NAME}: malformed classes entry ({error})") from None
+        raise ValueError(f"{MANIFEST_NAME}: malformed classes entry ({error}); {remedy}") from None
     classes.sort(key=lambda c: c.label)
     if [c.label for c in classes] != list(range(len(classes))):
-        raise ValueError(f"{MANIFEST_NAME}: class labels must be 0..{len(classes) - 1}")
+        raise ValueError(f"{MANIFEST_NAME}: class labels must be 0..{len(classes) - 1}; {remedy}")
     return tuple(classes)
 
 

@@ -21,10 +21,14 @@ def test_dataset_classes_come_from_the_manifest_in_label_order_or_are_the_shapen
         spec.Synset(0, "b", "mug"),
         spec.Synset(1, "03001627", "chair"),
     )
-    with pytest.raises(ValueError, match=r"^manifest.json: class labels must be 0..1$"):
+    rewrite = "; rerun `3die render` on the dataset to rewrite it$"
+    with pytest.raises(ValueError, match=r"^manifest.json: class labels must be 0..1" + rewrite):
         spec.dataset_classes({"classes": [listed[0], {**listed[1], "label": 2}]})
-    with pytest.raises(ValueError, match=r"^manifest.json: malformed classes entry \('name'\)$"):
+    with pytest.raises(ValueError, match=r"^manifest.json: malformed classes entry \('name'\)" + rewrite):
         spec.dataset_classes({"classes": [{"label": 0, "synset": "b"}]})
+    for classes in ([], "chair,mug", None):  # an empty list once passed, blaming every label later
+        with pytest.raises(ValueError, match=r"^manifest.json: classes must be a non-empty list of \{label"):
+            spec.dataset_classes({"classes": classes})
 
 
 def test_latent_layout_matches_ranges():

@@ -122,7 +122,9 @@ def test_labels_outside_the_classes_are_found_and_any_integer_type_is_read(tmp_p
     manifest["classes"].append({"label": 2, "synset": "02747177", "name": "ashcan"})
     (tmp_path / spec.MANIFEST_NAME).write_text(json.dumps(manifest))
     _, found = problems(tmp_path)  # as training would refuse it
-    assert found[str(tmp_path)] == ["manifest.json: class labels must be 0..1"]
+    assert found[str(tmp_path)] == [
+        "manifest.json: class labels must be 0..1; rerun `3die render` on the dataset to rewrite it"
+    ]
 
 
 def test_split_labels_that_differ_from_the_object_list_are_found(tmp_path):
