@@ -91,6 +91,14 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
         return report
     for path in writer.root_temp_files(root):
         report.add(path.name, ROOT_TEMP_MESSAGE)
+    root_files = (
+        spec.MANIFEST_NAME,
+        spec.OBJECTS_CSV_NAME,
+        *(f"{s}_{kind}.npy" for s in SPLITS for kind in ("images", "labels")),
+    )
+    for name in root_files:
+        if (root / name).is_dir():  # read as absent, the dataset would look whole without it
+            report.add(name, "a folder where this file belongs; move it away and rerun `3die render`")
     try:
         manifest = writer.read_manifest(root)
         failures = writer.read_failures(root)

@@ -182,6 +182,17 @@ def test_unreadable_dataset_files_are_reported_not_raised(tmp_path):
     assert "not of the form '/SYNSET/OBJECT_ID/'" in found[str(tmp_path)][0]
 
 
+@pytest.mark.parametrize("name", [spec.OBJECTS_CSV_NAME, "train_images.npy", "val_labels.npy"])
+def test_a_folder_in_place_of_a_root_file_is_found(tmp_path, name):
+    """Read as absent, a folder named objects.csv let the dataset pass as complete."""
+    root = make_dataset(tmp_path)
+    (root / name).unlink()
+    (root / name).mkdir()
+    report, found = problems(root)
+    assert not report.ok
+    assert found[name][0] == "a folder where this file belongs; move it away and rerun `3die render`"
+
+
 def test_a_folder_without_objects_is_not_a_dataset(tmp_path):
     (tmp_path / "meshes" / "chair").mkdir(parents=True)  # a mesh folder given by mistake: CLASS/NAME.obj
     (tmp_path / "meshes" / "chair" / "a.obj").write_text("v 0 0 0\n")
