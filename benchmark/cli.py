@@ -40,13 +40,12 @@ def main() -> None:
     self-supervised methods on them."""
 
 
-def _workers_callback(minimum: int = 0):
-    """A click callback refusing fewer than `minimum` worker processes, or more than this machine's cores
-    can run (`render.processes.check_workers`), naming the option."""
+def _workers_option(name: str, help_text: str, default: int | None = None, minimum: int = 0):
+    """A count of worker processes, refused below `minimum` or above what this machine's cores can run
+    (`render.processes.check_workers`), with one line naming the option; None (not given) when no default."""
     from render.processes import check_workers
 
-    def check(_context, parameter, workers: int | None) -> int | None:
-        name = parameter.opts[0]
+    def check(_context, _parameter, workers: int | None) -> int | None:
         if workers is not None and workers < minimum:
             raise click.ClickException(f"{name} must be {minimum} or more, got {workers}")
         if workers is not None:
@@ -56,7 +55,9 @@ def _workers_callback(minimum: int = 0):
                 raise click.ClickException(str(error)) from None
         return workers
 
-    return check
+    return click.option(
+        name, type=int, default=default, show_default=default is not None, help=help_text, callback=check
+    )
 
 
 def _write_remedy(error: OSError) -> str:
@@ -275,9 +276,7 @@ SLURM_PARAMETERS = ("jobs", "partition", "time_min", "gpus", "cpus_per_task", "a
 
 @main.command("check")
 @click.argument("root", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--workers", default=1, show_default=True, help="Processes decoding images.", callback=_workers_callback()
-)
+@_workers_option("--workers", "Processes decoding images.", default=1)
 @click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
 def check_command(root, workers, quick) -> None:
     """Validate a dataset folder or packed file; one line per object with problems; exit 1 when any."""
@@ -399,13 +398,7 @@ def objects_command(
     help="JPEG quality when re-encoding (--size).",
 )
 @click.option("--raw", is_flag=True, help="Store decoded pixels (fastest to train from; S*S*3 bytes a view).")
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    help="Processes checking, reading, re-encoding.",
-    callback=_workers_callback(),
-)
+@_workers_option("--workers", "Processes checking, reading, re-encoding.", default=1)
 @click.option(
     "--skip-bad-objects",
     is_flag=True,
@@ -444,12 +437,7 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
 @click.option("--weight-decay", type=float, help="Adam weight decay.")
 @click.option("--image-size", type=int, help="Training image size in pixels.")
 @click.option("--width", type=int, help="ResNet-18 base width (64: the published network).")
-@click.option(
-    "--workers",
-    type=int,
-    help="DataLoader worker processes per training process.",
-    callback=_workers_callback(),
-)
+@_workers_option("--workers", "DataLoader worker processes per training process.")
 @click.option("--seed", type=int, help="Seed of the initialisation and of the view pairs.  [default: 0]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (never on the CPU).")
@@ -537,13 +525,7 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the probes' initialisation and samples.")
 @click.option("--extract-batch", default=256, show_default=True, help="Images per feature-extraction batch.")
-@click.option(
-    "--workers",
-    default=0,
-    show_default=True,
-    help="DataLoader processes decoding images.",
-    callback=_workers_callback(),
-)
+@_workers_option("--workers", "DataLoader processes decoding images.", default=0)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.option(
@@ -689,24 +671,13 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
-@click.option(
-    "--workers",
-    type=int,
-    help="Training and evaluation DataLoader workers (default: preset's).",
-    callback=_workers_callback(),
-)
+@_workers_option("--workers", "Training and evaluation DataLoader workers (default: preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
 @click.option("--views", default=50, show_default=True, help="Views per procedural object.")
 @click.option("--quality", default="fast", show_default=True, help="Cycles preset of the procedural render.")
-@click.option(
-    "--render-workers",
-    default=1,
-    show_default=True,
-    help="Blender worker processes.",
-    callback=_workers_callback(minimum=1),
-)
+@_workers_option("--render-workers", "Blender worker processes.", default=1, minimum=1)
 @click.option(
     "--option",
     "options",
