@@ -8,6 +8,16 @@ from pathlib import Path
 import click
 
 
+class _Path(click.Path):
+    """click.Path that refuses an empty value (an unset shell variable), which would name the current
+    folder: `--out ""` rendered into it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class _Commands(click.Group):
     """The `3die` group: an allocation that fails (a size too large for this machine's memory, a batch
     too large for the GPU) ends in one line instead of a traceback; files already written stay."""
@@ -82,23 +92,21 @@ def _class_names(text: str) -> tuple[str, ...]:
 
 # --- rendering (render/) -------------------------------------------------------------------------------
 @main.command("render")
-@click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder."
-)
+@click.option("--out", type=_Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
 @click.option(
     "--shapenet-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=_Path(exists=True, file_okay=False, path_type=Path),
     help="ShapeNetCore v2 folder (SYNSET/OBJECT_ID/models/model_normalized.obj).",
 )
 @click.option(
     "--mesh-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=_Path(exists=True, file_okay=False, path_type=Path),
     help="Mesh folder: CLASS/NAME.{obj,glb,gltf,ply,stl,off}.",
 )
 @click.option(
     "--objects",
     "objects_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
     help="Objects to render: an objects CSV, or (ShapeNet) a published-style images .npy.",
 )
 @click.option("--classes", help="Procedural classes, comma-separated (default: all).")
@@ -275,7 +283,7 @@ SLURM_PARAMETERS = ("jobs", "partition", "time_min", "gpus", "cpus_per_task", "a
 
 
 @main.command("check")
-@click.argument("root", type=click.Path(exists=True, path_type=Path))
+@click.argument("root", type=_Path(exists=True, path_type=Path))
 @_workers_option("--workers", "Processes decoding images.", default=1)
 @click.option("--quick", is_flag=True, help="Do not decode JPEGs; only check their end-of-image marker.")
 def check_command(root, workers, quick) -> None:
@@ -340,7 +348,7 @@ def methods_command(name: str | None) -> None:
 
 # --- procedural object library (render/procedural) ---------------------------------------------------------
 @main.command("objects")
-@click.option("--out", type=click.Path(), help="Folder to write the library to (ShapeNetCore v2 layout).")
+@click.option("--out", type=_Path(), help="Folder to write the library to (ShapeNetCore v2 layout).")
 @click.option("--classes", help="Classes, comma-separated (default: all; see --list).")
 @click.option("--per-class", type=int, default=50, show_default=True, help="Objects per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Library seed (shapes and split).")
@@ -387,8 +395,8 @@ def objects_command(
 
 # --- datasets and training (benchmark/data, benchmark/train) ---------------------------------------------
 @main.command("pack")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HDF5 file.")
+@click.argument("root", type=_Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=_Path(dir_okay=False, path_type=Path), required=True, help="HDF5 file.")
 @click.option("--size", type=int, help="Re-encode every view at SIZE x SIZE px (default: keep the JPEGs).")
 @click.option(
     "--quality",
@@ -428,8 +436,8 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
 
 @main.command("train")
 @click.option("--method", required=True, help="Method name (see `3die methods`).")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="Folder or .h5.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--data", type=_Path(exists=True, path_type=Path), required=True, help="Folder or .h5.")
+@click.option("--out", type=_Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--preset", default="mini", show_default=True, help="paper, mini or tiny (train_presets.toml).")
 @click.option("--epochs", type=int, help="Epochs (preset value when not given; same for the options below).")
 @click.option("--batch-size", type=int, help="Global batch size (split across torchrun processes).")
@@ -493,10 +501,10 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 
 # --- evaluation and leaderboards (benchmark/evaluate, benchmark/leaderboard) ---------------------------
 @main.command("evaluate")
-@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run", type=_Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--data",
-    type=click.Path(exists=True, path_type=Path),
+    type=_Path(exists=True, path_type=Path),
     help="Dataset folder or .h5 to evaluate on (default: the one the run trained on).",
 )
 @click.option(
@@ -605,16 +613,14 @@ def evaluate_command(
 
 
 @main.command("leaderboard")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=_Path(exists=True, path_type=Path))
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     required=True,
     help="Leaderboard CSV to write; its existing rows are merged with the sources'.",
 )
-@click.option(
-    "--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for figures."
-)
+@click.option("--plot", "plot_dir", type=_Path(file_okay=False, path_type=Path), help="Folder for figures.")
 def leaderboard_command(sources, out, plot_dir) -> None:
     """Merge evaluated runs (RUN folders or results.json) and leaderboard CSVs into one CSV: one row per
     experiment (method, method options beyond the preset's, preset, dataset and its hash, training
@@ -642,19 +648,19 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--preset", default="mini", show_default=True, help="Training preset: paper, mini or tiny.")
 @click.option(
     "--data",
-    type=click.Path(exists=True, path_type=Path),
+    type=_Path(exists=True, path_type=Path),
     help="Dataset folder or .h5 (default: the procedural dataset under OUT/data, rendered when missing).",
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     default=Path("out/benchmark"),
     show_default=True,
     help="Folder for the dataset, the run and the leaderboard.",
 )
 @click.option(
     "--leaderboard",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     help="CSV  [default: OUT/leaderboard.csv]",
 )
 @click.option("--seed", default=0, show_default=True, help="Training seed (and probe seed).")

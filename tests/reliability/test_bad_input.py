@@ -270,6 +270,25 @@ def test_an_empty_classes_option_is_refused_not_read_as_every_class(tmp_path, co
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["render", "--out", ""],
+        ["objects", "--out", " "],
+        ["train", "--method", "sie", "--data", "{tmp}", "--out", ""],
+        ["pack", "{tmp}", "--out", ""],
+        ["benchmark", "--method", "sie", "--out", ""],
+    ],
+    ids=lambda command: command[0],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [argument.format(tmp=tmp_path) for argument in command])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "an empty path; give a file or folder name" in result.output.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_procedural_objects_csv_with_unknown_ids_fails_those_objects_only(tmp_path):
     objects_csv = tmp_path / "objects.csv"
