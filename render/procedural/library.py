@@ -77,7 +77,13 @@ def parse_object_id(identifier: str) -> tuple[str, int, int]:
             f"{identifier!r} names no procedural class ({match['class_name']!r}; the classes: "
             f"{', '.join(_BUILDERS)})"
         )
-    return match["class_name"], int(match["index"]), int(match["seed"])
+    parsed = match["class_name"], int(match["index"]), int(match["seed"])
+    canonical = object_id(parsed[0], parsed[1], parsed[2])
+    if identifier != canonical:  # "mug-s0-i0" and "mug-s0-i00000" would be one shape under two ids
+        raise ValueError(
+            f"{identifier!r} is not a procedural object id as written by the library ({canonical!r})"
+        )
+    return parsed
 
 
 def instance_generator(class_name: str, index: int, seed: int) -> np.random.Generator:

@@ -143,6 +143,15 @@ def test_parse_rejects_foreign_ids():
         procedural.parse_object_id("chiar-s0-i00001")
 
 
+def test_one_instance_has_one_id():
+    """Other spellings of an instance's numbers would make one shape two objects (in train and in val)."""
+    for other in ("mug-s0-i0", "mug-s00-i00000", "mug-s0-i\u0660\u0660\u0660\u0660\u0660"):
+        with pytest.raises(
+            ValueError, match=r"not a procedural object id as written by the library \('mug-s0-i00000'\)"
+        ):
+            procedural.parse_object_id(other)
+
+
 def test_make_mesh_returns_a_fresh_trimesh():
     first = procedural.make_mesh("lamp", 2, 0)
     first.vertices[:] = 0.0
