@@ -21,12 +21,17 @@ ROTATION_DIMS = 4  # the relative rotation quaternion (x, y, z, w) leads every a
 # --- projectors and the invariant/equivariant split -----------------------------------------------
 
 
+#: Widest projector layer accepted (the published ones are 2048; a slip of extra digits would overflow).
+MAX_PROJECTOR_WIDTH = 65536
+
+
 def parse_projector_spec(spec: str) -> list[int]:
     """Layer widths of a projector spec such as "2048-2048-2048" (ASCII digits only: no sign, space or _)."""
     parts = spec.split("-")
-    if not all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts):
+    if not all(part.isascii() and part.isdigit() and 1 <= int(part) <= MAX_PROJECTOR_WIDTH for part in parts):
         raise ValueError(
-            f"projector spec {spec!r} must be positive integers joined by '-', e.g. '2048-2048-2048'"
+            f"projector spec {spec!r} must be integers from 1 to {MAX_PROJECTOR_WIDTH} joined by '-', e.g. "
+            "'2048-2048-2048'"
         )
     return [int(part) for part in parts]
 

@@ -21,6 +21,7 @@ from torch import nn
 from sie_models import losses
 from sie_models.backbones import Stem, representation_dim, resnet18
 from sie_models.heads import (
+    MAX_PROJECTOR_WIDTH,
     HypernetworkKind,
     OnlineProbes,
     PredictorKind,
@@ -165,8 +166,18 @@ def _one_of(names: tuple[str, ...]) -> OptionRange:
     return OptionRange(lambda value: value in names, f"{', '.join(map(repr, names[:-1]))} or {names[-1]!r}")
 
 
-COEFFICIENT = OptionRange(_finite_at_least_zero, "a finite number >= 0")
-POSITIVE = OptionRange(_finite_positive, "a finite number > 0")
+#: Bounds of loss coefficients and scales (temperatures, margins): far beyond any use, near enough that
+#: the loss stays a finite float32 (a temperature of 1e-300 or a weight of 1e308 only makes it NaN or inf).
+COEFFICIENT_MAX = 1e6
+SCALE_RANGE = (1e-6, 1e6)
+COEFFICIENT = OptionRange(
+    lambda value: _finite_at_least_zero(value) and value <= COEFFICIENT_MAX,
+    f"a number from 0 to {COEFFICIENT_MAX:g}",
+)
+POSITIVE = OptionRange(
+    lambda value: _finite_positive(value) and SCALE_RANGE[0] <= value <= SCALE_RANGE[1],
+    f"a number from {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}",
+)
 COUNT = OptionRange(lambda value: value >= 1, "an integer >= 1")
 
 #: Options whose default is None, and the type they take otherwise.
@@ -181,7 +192,8 @@ OPTION_RANGES: dict[str, OptionRange] = {
     "num_classes": COUNT,
     "action": _one_of(tuple(ACTION_DIMS)),
     "projector": OptionRange(
-        _projector_spec, "a projector spec: positive integers joined by '-', e.g. '2048-2048-2048'"
+        _projector_spec,
+        f"a projector spec: integers from 1 to {MAX_PROJECTOR_WIDTH} joined by '-', e.g. '2048-2048-2048'",
     ),
     "equivariant_fraction": OptionRange(lambda value: 0 < value <= 1, "a number in (0, 1]"),
     "sim_coeff": COEFFICIENT,
@@ -607,6 +619,11 @@ class VICRegPartial(Method):
         super().__init__(common)
         self.projector = build_projector(self.representation_dim, projector)
         self.invariant_dims, _ = split_dims(parse_projector_spec(projector)[-1], equivariant_fraction)
+        if self.invariant_dims < 1:  # the invariance term would be a mean over no dimension: NaN
+            raise ValueError(
+                f"equivariant_fraction {equivariant_fraction} leaves no invariant embedding dimension of "
+                f"{parse_projector_spec(projector)[-1]}; give a smaller fraction"
+            )
         self.coefficients = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
 
     def embed(self, rep1: Tensor, rep2: Tensor, action: Tensor) -> Embeddings:

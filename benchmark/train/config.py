@@ -170,7 +170,10 @@ def parse_method_options(items: tuple[str, ...]) -> dict[str, Any]:
         if not separator or not key:
             raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
         try:
-            options[key.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
-            options[key.strip()] = value
+            parsed = value
+        if key.strip() == "projector" and isinstance(parsed, int):  # "64" is a one-layer spec, not a number
+            parsed = value.strip()
+        options[key.strip()] = parsed
     return options

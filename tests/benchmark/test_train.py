@@ -252,6 +252,7 @@ def test_presets_live_in_one_file_and_options_override_them(tmp_path):
         resolve_config("tiny", method="sie", data="d", out="o", width=100000)
     with pytest.raises(ConfigError, match=r"^image_size must be at most 4096, got 40960$"):
         resolve_config("tiny", method="sie", data="d", out="o", image_size=40960)
+    assert parse_method_options(("projector=64",)) == {"projector": "64"}  # a one-layer spec, not a number
     assert parse_method_options(("equi_factor=0.5", "projector=8-8-8", "predictor_variance=false")) == {
         "equi_factor": 0.5,
         "projector": "8-8-8",

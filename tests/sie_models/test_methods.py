@@ -102,22 +102,26 @@ def test_unknown_option_lists_the_valid_ones():
 
 #: (method, option, value, what the message says is expected): one of each way an option can be wrong.
 BAD_OPTIONS = [
-    ("sie", "equi_factor", "abc", r"equi_factor=\"abc\" .*expected a finite number >= 0"),
+    ("sie", "equi_factor", "abc", r"equi_factor=\"abc\" .*expected a number from 0 to 1e\+06"),
     ("sie", "projector", [1, 2], r"projector=\[1, 2\] .*expected a projector spec"),
-    ("sie", "projector", "64-x-64", r"projector=\"64-x-64\" .*positive integers joined by '-'"),
-    ("sie", "projector", "64--64", r"projector=\"64--64\" .*positive integers joined by '-'"),
+    ("sie", "projector", "64-x-64", r"projector=\"64-x-64\" .*integers from 1 to 65536 joined by '-'"),
+    ("sie", "projector", "64--64", r"projector=\"64--64\" .*integers from 1 to 65536 joined by '-'"),
     ("vicreg", "projector", 64, r"projector=64 .*expected a projector spec"),
-    ("sie", "sim_coeff", None, r"sim_coeff=null .*expected a finite number >= 0"),
-    ("vicreg", "std_coeff", -1.0, r"std_coeff=-1.0 .*expected a finite number >= 0"),
-    ("vicreg", "cov_coeff", float("inf"), r"cov_coeff=Infinity .*expected a finite number >= 0"),
-    ("sie", "equi_factor", float("nan"), r"equi_factor=NaN .*expected a finite number >= 0"),
-    ("sie", "equi_factor", True, r"equi_factor=true .*expected a finite number >= 0"),
-    ("sen", "sigma", 0, r"sigma=0 .*expected a finite number > 0"),
-    ("sen", "hinge", -0.5, r"hinge=-0.5 .*expected a finite number > 0"),
-    ("simclr", "temperature", 0, r"temperature=0 .*expected a finite number > 0"),
-    ("simclr", "temperature", "0.1", r"temperature=\"0.1\" .*expected a finite number > 0"),
-    ("simclr-augself", "augself_weight", -1, r"augself_weight=-1 .*expected a finite number >= 0"),
-    ("equimod-vicreg", "equi_weight", [], r"equi_weight=\[\] .*expected a finite number >= 0"),
+    ("sie", "sim_coeff", None, r"sim_coeff=null .*expected a number from 0 to 1e\+06"),
+    ("vicreg", "std_coeff", -1.0, r"std_coeff=-1.0 .*expected a number from 0 to 1e\+06"),
+    ("vicreg", "cov_coeff", float("inf"), r"cov_coeff=Infinity .*expected a number from 0 to 1e\+06"),
+    ("sie", "equi_factor", float("nan"), r"equi_factor=NaN .*expected a number from 0 to 1e\+06"),
+    ("sie", "equi_factor", True, r"equi_factor=true .*expected a number from 0 to 1e\+06"),
+    ("sen", "sigma", 0, r"sigma=0 .*expected a number from 1e-06 to 1e\+06"),
+    ("sen", "hinge", -0.5, r"hinge=-0.5 .*expected a number from 1e-06 to 1e\+06"),
+    ("simclr", "temperature", 0, r"temperature=0 .*expected a number from 1e-06 to 1e\+06"),
+    ("simclr", "temperature", 1e-300, r"temperature=1e-300 .*expected a number from 1e-06"),  # NaN loss
+    ("sen", "sigma", 1e-300, r"sigma=1e-300 .*expected a number from 1e-06"),  # 1 / sigma^2 overflowed
+    ("sie", "equi_factor", 1e308, r"equi_factor=1e\+308 .*expected a number from 0 to 1e\+06"),  # inf loss
+    ("sie", "projector", "64-99999999999999999999", r"projector=.*integers from 1 to 65536"),
+    ("simclr", "temperature", "0.1", r"temperature=\"0.1\" .*expected a number from 1e-06 to 1e\+06"),
+    ("simclr-augself", "augself_weight", -1, r"augself_weight=-1 .*expected a number from 0 to 1e\+06"),
+    ("equimod-vicreg", "equi_weight", [], r"equi_weight=\[\] .*expected a number from 0 to 1e\+06"),
     ("sie", "predictor_variance", "maybe", r"predictor_variance=\"maybe\" .*expected true or false"),
     ("sie", "predictor_variance", 1, r"predictor_variance=1 .*expected true or false"),
     ("sie", "hypernetwork_bias", None, r"hypernetwork_bias=null .*expected true or false"),
@@ -144,6 +148,12 @@ def test_an_option_of_the_wrong_type_or_range_is_refused_before_building(name, o
     assert "\n" not in str(error.value)
     with pytest.raises(MethodOptionError, match=expected):
         check_method_options(name, {option: value})
+
+
+def test_partial_invariance_needs_an_invariant_dimension():
+    """A fraction of 1 left the invariance term a mean over no dimension: a NaN loss blamed on the lr."""
+    with pytest.raises(ValueError, match=r"equivariant_fraction 1 leaves no invariant embedding dimension"):
+        build_method("vicreg-partial", **{**TINY, "equivariant_fraction": 1})
 
 
 #: Values of every type that must still be accepted, ints standing for floats included.
