@@ -44,6 +44,11 @@ VALIDATION = 1_000_000
 SCORE_BATCH = 8192
 
 
+#: Largest probe sizes accepted: far above the published ones (1 sample, 10 pairs, 1024 hidden units), low
+#: enough that a slip of extra digits is one line rather than an overflow inside NumPy or torch.
+PROBE_MAXIMA = {"samples_per_object": 10_000, "val_pairs": 10_000, "hidden": 65_536, "batch_size": 1 << 20}
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """How a probe trains: epochs over the train objects, views or pairs drawn per object each epoch
@@ -64,6 +69,12 @@ class ProbeSettings:
         for name in ("epochs", "samples_per_object", "batch_size", "hidden", "val_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe {name} must be at least 1, got {getattr(self, name)}")
+            if (
+                name in PROBE_MAXIMA and getattr(self, name) > PROBE_MAXIMA[name]
+            ):  # beyond: overflow tracebacks
+                raise ValueError(
+                    f"probe {name} must be at most {PROBE_MAXIMA[name]}, got {getattr(self, name)}"
+                )
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(
                 f"probe lr must be positive and weight decay not negative, both finite, "

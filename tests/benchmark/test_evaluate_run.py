@@ -593,6 +593,9 @@ def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
         EvaluationSettings(workers=-1)
     with pytest.raises(ValueError, match="got 0 and 0"):
         EvaluationSettings(extract_batch=0)
+    for name, value in (("hidden", 2**62), ("val_pairs", 2**62), ("samples_per_object", 10**20)):
+        with pytest.raises(ValueError, match=rf"^probe {name} must be at most \d+, got {value}$"):
+            EvaluationSettings(**{name: value})  # these overflowed inside NumPy or torch
     options = (["--lr", "-1"], ["--lr", "inf"], ["--lr", "nan"], ["--workers", "-2"], ["--seed", "-5"])
     for option in (*options, ["--seed", str(2**70)]):
         result = _evaluate(evaluated_sie_run, *option)
