@@ -89,6 +89,13 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if writer.is_run_folder(root):
         report.add(str(root), "a training run folder, not a dataset; check the dataset it trained on")
         return report
+    if not (root / spec.MANIFEST_NAME).is_file() and (root / "taxonomy.json").is_file():
+        report.add(  # what `3die objects` writes or ShapeNet unpacks into: never render into it
+            str(root),
+            f"a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it into a "
+            f"folder of its own (`3die render --shapenet-dir {root} --out DATA`) and check DATA",
+        )
+        return report
     for path in writer.root_temp_files(root):
         report.add(path.name, ROOT_TEMP_MESSAGE)
     root_files = (

@@ -193,6 +193,15 @@ def test_a_folder_in_place_of_a_root_file_is_found(tmp_path, name):
     assert found[name][0] == "a folder where this file belongs; move it away and rerun `3die render`"
 
 
+def test_a_model_library_is_not_a_dataset_to_render_into(tmp_path):
+    from render.procedural.export import export_library
+
+    export_library(tmp_path / "lib", ["mug"], per_class=1)
+    report, found = problems(tmp_path / "lib")
+    assert not report.ok and list(found) == [str(tmp_path / "lib")]
+    assert found[str(tmp_path / "lib")][0].startswith("a ShapeNet-style folder of models (taxonomy.json)")
+
+
 def test_a_folder_without_objects_is_not_a_dataset(tmp_path):
     (tmp_path / "meshes" / "chair").mkdir(parents=True)  # a mesh folder given by mistake: CLASS/NAME.obj
     (tmp_path / "meshes" / "chair" / "a.obj").write_text("v 0 0 0\n")
