@@ -322,9 +322,15 @@ def _evaluate_locked(
         else:  # retrieval: PRE's nearest-neighbour search over every prediction (none without a predictor)
             total = val.latents.shape[0] * (val.latents.shape[1] - 1) if method.has_predictor else 0
             unit = "query"
+        one_class = task == "classification" and train_views.num_classes < 2
+        total = 0 if one_class else total
         with tqdm(total=total, desc=task, unit=unit, unit_scale=unit == "query", disable=not progress) as bar:
             try:
-                metrics = run_task(task, method, features, train_views.num_classes, settings, bar.update)
+                metrics = (
+                    None  # one class: every probe scores 100 %, a figure that says nothing
+                    if one_class
+                    else run_task(task, method, features, train_views.num_classes, settings, bar.update)
+                )
             except ProbeDivergedError as error:
                 raise EvaluationError(
                     f"{run}: the {task} probe stopped: {error}; evaluate with a lower probe learning rate "
@@ -332,7 +338,11 @@ def _evaluate_locked(
                     "it holds)"
                 ) from None
         if metrics is None:
-            results["skipped"][task] = f"method {config['method']} has no predictor"
+            results["skipped"][task] = (
+                f"the dataset has {train_views.num_classes} class; classification needs 2 or more"
+                if one_class
+                else f"method {config['method']} has no predictor"
+            )
             results["metrics"].pop(task, None)
         else:
             results["metrics"][task] = metrics

@@ -413,6 +413,22 @@ def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
     assert not list((run / "features").glob("*/val_embeddings.npy"))
 
 
+def test_a_one_class_dataset_skips_classification_instead_of_scoring_100(sie_run, tmp_path):
+    one_class = write_dataset(
+        tmp_path / "mugs", classes=1, train_per_class=3, val_per_class=2, views=4, size=16
+    )
+    run = tmp_path / "run"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("results*.json", "features"))
+    result = _evaluate(run, "--data", str(one_class.root), "--tasks", "classification,rotation")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{run}: classification skipped: the dataset has 1 class; classification needs 2 or more"
+        in result.output
+    )
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["metrics"]) == {"rotation"} and "classification" in results["skipped"]
+
+
 def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie_run):
     result = _evaluate(evaluated_sie_run, "--tasks", "classification,segmentation")
     assert result.exit_code == 1 and "unknown tasks segmentation; choose from" in result.output
