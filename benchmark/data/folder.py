@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
 from render import spec, writer
-from render.manifest import SPLITS, ManifestError, read_official_val
+from render.manifest import SPLITS, ManifestError, read_official_val, shapenet_label
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
 
 #: How many missing files an error message names before summarising.
@@ -35,7 +35,7 @@ def open_folder(root: Path, split: str = "train") -> FolderViews:
     manifest = read_dataset_manifest(root)
     keys, labels = read_split_files(root, split)
     classes = manifest_classes(root, manifest)
-    check_labels(root / f"{split}_labels.npy", labels, len(classes))
+    check_labels(root / f"{split}_labels.npy", labels, len(classes), None if manifest else keys)
     views = manifest_views(root, manifest)
     for key in keys:
         check_object_folder(root / key, views)
@@ -208,13 +208,22 @@ def manifest_classes(root: Path, manifest: dict | None) -> tuple[ClassInfo, ...]
         raise DatasetError(f"{root}/{error}") from None
 
 
-def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
-    """Every label is a class index of the dataset."""
+def check_labels(path: Path, labels: np.ndarray, num_classes: int, keys: list[str] | None = None) -> None:
+    """Every label is a class index of the dataset; with `keys` (a folder without manifest.json, whose
+    classes are the 55 ShapeNet synsets in sorted order), every label is its synset's."""
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if len(bad):
         raise DatasetError(
             f"{path}: label {int(bad[0])} outside 0..{num_classes - 1} (the dataset's classes)"
         )
+    for key, label in zip(keys or (), labels, strict=False):
+        synset = key.split("/")[0]
+        if label != shapenet_label(synset):  # a chair under label 0 would be scored as an airplane
+            raise DatasetError(
+                f"{path}: {key} has label {int(label)}, but without {spec.MANIFEST_NAME} the labels are "
+                f"those of the 55 ShapeNet synsets in sorted order ({synset}: {shapenet_label(synset)}); "
+                "write the ShapeNet labels, or render it with 3die (its manifest.json lists the classes)"
+            )
 
 
 def check_object_folder(folder: Path, views: int) -> None:

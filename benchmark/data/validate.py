@@ -149,7 +149,7 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     manifest = read_dataset_manifest(path)
     keys, labels = read_split_files(path, split, unique=False)
     classes = manifest_classes(path, manifest)
-    check_labels(path / f"{split}_labels.npy", labels, len(classes))
+    check_labels(path / f"{split}_labels.npy", labels, len(classes), None if manifest else keys)
     reader = FolderViews(path, split, keys, labels, manifest_views(path, manifest), classes)
     reader.manifest = manifest  # read again by find_bad_objects (latent range, completion markers)
     return reader

@@ -1,13 +1,21 @@
 """Dataset folder readers: our layout and the official download give one interface; bad files are named."""
 
 import re
+import shutil
 
 import numpy as np
 import pytest
 from synthetic_data import write_dataset
 from torch.utils.data import DataLoader
 
-from benchmark.data import DatasetError, FolderViews, ViewPairs, open_dataset, worker_error_line
+from benchmark.data import (
+    DatasetError,
+    FolderViews,
+    ViewPairs,
+    open_dataset,
+    training_split,
+    worker_error_line,
+)
 from render import spec
 
 
@@ -37,6 +45,22 @@ def test_official_download_layout_uses_shapenet_labels_and_55_classes(official_d
     assert views.num_classes == 55
     assert views.classes[0].synset == "02691156" and views.classes[0].name == "airplane"
     np.testing.assert_array_equal(views.latents(2), official_dataset.latents[views.keys[2]])
+
+
+def test_a_folder_without_manifest_whose_labels_are_not_the_synsets_is_refused(official_dataset, tmp_path):
+    """Labels 0/1 of two classes (as a 3die render writes them) without manifest.json would be read as
+    ShapeNet's airplane and ashcan: scored against the wrong classes, silently."""
+    root = tmp_path / "copy"
+    shutil.copytree(official_dataset.root, root)
+    labels = np.load(root / "train_labels.npy")
+    np.save(root / "train_labels.npy", np.where(labels == 2, 1, labels))
+    key = official_dataset.splits["train"][2]
+    with pytest.raises(
+        DatasetError, match=rf"train_labels.npy: {key} has label 1, but without manifest.json"
+    ):
+        open_dataset(root, "train")
+    with pytest.raises(DatasetError, match=r"has label 1, but without manifest.json"):
+        training_split(root, "train")
 
 
 def test_the_official_download_without_split_files_gets_the_published_split(tmp_path):
