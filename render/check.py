@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from render import spec, writer
-from render.manifest import SPLITS, read_manifest
+from render.manifest import SPLITS, read_manifest, shapenet_label
 from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text
 from render.sources import NPY_ERRORS, SourceError, read_images_npy
@@ -272,10 +272,18 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
         if objects_csv.is_file()
         else {}
     )
+    shapenet = not objects_csv.is_file() and not (root / spec.MANIFEST_NAME).is_file()  # the official layout
+    reference, remedy = (
+        ("the ShapeNet synsets'", "without manifest.json the labels must be ShapeNet's (sorted synsets)")
+        if shapenet
+        else (f"{spec.OBJECTS_CSV_NAME}'s", "rerun `3die render` on this folder to rewrite the split files")
+    )
     for split in SPLITS:
         keys = _split_keys(root, split)
         if keys is None:
             continue
+        if shapenet:
+            listed_labels.update((key, shapenet_label(key.split("/")[0])) for key in keys)
         present[split] = keys
         labels_path = root / f"{split}_labels.npy"
         if not labels_path.is_file():
@@ -310,8 +318,8 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
             key, label, expected = differ[0]
             report.add(
                 labels_path.name,
-                f"{len(differ)} labels differ from {spec.OBJECTS_CSV_NAME}'s (first {key}: {label} here, "
-                f"{expected} there); rerun `3die render` on this folder to rewrite the split files",
+                f"{len(differ)} labels differ from {reference} (first {key}: {label} here, {expected} "
+                f"there); {remedy}",
             )
         for key, count in sorted(Counter(keys).items()):
             if count > 1:

@@ -193,6 +193,17 @@ def test_a_folder_in_place_of_a_root_file_is_found(tmp_path, name):
     assert found[name][0] == "a folder where this file belongs; move it away and rerun `3die render`"
 
 
+def test_official_layout_labels_that_are_not_the_synsets_are_found(tmp_path):
+    """Without manifest.json the labels are ShapeNet's; labels of a 3die render's classes are not."""
+    root = make_dataset(tmp_path, views=50)
+    (root / spec.MANIFEST_NAME).unlink()
+    (root / spec.OBJECTS_CSV_NAME).unlink()
+    assert problems(root)[0].ok, "the fixture's labels are the ShapeNet ones"
+    np.save(root / "train_labels.npy", (np.load(root / "train_labels.npy") + 1) % 55)
+    _, found = problems(root)
+    assert found["train_labels.npy"][0].startswith("2 labels differ from the ShapeNet synsets' (first ")
+
+
 def test_a_model_library_is_not_a_dataset_to_render_into(tmp_path):
     from render.procedural.export import export_library
 
