@@ -12,13 +12,13 @@ TINY = ["--preset", "tiny", "--image-size", "16", "--batch-size", "4", "--epochs
 
 #: (method, --option, the part of the error line after "method 'NAME': option ").
 BAD_OPTIONS = [
-    ("sie", "equi_factor=abc", 'equi_factor="abc" is not valid; expected a finite number >= 0'),
+    ("sie", "equi_factor=abc", 'equi_factor="abc" is not valid; expected a number from 0 to 1e+06'),
     ("sie", "projector=[1,2]", "projector=[1, 2] is not valid; expected a projector spec"),
-    ("sie", "sim_coeff=null", "sim_coeff=null is not valid; expected a finite number >= 0"),
-    ("sen", "sigma=0", "sigma=0 is not valid; expected a finite number > 0"),
+    ("sie", "sim_coeff=null", "sim_coeff=null is not valid; expected a number from 0 to 1e+06"),
+    ("sen", "sigma=0", "sigma=0 is not valid; expected a number from 1e-06 to 1e+06"),
     ("sie", "predictor_variance=maybe", 'predictor_variance="maybe" is not valid; expected true or false'),
-    ("simclr", "temperature=0", "temperature=0 is not valid; expected a finite number > 0"),
-    ("vicreg", "cov_coeff=NaN", "cov_coeff=NaN is not valid; expected a finite number >= 0"),
+    ("simclr", "temperature=0", "temperature=0 is not valid; expected a number from 1e-06 to 1e+06"),
+    ("vicreg", "cov_coeff=NaN", "cov_coeff=NaN is not valid; expected a number from 0 to 1e+06"),
     ("sie-mlp", "predictor_layers=1.5", "predictor_layers=1.5 is not valid; expected an integer >= 1"),
 ]
 
