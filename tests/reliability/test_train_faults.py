@@ -182,13 +182,16 @@ def test_a_file_where_the_run_needs_a_folder_is_named_as_in_the_way(dataset, tmp
 
 
 def test_an_allocation_beyond_the_memory_limit_is_one_line(dataset, tmp_path):
-    """A projector of 4e9 units asks for 128 GB: under an 8 GB address-space limit the allocation fails at
-    once, and `3die train` says so in one line instead of torch's allocator traceback."""
+    """VICReg's projector of two 65,536-wide layers asks for a 17 GB weight matrix: under an 8 GB
+    address-space limit the allocation fails at once, and `3die train` says so in one line instead of
+    torch's allocator traceback."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
-    arguments = [*train_arguments(dataset.root, tmp_path / "run"), "--option", "projector=4000000000-64"]
+    arguments = train_arguments(dataset.root, tmp_path / "run")
+    arguments[arguments.index("sie")] = "vicreg"
+    arguments += ["--option", "projector=65536-65536"]
     refused = subprocess.run(
         [sys.executable, "-c", "from benchmark.cli import main; main()", *arguments],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
