@@ -56,13 +56,14 @@ def _workers_option(name: str, help_text: str, default: int | None = None, minim
     from render.processes import check_workers
 
     def check(_context, _parameter, workers: int | None) -> int | None:
-        if workers is not None and workers < minimum:
+        if workers is None:
+            return None
+        if workers < minimum:
             raise click.ClickException(f"{name} must be {minimum} or more, got {workers}")
-        if workers is not None:
-            try:
-                check_workers(workers, name)
-            except ValueError as error:
-                raise click.ClickException(str(error)) from None
+        try:
+            check_workers(workers, name)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
         return workers
 
     return click.option(
@@ -79,15 +80,6 @@ def _write_remedy(error: OSError) -> str:
     if error.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         return "move away the file or folder in the way (a file where a folder belongs, or the reverse)"
     return "free disk space or make the folder writable"
-
-
-def _class_names(text: str) -> tuple[str, ...]:
-    """The names of a --classes option ("chair, mug," names chair and mug); one line when it names none
-    (an empty --classes does not mean every class)."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise click.ClickException("--classes names no class; give class names separated by commas")
-    return names
 
 
 # --- rendering (render/) -------------------------------------------------------------------------------
@@ -731,7 +723,7 @@ def benchmark_command(
         parse_method_options,
     )
     from render.launch import RenderSetupError
-    from render.sources import SourceError
+    from render.sources import SourceError, class_names
     from render.writer import DatasetMismatchError
 
     if leaderboard is not None and leaderboard.suffix.lower() != ".csv":
@@ -769,7 +761,7 @@ def benchmark_command(
             probe_samples=probe_samples,
             device=device,
             procedural=ProceduralData(
-                classes=None if classes is None else _class_names(classes),
+                classes=None if classes is None else class_names(classes.split(",")),
                 per_class=per_class,
                 views=views,
                 quality=quality,

@@ -152,8 +152,8 @@ def run_benchmark(
         **(config.probe_epochs or {}),
     }
     samples = config.probe_samples or PROBE_SAMPLES.get(config.preset, 1)
-    settings = EvaluationSettings(  # checked now, not after training; the training's loader workers
-        # decode the evaluation's images too
+    # made (and so checked) before rendering and training; the training's loader workers decode its images
+    settings = EvaluationSettings(
         epochs=probe_epochs,
         samples_per_object=samples,
         seed=config.seed,

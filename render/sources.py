@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tokenize
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -210,11 +211,8 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     import trimesh
 
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise MeshError(
-            f"{path}: a symbolic link to {os.readlink(path)}, which leads to no file (missing or a loop); "
-            "fix or remove the link"
-        )
+    if _is_broken_link(path):
+        raise MeshError(_broken_link_error(path))
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
     check_mesh_file_size(path)
@@ -371,11 +369,8 @@ class MeshDirSource:
         root = _existing_folder(self.root, "--mesh-dir")
         layout = f"expected ROOT/CLASS/NAME.{{{','.join(ext.lstrip('.') for ext in MESH_EXTENSIONS)}}}"
         files: dict[tuple[str, str], Path] = {}
-        for link in sorted(p for p in root.iterdir() if p.is_symlink() and not p.exists()):
-            raise SourceError(  # a class folder reached through a broken link would drop the class
-                f"{link}: a symbolic link to {os.readlink(link)}, which leads nowhere (missing or a loop); "
-                "fix or remove the link"
-            )
+        for link in sorted(p for p in root.iterdir() if _is_broken_link(p)):
+            raise SourceError(_broken_link_error(link))  # a class behind it would be dropped
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             meshes = [p for p in sorted(folder.iterdir()) if _is_mesh_entry(p)]
             if not meshes:  # a class of nothing is a layout mistake (e.g. CLASS/NAME/model.obj)
@@ -502,10 +497,8 @@ def source_from_options(
         )
     if objects_file is not None and not Path(objects_file).is_file():
         raise SourceError(f"{objects_file}: no such file (given as --objects)")
-    if classes is not None:  # "chair, mug," names chair and mug
-        classes = tuple(name.strip() for name in classes if name.strip())
-        if not classes:
-            raise SourceError("--classes names no class; give class names separated by commas")
+    if classes is not None:
+        classes = class_names(classes)
     if shapenet_dir is not None:
         return ShapeNetSource(Path(shapenet_dir), objects_file)
     if mesh_dir is not None:
@@ -515,7 +508,28 @@ def source_from_options(
     )
 
 
+def class_names(names: Iterable[str]) -> tuple[str, ...]:
+    """The class names of a --classes option split at commas ("chair, mug," names chair and mug);
+    SourceError when it names none (an empty --classes does not mean every class)."""
+    names = tuple(name.strip() for name in names if name.strip())
+    if not names:
+        raise SourceError("--classes names no class; give class names separated by commas")
+    return names
+
+
 # --- helpers -------------------------------------------------------------------------------------------
+def _is_broken_link(path: Path) -> bool:
+    """A symbolic link whose target is missing, or a loop."""
+    return path.is_symlink() and not path.exists()
+
+
+def _broken_link_error(path: Path) -> str:
+    return (
+        f"{path}: a symbolic link to {os.readlink(path)}, which leads nowhere (missing or a loop); fix or "
+        "remove the link"
+    )
+
+
 def _is_mesh_file(path: Path) -> bool:
     return path.suffix.lower() in MESH_EXTENSIONS
 
@@ -523,7 +537,7 @@ def _is_mesh_file(path: Path) -> bool:
 def _is_mesh_entry(path: Path) -> bool:
     """A mesh file of a class folder, or a broken link named like one (an object that fails to load,
     recorded in the failures file, rather than one left out unnoticed)."""
-    return _is_mesh_file(path) and (path.is_file() or (path.is_symlink() and not path.exists()))
+    return _is_mesh_file(path) and (path.is_file() or _is_broken_link(path))
 
 
 def _spec(entry, path: Path | None = None) -> ObjectSpec:

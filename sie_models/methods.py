@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -145,14 +144,6 @@ class OptionRange:
     expected: str
 
 
-def _finite_at_least_zero(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
-
-
-def _finite_positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
-
-
 def _projector_spec(value: str) -> bool:
     try:
         parse_projector_spec(value)
@@ -166,18 +157,15 @@ def _one_of(names: tuple[str, ...]) -> OptionRange:
     return OptionRange(lambda value: value in names, f"{', '.join(map(repr, names[:-1]))} or {names[-1]!r}")
 
 
-#: Bounds of loss coefficients and scales (temperatures, margins): far beyond any use, near enough that
-#: the loss stays a finite float32 (a temperature of 1e-300 or a weight of 1e308 only makes it NaN or inf).
-COEFFICIENT_MAX = 1e6
-SCALE_RANGE = (1e-6, 1e6)
-COEFFICIENT = OptionRange(
-    lambda value: _finite_at_least_zero(value) and value <= COEFFICIENT_MAX,
-    f"a number from 0 to {COEFFICIENT_MAX:g}",
-)
-POSITIVE = OptionRange(
-    lambda value: _finite_positive(value) and SCALE_RANGE[0] <= value <= SCALE_RANGE[1],
-    f"a number from {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}",
-)
+def _within(low: float, high: float) -> OptionRange:
+    """A number from `low` to `high` (NaN and infinities are outside any such range)."""
+    return OptionRange(lambda value: low <= value <= high, f"a number from {low:g} to {high:g}")
+
+
+#: Loss coefficients and scales (temperatures, margins) range far beyond any use, but stay where the loss
+#: is a finite float32 (a temperature of 1e-300 or a weight of 1e308 only makes it NaN or infinite).
+COEFFICIENT = _within(0.0, 1e6)
+POSITIVE = _within(1e-6, 1e6)
 COUNT = OptionRange(lambda value: value >= 1, "an integer >= 1")
 
 #: Options whose default is None, and the type they take otherwise.
@@ -618,11 +606,12 @@ class VICRegPartial(Method):
     ):
         super().__init__(common)
         self.projector = build_projector(self.representation_dim, projector)
-        self.invariant_dims, _ = split_dims(parse_projector_spec(projector)[-1], equivariant_fraction)
+        embedding = parse_projector_spec(projector)[-1]
+        self.invariant_dims, _ = split_dims(embedding, equivariant_fraction)
         if self.invariant_dims < 1:  # the invariance term would be a mean over no dimension: NaN
             raise ValueError(
                 f"equivariant_fraction {equivariant_fraction} leaves no invariant embedding dimension of "
-                f"{parse_projector_spec(projector)[-1]}; give a smaller fraction"
+                f"{embedding}; give a smaller fraction"
             )
         self.coefficients = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
 

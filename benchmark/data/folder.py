@@ -218,10 +218,11 @@ def check_labels(path: Path, labels: np.ndarray, num_classes: int, keys: list[st
         )
     for key, label in zip(keys or (), labels, strict=False):
         synset = key.split("/")[0]
-        if label != shapenet_label(synset):  # a chair under label 0 would be scored as an airplane
+        expected = shapenet_label(synset)
+        if label != expected:  # a chair under label 0 would be scored as an airplane
             raise DatasetError(
                 f"{path}: {key} has label {int(label)}, but without {spec.MANIFEST_NAME} the labels are "
-                f"those of the 55 ShapeNet synsets in sorted order ({synset}: {shapenet_label(synset)}); "
+                f"those of the 55 ShapeNet synsets in sorted order ({synset}: {expected}); "
                 "write the ShapeNet labels, or render it with 3die (its manifest.json lists the classes)"
             )
 

@@ -67,14 +67,11 @@ class ProbeSettings:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "samples_per_object", "batch_size", "hidden", "val_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"probe {name} must be at least 1, got {getattr(self, name)}")
-            if (
-                name in PROBE_MAXIMA and getattr(self, name) > PROBE_MAXIMA[name]
-            ):  # beyond: overflow tracebacks
-                raise ValueError(
-                    f"probe {name} must be at most {PROBE_MAXIMA[name]}, got {getattr(self, name)}"
-                )
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"probe {name} must be at least 1, got {value}")
+            if value > PROBE_MAXIMA.get(name, value):
+                raise ValueError(f"probe {name} must be at most {PROBE_MAXIMA[name]}, got {value}")
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(
                 f"probe lr must be positive and weight decay not negative, both finite, "

@@ -78,7 +78,7 @@ def parse_object_id(identifier: str) -> tuple[str, int, int]:
             f"{', '.join(_BUILDERS)})"
         )
     parsed = match["class_name"], int(match["index"]), int(match["seed"])
-    canonical = object_id(parsed[0], parsed[1], parsed[2])
+    canonical = object_id(*parsed)
     if identifier != canonical:  # "mug-s0-i0" and "mug-s0-i00000" would be one shape under two ids
         raise ValueError(
             f"{identifier!r} is not a procedural object id as written by the library ({canonical!r})"
