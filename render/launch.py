@@ -86,11 +86,10 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         """'K/N' -> Shard(K, N)."""
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise ValueError(f"shard must look like K/N (e.g. 0/4), got {text!r}") from None
-        return cls(index, count)
+        parts = [part.strip() for part in text.split("/")]
+        if len(parts) != 2 or not all(spec.is_decimal(part) for part in parts):
+            raise ValueError(f"shard must look like K/N (e.g. 0/4), got {text!r}")
+        return cls(int(parts[0]), int(parts[1]))
 
     def holds(self, obj: ObjectSpec) -> bool:
         return shard_index(obj, self.count) == self.index

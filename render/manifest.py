@@ -252,7 +252,7 @@ def _rows(text: str, origin: str, columns: tuple[str, ...]):
 def _entry_from_row(row: dict[str, str], where: str) -> ObjectEntry:
     """A checked entry from a CSV row."""
     label_text = row["label"].strip()
-    if not (label_text.isascii() and label_text.isdigit()):
+    if not spec.is_decimal(label_text):
         raise ManifestError(f"{where}: bad label {row['label']!r}; expected a non-negative integer")
     entry = ObjectEntry(row["synset"], row["object_id"], int(label_text), row["split"], row["source"])
     _check_entry(entry, where)

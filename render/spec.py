@@ -27,6 +27,8 @@ MANIFEST_NAME = "manifest.json"
 DATASET_FORMAT = "3die-dataset/1"
 OBJECTS_CSV_NAME = "objects.csv"
 FAILURES_NAME = "failures.jsonl"
+#: The class list of a ShapeNet-style folder of models (what `3die objects` writes).
+TAXONOMY_NAME = "taxonomy.json"
 
 
 def image_name(view: int) -> str:
@@ -145,3 +147,9 @@ def spherical_to_cartesian(radius: float, theta: float, phi: float) -> tuple[flo
         radius * math.sin(theta) * math.sin(phi),
         radius * math.cos(theta),
     )
+
+
+def is_decimal(text: str) -> bool:
+    """Whether text is a plain count: ASCII digits only. Unlike `str.isdigit` it refuses "²", and
+    unlike `int` it refuses "1_0", "+7" and " 7", so manifests, CSVs and options read one way."""
+    return text.isascii() and text.isdigit()

@@ -114,11 +114,10 @@ class EvaluationSettings:
             self.probe(task)
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be from 0 to 2^63 - 1, got {self.seed}")
-        if self.workers < 0 or self.extract_batch < 1:
-            raise ValueError(
-                f"workers must be at least 0 and extract batch at least 1, got {self.workers} and "
-                f"{self.extract_batch}"
-            )
+        if self.workers < 0:
+            raise ValueError(f"workers must be at least 0, got {self.workers}")
+        if self.extract_batch < 1:
+            raise ValueError(f"extract batch must be at least 1, got {self.extract_batch}")
 
     def probe(self, task: str) -> ProbeSettings:
         """The probe settings of one probe task."""
@@ -157,12 +156,12 @@ def parse_epochs(text: str | None, base: Mapping[str, int] = PAPER_PROBE_EPOCHS)
     if text is None:
         return epochs
     text = text.strip()
-    if text.isascii() and text.isdigit():  # not "²", which isdigit() accepts and int() refuses
+    if spec.is_decimal(text):
         return dict.fromkeys(PROBE_TASKS, int(text))
     for item in text.split(","):
         task, separator, value = item.partition("=")
         task, value = TASK_ALIASES.get(task.strip(), task.strip()), value.strip()
-        if not separator or task not in PROBE_TASKS or not (value.isascii() and value.isdigit()):
+        if not separator or task not in PROBE_TASKS or not spec.is_decimal(value):
             raise ValueError(
                 f"cannot read epochs {text!r} (at {item.strip()!r}): give N for every probe, or TASK=N,... "
                 f"with TASK in {', '.join(PROBE_TASKS)}"

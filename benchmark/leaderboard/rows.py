@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, results_problem, upgrade_results
+from render import spec
 from render.locks import exclusive_lock
 from render.writer import link_target
 
@@ -57,7 +58,7 @@ METRIC_COLUMNS = {
 
 def _count_or_per_task(text: str) -> int | str:
     """A `probe_samples` cell: one count, or counts per task ("classification=50;rotation=1")."""
-    return int(text) if text.isascii() and text.isdigit() else text
+    return int(text) if spec.is_decimal(text) else text
 
 
 def _iso_time(text: str) -> str:

@@ -57,8 +57,8 @@ def test_shards_are_disjoint_covering_and_order_free():
     assert set.union(*members) == {o.key for o in objects}
     assert all(len(m) > 40 for m in members)
     assert shard_index(objects[7], 3) == shard_index(ObjectSpec("s", "o7", 5, "val", "mesh-dir"), 3)
-    assert Shard.parse("2/3") == Shard(2, 3)
-    for text in ("3/3", "1", "a/b", "-1/2"):
+    assert Shard.parse("2/3") == Shard(2, 3) == Shard.parse(" 2 / 3 ")
+    for text in ("3/3", "1", "a/b", "-1/2", "1_0/20", "+1/2", "²/3", "1/2/3"):
         with pytest.raises(ValueError, match="shard"):
             Shard.parse(text)
 
