@@ -60,6 +60,11 @@ PREDICTOR_DEFAULTS: dict[str, Any] = {
     "predictor_bias": False,
     "predictor_layers": 2,
 }
+#: The predictor options that only one kind of predictor reads (a changed value for the other is refused).
+PREDICTOR_KIND_OPTIONS = {
+    "hypernetwork": ("hypernetwork", "hypernetwork_bias", "predictor_bias"),
+    "mlp": ("predictor_layers",),
+}
 SIE_DEFAULTS: dict[str, Any] = {
     "projector": PAPER_PROJECTOR,
     "equivariant_fraction": 0.5,
@@ -277,6 +282,14 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
         if expected is not None:
             raise MethodOptionError(
                 f"method {name!r}: option {key}={_shown(value)} is not valid; expected {expected}"
+            )
+    kind = options.get("predictor", defaults.get("predictor"))
+    for other, keys in PREDICTOR_KIND_OPTIONS.items():
+        unused = [key for key in keys if other != kind and key in options and options[key] != defaults[key]]
+        if unused:
+            raise MethodOptionError(
+                f"method {name!r}: option {', '.join(unused)} applies to predictor={other}, not {kind}; "
+                f"remove it or set predictor={other}"
             )
 
 

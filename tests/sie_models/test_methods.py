@@ -160,7 +160,8 @@ def test_partial_invariance_needs_an_invariant_dimension():
 GOOD_OPTIONS = [
     ("sie", {"equi_factor": 0, "sim_coeff": 25, "std_coeff": 2.5, "cov_coeff": 0.0}),
     ("sie", {"predictor_variance": False, "hypernetwork_bias": True, "predictor_bias": True}),
-    ("sie", {"predictor": "mlp", "predictor_layers": 1, "hypernetwork": "deep", "num_classes": None}),
+    ("sie", {"predictor": "mlp", "predictor_layers": 1, "hypernetwork": "linear", "num_classes": None}),
+    ("sie-mlp", {"predictor": "hypernetwork", "hypernetwork": "deep", "predictor_layers": 2}),
     ("sie", {"equivariant_fraction": 1, "stem": "small", "action": "rotation+color", "projector": "16"}),
     ("simclr", {"temperature": 1, "projector": "8-016"}),
     ("sen", {"sigma": 1e-3, "hinge": 2}),
@@ -176,6 +177,25 @@ def test_options_of_the_right_type_and_range_are_accepted(name, options):
     assert {key: method.config[key] for key in options} == options
     view1, view2, action, _ = batch(method, size=4, image_size=TINY["image_size"])
     assert torch.isfinite(method(view1, view2, action).loss)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "unused", "kind"),
+    [
+        ("sie", {"predictor_layers": 3}, "predictor_layers", "mlp"),
+        (
+            "sie",
+            {"predictor": "mlp", "hypernetwork": "deep", "predictor_bias": True},
+            "hypernetwork, predictor_bias",
+            "hypernetwork",
+        ),
+        ("sie-mlp", {"hypernetwork_bias": True}, "hypernetwork_bias", "hypernetwork"),
+    ],
+)
+def test_an_option_of_the_other_predictor_is_refused(name, options, unused, kind):
+    """The predictor that is not built would ignore it: the run would not be the one asked for."""
+    with pytest.raises(MethodOptionError, match=rf"option {unused} applies to predictor={kind}, not"):
+        check_method_options(name, options)
 
 
 def test_every_default_passes_its_own_check():
