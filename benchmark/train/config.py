@@ -173,7 +173,10 @@ def parse_method_options(items: tuple[str, ...]) -> dict[str, Any]:
             parsed = json.loads(value)
         except ValueError:
             parsed = value
-        if key.strip() == "projector" and isinstance(parsed, int):  # "64" is a one-layer spec, not a number
+        key = key.strip()
+        if key in options:
+            raise ConfigError(f"--option {key} is given twice ({item!r}); keep one")
+        if key == "projector" and isinstance(parsed, int):  # "64" is a one-layer spec, not a number
             parsed = value.strip()
-        options[key.strip()] = parsed
+        options[key] = parsed
     return options

@@ -260,6 +260,10 @@ def test_presets_live_in_one_file_and_options_override_them(tmp_path):
     }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_method_options(("novalue",))
+    with pytest.raises(
+        ConfigError, match=r"^--option equi_factor is given twice \('equi_factor =1'\); keep one$"
+    ):
+        parse_method_options(("equi_factor=0.5", "equi_factor =1"))
 
 
 def test_a_batch_larger_than_the_dataset_is_refused(synthetic_dataset, tmp_path):
