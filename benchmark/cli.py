@@ -620,7 +620,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
     from benchmark.leaderboard import LeaderboardError, append_rows, format_table, load_rows
     from benchmark.leaderboard.plots import plot_folder, plot_leaderboard
 
-    if out.suffix != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
+    if out.suffix.lower() != ".csv":  # e.g. a run's results.json, which would be read and then overwritten
         raise click.ClickException(f"{out}: --out must name a .csv file (the leaderboard to write)")
     try:
         if plot_dir is not None:  # an unusable folder stops before the CSV is written

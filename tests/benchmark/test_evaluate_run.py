@@ -603,11 +603,9 @@ def test_task_and_epoch_parsing():
 
 
 def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
-    with pytest.raises(
-        ValueError, match="workers must be at least 0 and extract batch at least 1, got -1 and 256"
-    ):
+    with pytest.raises(ValueError, match=r"^workers must be at least 0, got -1$"):
         EvaluationSettings(workers=-1)
-    with pytest.raises(ValueError, match="got 0 and 0"):
+    with pytest.raises(ValueError, match=r"^extract batch must be at least 1, got 0$"):
         EvaluationSettings(extract_batch=0)
     for name, value in (("hidden", 2**62), ("val_pairs", 2**62), ("samples_per_object", 10**20)):
         with pytest.raises(ValueError, match=rf"^probe {name} must be at most \d+, got {value}$"):
