@@ -23,8 +23,8 @@ from tqdm import tqdm
 from render import spec, writer
 from render.manifest import SPLITS, read_manifest, shapenet_label
 from render.processes import exit_with_parent
-from render.sampling import outside_range, range_text
-from render.sources import NPY_ERRORS, SourceError, read_images_npy
+from render.sampling import outside_range, range_text, rotation_range_of
+from render.sources import NPY_ERRORS, SourceError, model_library_problem, read_images_npy
 
 RANGE_TOLERANCE = 1e-9
 MAX_MESSAGES_PER_OBJECT = 6
@@ -89,12 +89,9 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     if writer.is_run_folder(root):
         report.add(str(root), "a training run folder, not a dataset; check the dataset it trained on")
         return report
-    if not (root / spec.MANIFEST_NAME).is_file() and (root / "taxonomy.json").is_file():
-        report.add(  # what `3die objects` writes or ShapeNet unpacks into: never render into it
-            str(root),
-            f"a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it into a "
-            f"folder of its own (`3die render --shapenet-dir {root} --out DATA`) and check DATA",
-        )
+    library = model_library_problem(root)
+    if library is not None:
+        report.add(str(root), f"{library} and check DATA")
         return report
     for path in writer.root_temp_files(root):
         report.add(path.name, ROOT_TEMP_MESSAGE)
@@ -341,18 +338,34 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
 
 
 def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Expectations:
-    """Views, image size and latent range from manifest.json, or the published values without one."""
+    """Views, image size and latent range from manifest.json; without one, the published views, the first
+    object's image size and the rotation range of its first latent."""
     settings = (manifest or {}).get("settings", {})
     size = settings.get("size")
     if size is None and expected:
         first = root / expected[0] / spec.image_name(0)
         size = _image_size(first)
+    rotation = settings.get("rotation", "published")
+    if manifest is None and expected:  # the official downloads: 3DIEBench or 3DIEBench-OOD
+        rotation = file_rotation_range(root / expected[0] / spec.latent_name(0))
     return Expectations(
         views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
         size=size,
-        rotation=settings.get("rotation", "published"),
+        rotation=rotation,
         marker=manifest is not None,
     )
+
+
+def file_rotation_range(path: Path) -> str:
+    """`rotation_range_of` the latent file `path` (one view's .npy), for a dataset without manifest.json;
+    "published" when it cannot be read (the checks then report the file itself)."""
+    try:
+        latent = np.load(path, allow_pickle=False)
+    except NPY_ERRORS:
+        return "published"
+    if latent.shape != (spec.LATENT_DIM,) or not np.issubdtype(latent.dtype, np.floating):
+        return "published"
+    return rotation_range_of(latent)
 
 
 def _image_size(path: Path) -> int | None:

@@ -508,6 +508,19 @@ def source_from_options(
     )
 
 
+def model_library_problem(root: Path) -> str | None:
+    """What is wrong with reading `root` as a rendered dataset when it is a ShapeNet-style folder of models
+    (a taxonomy.json, as `3die objects` writes and ShapeNet unpacks into, and no dataset manifest or split
+    files), with the command that renders it; None for any other folder."""
+    dataset_files = (spec.MANIFEST_NAME, *(f"{split}_images.npy" for split in ("train", "val")))
+    if not (root / spec.TAXONOMY_NAME).is_file() or any((root / name).is_file() for name in dataset_files):
+        return None
+    return (
+        f"a ShapeNet-style folder of models ({spec.TAXONOMY_NAME}), not a rendered dataset; render it into a "
+        f"folder of its own (`3die render --shapenet-dir {root} --out DATA`)"
+    )
+
+
 def class_names(names: Iterable[str]) -> tuple[str, ...]:
     """The class names of a --classes option split at commas ("chair, mug," names chair and mug);
     SourceError when it names none (an empty --classes does not mean every class)."""

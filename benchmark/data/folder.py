@@ -17,7 +17,7 @@ import numpy as np
 from benchmark.data.views import ClassInfo, DatasetError, ObjectViews, check_latent
 from render import spec, writer
 from render.manifest import SPLITS, ManifestError, read_official_val, shapenet_label
-from render.sources import NPY_ERRORS, SourceError, read_images_npy
+from render.sources import NPY_ERRORS, SourceError, model_library_problem, read_images_npy
 
 #: How many missing files an error message names before summarising.
 NAMED_MISSING = 4
@@ -124,12 +124,9 @@ def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
     misaligned file, or (`unique`) an object listed twice."""
     images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
-    rendered = (root / spec.MANIFEST_NAME).is_file() or images_path.is_file()
-    if not rendered and (root / "taxonomy.json").is_file():  # what `3die objects` or ShapeNet unpack into
-        raise DatasetError(
-            f"{root}: a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it "
-            f"first (`3die render --shapenet-dir {root} --out DATA`) and give DATA"
-        )
+    library = model_library_problem(root)
+    if library is not None:
+        raise DatasetError(f"{root}: {library} and give DATA")
     if not images_path.is_file() and is_official_download(root):
         return official_download_split(root, split)
     for path in (images_path, labels_path):

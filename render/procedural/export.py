@@ -29,7 +29,6 @@ from render.manifest import (
 from render.procedural.library import CLASSES, SYNSETS, make_mesh, object_id, parse_object_id
 
 DEFAULT_PER_CLASS = 50
-TAXONOMY_NAME = "taxonomy.json"
 MODEL_FILE = Path("models") / "model_normalized.obj"
 SOURCE = "procedural"
 
@@ -79,7 +78,7 @@ def export_library(
         synset: sum(entry.synset == synset for entry in entries) for synset in {e.synset for e in entries}
     }
     taxonomy_text = json.dumps(taxonomy(counts), indent=2) + "\n"
-    write_bytes_atomically(root / TAXONOMY_NAME, taxonomy_text.encode("utf-8"))
+    write_bytes_atomically(root / spec.TAXONOMY_NAME, taxonomy_text.encode("utf-8"))
     write_manifest(root / spec.OBJECTS_CSV_NAME, entries)
     return ExportSummary(written=written, kept=kept, objects=entries)
 

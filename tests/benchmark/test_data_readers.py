@@ -163,7 +163,7 @@ def test_a_folder_that_is_not_a_rendered_dataset_says_what_to_give(tmp_path):
         open_dataset(models)
     assert str(raised.value) == (
         f"{models}: a ShapeNet-style folder of models (taxonomy.json), not a rendered dataset; render it "
-        f"first (`3die render --shapenet-dir {models} --out DATA`) and give DATA"
+        f"into a folder of its own (`3die render --shapenet-dir {models} --out DATA`) and give DATA"
     )
     (tmp_path / "meshes" / "mug").mkdir(parents=True)
     with pytest.raises(
