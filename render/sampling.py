@@ -88,6 +88,14 @@ def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+def rotation_range_of(latents: np.ndarray) -> str:
+    """The rotation range that latents (..., LATENT_DIM) of one object were drawn from, for a dataset without
+    manifest.json (the official downloads): "ood" when every Euler angle lies outside [-pi/2, pi/2], as in
+    3DIEBench-OOD, else "published"."""
+    angles = np.abs(np.asarray(latents, np.float64)[..., spec.ROTATION])
+    return "ood" if angles.size and bool(np.all(angles > math.pi / 2)) else "published"
+
+
 def outside_range(latents: np.ndarray, rotation: str = "published", tolerance: float = 0.0) -> np.ndarray:
     """Boolean mask, shape of `latents` (..., LATENT_DIM): the values outside their sampling range for
     `rotation` by more than `tolerance`. With "ood" an Euler angle inside (-pi/2, pi/2) is outside its range

@@ -34,9 +34,10 @@ from benchmark.data.folder import (
 from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
+from render.check import file_rotation_range
 from render.manifest import SPLITS
 from render.processes import exit_with_parent
-from render.sampling import outside_range, range_text
+from render.sampling import outside_range, range_text, rotation_range_of
 from render.sources import NPY_ERRORS
 
 COMPLETE_MARKER = ".complete"  # render.writer.COMPLETE_MARKER (not imported: it would pull in the renderer)
@@ -177,7 +178,10 @@ def find_bad_objects(
     if isinstance(views, FolderViews):
         problems = _folder_problems(views, indices, workers)
     else:
-        rotation = _rotation(packed_manifest(views.path))
+        manifest = packed_manifest(views.path)
+        rotation = _rotation(manifest)
+        if manifest is None and len(views):  # packed from an official download
+            rotation = rotation_range_of(views.latent_array[0])
         problems = [_packed_problem(views, index, rotation) for index in indices]
     found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
     for index, problem in (found if merge is None else merge(found)).items():
@@ -306,9 +310,10 @@ def latents_problem(latents: np.ndarray, rotation: str) -> str | None:
 # --- the whole folder -------------------------------------------------------------------------------
 def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[str | None]:
     manifest = getattr(views, "manifest", None)
-    check = partial(
-        _check_key, views.path, views=views.views, rotation=_rotation(manifest), marker=manifest is not None
-    )
+    rotation = _rotation(manifest)
+    if manifest is None and views.keys:  # the official downloads: 3DIEBench or 3DIEBench-OOD
+        rotation = file_rotation_range(views.path / views.keys[0] / spec.latent_name(0))
+    check = partial(_check_key, views.path, views=views.views, rotation=rotation, marker=manifest is not None)
     keys = [views.keys[index] for index in indices]
     if workers <= 1 or len(keys) < 4 * CHUNK:
         return [check(key) for key in keys]

@@ -23,6 +23,7 @@ from benchmark.evaluate.run import dataset_identity
 from benchmark.leaderboard import read_rows
 from benchmark.train import read_checkpoint
 from render import spec
+from render.check import check_dataset
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmark"))
 from synthetic_data import write_dataset
@@ -172,6 +173,25 @@ def test_an_in_distribution_angle_in_an_ood_dataset_is_refused_folder_and_packed
         handle["latents"][packed_row(handle, ood.splits["train"][0]), 0, 0] = -0.3
     with pytest.raises(DatasetError, match=re.escape("latents view 0 out of range: rot_x=-0.3 (the ood")):
         training_split(packed)
+
+
+def test_the_official_ood_download_is_read_with_the_ood_range_folder_and_packed(tmp_path):
+    """Without manifest.json the rotation range comes from the first object's latents: the 3DIEBench-OOD
+    download (every angle outside [-pi/2, pi/2]) is not a dataset of out-of-range latents."""
+    ood = write_dataset(tmp_path / "ood", classes=2, views=50, size=16, layout="official", rotation="ood")
+    assert not (ood.root / spec.MANIFEST_NAME).exists()
+    assert len(training_split(ood.root)) == 6
+    assert check_dataset(ood.root).ok
+    pack_dataset(ood.root, tmp_path / "ood.h5")
+    assert len(training_split(tmp_path / "ood.h5")) == 6
+    key = ood.splits["train"][2]
+    latent = np.load(ood.root / key / spec.latent_name(7))
+    latent[2] = -0.2  # a published-range angle among ood ones
+    np.save(ood.root / key / spec.latent_name(7), latent)
+    expected = "rot_z=-0.2 (the ood range of the Euler angles is [-pi, -pi/2] U [pi/2, pi])"
+    with pytest.raises(DatasetError, match=re.escape(f"latent_7.npy: latent out of range: {expected}")):
+        training_split(ood.root)
+    assert f"latent_7.npy out of range: {expected}" in check_dataset(ood.root).problems[key][0]
 
 
 def test_a_packed_file_with_bad_latents_is_refused_or_skipped(dataset, tmp_path):

@@ -116,3 +116,14 @@ def test_an_appended_factor_leaves_the_published_values_of_every_view_unchanged(
     first = sampling.object_latents(0, "02691156", "abc", views=3, rotation="ood")
     np.testing.assert_array_equal(first, extended[:3])  # the first views do not depend on the view count
     assert np.all((extended[:, -1] >= 0.75) & (extended[:, -1] <= 1.25)) and extended[:, -1].std() > 0.1
+
+
+def test_the_rotation_range_of_latents_without_manifest():
+    rng = np.random.default_rng(3)
+    for rotation in sampling.ROTATION_RANGES:
+        latents = sampling.sample_latents(rng, 50, rotation=rotation)
+        assert sampling.rotation_range_of(latents) == rotation
+        assert all(sampling.rotation_range_of(latent) == rotation for latent in latents)
+    latent = sampling.sample_latents(rng, 1, rotation="ood")[0]
+    latent[0] = 1.0  # one angle inside [-pi/2, pi/2]: not an ood latent
+    assert sampling.rotation_range_of(latent) == "published"
