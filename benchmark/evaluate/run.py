@@ -81,6 +81,8 @@ RESULTS_FORMAT = "3die-results/1"
 LOCK_NAME = ".evaluate.lock"
 #: Objects per block when checking cached features for NaN and infinite values.
 FINITE_CHECK_OBJECTS = 1024
+#: Objects per split whose latents `dataset_identity` hashes.
+LATENT_SAMPLE_OBJECTS = 16
 
 
 class EvaluationError(Exception):
@@ -482,15 +484,18 @@ def dataset_identity(
 ) -> dict[str, Any]:
     """Name, hash and size of the dataset evaluated, and the objects of `path` left out of it (`skipped`).
 
-    The hash covers the dataset manifest (without package versions) and both splits' objects, labels and
-    view count as given (the objects evaluated, as training fingerprints the objects it trains on), so a
-    folder and its packed file hash the same, and so do a folder evaluated without its unusable objects
-    and the file `3die pack --skip-bad-objects` makes of it; neither hashes like the whole folder."""
+    The hash covers the dataset manifest (without package versions), both splits' objects, labels and
+    view count as given (the objects evaluated, as training fingerprints the objects it trains on) and the
+    latents of a sample of their objects (`latent_sample_digest`), so a folder and its packed file hash
+    the same, and so do a folder evaluated without its unusable objects and the file
+    `3die pack --skip-bad-objects` makes of it; neither hashes like the whole folder, nor does a dataset
+    rendered again with other latents (the official downloads have no manifest to tell them apart)."""
     manifest = dataset_manifest(path)
     if manifest is not None:
         manifest = {key: value for key, value in manifest.items() if key != "versions"}
     fingerprints = {v.split: dataset_fingerprint(v) for v in (train, val)}
-    content = {"manifest": manifest, "splits": fingerprints}
+    latents = {v.split: latent_sample_digest(v) for v in (train, val)}
+    content = {"manifest": manifest, "splits": fingerprints, "latents": latents}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "path": str(path.resolve()),
@@ -506,6 +511,17 @@ def dataset_identity(
             {"split": entry.split, "object": entry.key, "problem": entry.problem} for entry in skipped or []
         ],
     }
+
+
+def latent_sample_digest(views: ObjectViews, objects: int = LATENT_SAMPLE_OBJECTS) -> str:
+    """sha256 of every latent of `objects` objects spread evenly over the split (first and last included):
+    a few hundred small reads that tell apart datasets with the same objects rendered with other latents.
+    Images are not hashed: a packed file re-encoded at another size is the same dataset."""
+    indices = np.unique(np.linspace(0, len(views) - 1, min(objects, len(views))).round().astype(int))
+    digest = hashlib.sha256()
+    for index in indices:
+        digest.update(np.ascontiguousarray(views.latents(int(index)), "<f8").tobytes())
+    return digest.hexdigest()
 
 
 def dataset_name(path: Path) -> str:

@@ -362,6 +362,19 @@ def test_pack_refuses_a_bad_object_naming_the_flag_and_leaves_it_out_on_request(
     assert len(views) == objects - 2 and views.images(0, (0, 3))[1].shape == (16, 16, 3)
 
 
+def test_datasets_of_the_same_objects_with_other_latents_hash_apart(tmp_path):
+    """Without manifest.json only the latents tell a re-rendered official download from the first: a
+    cached evaluation of one must not be reused for the other."""
+    first = write_dataset(tmp_path / "a", classes=2, views=50, size=16, layout="official", seed=4)
+    second = write_dataset(tmp_path / "b", classes=2, views=50, size=16, layout="official", seed=4)
+    assert identity(first.root)["hash"] == identity(second.root)["hash"]
+    key = second.splits["val"][-1]  # the last object of a split is always in the hashed sample
+    latent = np.load(second.root / key / spec.latent_name(30))
+    latent[spec.FLOOR_HUE] = (latent[spec.FLOOR_HUE] + 0.25) % 1.0
+    np.save(second.root / key / spec.latent_name(30), latent)
+    assert identity(first.root)["hash"] != identity(second.root)["hash"]
+
+
 def test_a_pack_without_bad_objects_records_them_hashes_apart_from_the_folder_and_trains(dataset, tmp_path):
     whole = tmp_path / "whole.h5"
     pack_dataset(dataset.root, whole)
