@@ -164,19 +164,37 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename; the temporary
-    file is removed if anything fails. The file gets the permissions of any new file (0666 less the
-    umask), not the owner-only ones of a temporary file."""
+    """Write `data` to `path` through a temporary file in the same folder and a rename, both synced to
+    disk; the temporary file is removed if anything fails. The file gets the permissions of any new file
+    (0666 less the umask), not the owner-only ones of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
+        sync_folder(path.parent)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the renames of an atomic write) to disk, where the system allows it, so
+    that a machine that crashes after a save comes back with the new file, not the one it replaced."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def current_umask() -> int:

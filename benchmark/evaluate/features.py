@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from benchmark.data import ObjectViews, normalise_views
 from render import spec
+from render.manifest import write_text_atomically
 from sie_models import Method
 
 FEATURES_DIR = "features"
@@ -252,6 +253,4 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(data))
-    os.replace(temp, path)
+    write_text_atomically(path, json.dumps(data))

@@ -66,6 +66,7 @@ from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
 from render import spec
 from render.locks import exclusive_lock
+from render.manifest import write_text_atomically
 from sie_models import Method
 
 TASKS = ("classification", "rotation", "colour", "retrieval")
@@ -722,9 +723,7 @@ def set_aside(path: Path, tag: str) -> Path:
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
     """Write results.json atomically; NaN scores (e.g. R^2 of constant targets) become null."""
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
-    os.replace(temp, path)
+    write_text_atomically(path, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
 
 
 def _finite(value: Any) -> Any:

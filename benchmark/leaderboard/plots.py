@@ -64,9 +64,9 @@ def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
 
 
 def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
-    """Rows by label: the method and its options other than the preset's, followed by dataset (and the
-    training dataset when another), image size and epochs when the rows span several."""
-    setting = ("dataset", "train_dataset", "image_size", "epochs")
+    """Rows by label: the method and its options other than the preset's, followed by preset, dataset (and
+    the training dataset when another), image size and epochs when the rows span several."""
+    setting = ("preset", "dataset", "train_dataset", "image_size", "epochs")
     settings = {tuple(row.get(column) for column in setting) for row in rows}
     groups: dict[str, list[Row]] = {}
     for row in rows:
@@ -75,7 +75,10 @@ def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
             label += f" [{row['method_options']}]"
         if len(settings) > 1:
             trained = f" (trained on {row['train_dataset']})" if row.get("train_dataset") else ""
-            label += f"\n{row.get('dataset')}{trained} {row.get('image_size')}px {row.get('epochs')}ep"
+            label += (
+                f"\n{row.get('preset')} {row.get('dataset')}{trained} {row.get('image_size')}px "
+                f"{row.get('epochs')}ep"
+            )
         groups.setdefault(label, []).append(row)
     return groups
 

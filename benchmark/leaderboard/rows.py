@@ -19,6 +19,7 @@ from typing import Any
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, results_problem, upgrade_results
 from render import spec
 from render.locks import exclusive_lock
+from render.manifest import write_text_atomically
 from render.writer import link_target
 
 #: Representation parts, in column order.
@@ -306,10 +307,7 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({column: _cell(row.get(column)) for column in COLUMNS})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(buffer.getvalue())
-    os.replace(temp, path)
+    write_text_atomically(path, buffer.getvalue())
 
 
 def read_rows(path: str | Path) -> list[Row]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from render.manifest import sync_folder
+
 MAGIC = b"3die-checkpoint"
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -66,12 +68,24 @@ def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         last = folder / LAST
-        if last.exists():
+        if _intact(last):
             os.replace(last, folder / PREVIOUS)
+        else:  # damaged (the run resumed from previous.pt): previous.pt stays until the new last.pt is in
+            last.unlink(missing_ok=True)
         os.replace(temp, last)
+        sync_folder(folder)
     finally:
         temp.unlink(missing_ok=True)
     return folder / LAST
+
+
+def _intact(path: Path) -> bool:
+    """Whether the checkpoint file's header, size and checksum are right (its payload is not loaded)."""
+    try:
+        _verified_data(path.read_bytes(), path)
+    except (OSError, CheckpointError):
+        return False
+    return True
 
 
 def load_checkpoint(
@@ -121,6 +135,17 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, Any], str]:
         raw = Path(path).read_bytes()
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    data = _verified_data(raw, path)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # a verified file that is no torch.save payload: torch raises many kinds
+        raise CheckpointError(f"{path}: the payload does not load ({type(error).__name__})") from None
+    return payload, hashlib.sha256(raw).hexdigest()
+
+
+def _verified_data(raw: bytes, path: Path) -> bytes:
+    """The payload bytes of a checkpoint file's bytes `raw` after its header line, checked against the
+    header's size and sha256; CheckpointError naming `path` otherwise."""
     header, newline, data = raw.partition(b"\n")
     parts = header.split(b" ")
     if not newline or len(parts) != 4 or parts[0] != MAGIC:
@@ -137,8 +162,4 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, Any], str]:
         raise CheckpointError(f"{path}: truncated ({len(data)} of {expected_bytes} bytes)")
     if hashlib.sha256(data).hexdigest() != expected_sha:
         raise CheckpointError(f"{path}: checksum mismatch (the file is corrupt)")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # a verified file that is no torch.save payload: torch raises many kinds
-        raise CheckpointError(f"{path}: the payload does not load ({type(error).__name__})") from None
-    return payload, hashlib.sha256(raw).hexdigest()
+    return data

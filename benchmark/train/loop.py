@@ -62,6 +62,7 @@ from benchmark.train.distributed import (
 )
 from render import spec
 from render.locks import LockBusy, exclusive_lock
+from render.manifest import write_text_atomically
 from sie_models import Method, build_method
 
 CONFIG_NAME = "config.json"
@@ -286,6 +287,8 @@ class Trainer:
                         if self.step_in_epoch == self.steps_per_epoch:  # stopped at the epoch's last step
                             self.epoch, self.step_in_epoch = epoch + 1, 0
                         self._save()
+                        if self.epoch == self.config.epochs:  # the signal came with the last step: done
+                            return self._result(None, started)
                         self.echo(
                             f"{self.run_dir}: stopped by {signals.received or 'another process'} at epoch "
                             f"{self.epoch + 1}, step {self.step_in_epoch}; checkpoint saved, rerun the "
@@ -430,7 +433,7 @@ class Trainer:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.global_step or None)
+        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.global_step)
         try:
             yield writer
         finally:
@@ -683,10 +686,7 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _version() -> str:

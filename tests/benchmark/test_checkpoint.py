@@ -1,6 +1,8 @@
 """Checkpoints: atomic, checksummed, and a corrupt last.pt falls back to previous.pt."""
 
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +66,34 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, dama
     assert loaded.path == tmp_path / PREVIOUS and loaded.payload["epoch"] == 1
     if damage != "delete":
         assert len(warnings) == 1 and str(last) in warnings[0] and "resuming from" in warnings[0]
+
+
+def test_a_save_after_resuming_from_previous_keeps_it_until_the_new_last_is_in(tmp_path, monkeypatch):
+    """last.pt damaged, the run resumed from previous.pt: the next save must not rotate the damaged file
+    over the good one (a crash between the two renames would leave no usable checkpoint)."""
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    (tmp_path / LAST).write_bytes((tmp_path / LAST).read_bytes()[:-7])
+    assert load_checkpoint(tmp_path).payload["epoch"] == 1
+    real_replace, renames = os.replace, []
+
+    def crash_before_the_new_last(source, target):
+        renames.append(Path(target).name)
+        if Path(target).name == LAST:
+            raise OSError("killed between the renames")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_before_the_new_last)
+    with pytest.raises(OSError, match="killed"):
+        save_checkpoint(tmp_path, _payload(3))
+    assert renames == [LAST] and not (tmp_path / LAST).exists()
+    assert load_checkpoint(tmp_path).payload["epoch"] == 1, "previous.pt is still the good checkpoint"
+    monkeypatch.setattr(os, "replace", real_replace)
+    save_checkpoint(tmp_path, _payload(4))
+    save_checkpoint(tmp_path, _payload(5))
+    assert (
+        read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 4 and load_checkpoint(tmp_path).payload["epoch"] == 5
+    )
 
 
 def test_no_usable_checkpoint_names_every_file(tmp_path):

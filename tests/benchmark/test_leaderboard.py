@@ -204,9 +204,14 @@ def test_a_run_evaluated_on_another_dataset_names_the_one_it_trained_on():
     ]
     assert format_table(merged).splitlines()[2].split()[:3] == ["sie", "procedural-ood", "procedural"]
     assert sorted(group_rows(merged)) == [
-        "sie\nprocedural 64px 20ep",
-        "sie\nprocedural-ood (trained on procedural) 64px 20ep",
-        "sie\nprocedural-ood (trained on procedural-seed1) 64px 20ep",
+        "sie\nmini procedural 64px 20ep",
+        "sie\nmini procedural-ood (trained on procedural) 64px 20ep",
+        "sie\nmini procedural-ood (trained on procedural-seed1) 64px 20ep",
+    ]
+    paper = {**merged[0], "preset": "paper"}  # same method, dataset, size and epochs: not another seed
+    assert sorted(group_rows([merged[0], paper])) == [
+        "sie\nmini procedural 64px 20ep",
+        "sie\npaper procedural 64px 20ep",
     ]
 
 

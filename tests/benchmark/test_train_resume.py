@@ -125,6 +125,20 @@ def test_sigterm_saves_mid_epoch_and_the_rerun_reaches_the_uninterrupted_weights
     _assert_same_weights(read_checkpoint(run / "checkpoints" / "last.pt")["model"], reference)
 
 
+@pytest.mark.slow
+def test_sigterm_with_the_last_step_finishes_the_run(dataset, reference, tmp_path):
+    """A stop signal that arrives before the last step: the run saves the finished weights and exits 0
+    (a scheduler that requeued on the interrupted status would restart a finished run)."""
+    run = tmp_path / "finished"
+    last = EPOCHS * STEPS_PER_EPOCH - 1
+    stopped = _signalled_at_step(_arguments(dataset.root, run), last, "os.kill(os.getpid(), signal.SIGTERM)")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "stopped by" not in stopped.stdout and "rerun the same command" not in stopped.stdout
+    saved = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (EPOCHS, 0, last + 1)
+    _assert_same_weights(saved["model"], reference)
+
+
 def test_float16_mixed_precision_resumes_with_its_gradient_scaler(dataset, tmp_path, monkeypatch):
     """The float16 path of CUDA runs (autocast and a gradient scaler, `--amp-dtype float16`), here on the
     CPU, which autocasts to float16 the same way: the scaler acts (float16 gradients overflow at first and
