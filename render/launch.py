@@ -467,7 +467,6 @@ class SlurmOptions:
         parameters = {
             "name": "3die-render",
             "timeout_min": self.time_min,
-            "gpus_per_node": self.gpus,
             "cpus_per_task": self.cpus,
             "tasks_per_node": 1,
             "nodes": 1,
@@ -476,6 +475,8 @@ class SlurmOptions:
             # Slurm 22.05-23.02 do not pass --cpus-per-task from sbatch to srun: the step would get one CPU
             "slurm_srun_args": ["--cpus-per-task", str(self.cpus)],
         }
+        if self.gpus:  # no --gpus-per-node=0: a cluster without GPU resources may refuse any GPU request
+            parameters["gpus_per_node"] = self.gpus
         if self.partition:
             parameters["slurm_partition"] = self.partition
         if self.mem_gb is not None:

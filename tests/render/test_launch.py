@@ -359,12 +359,58 @@ def test_shapenet_layout_renders_with_shapenet_labels(tmp_path, scene):
 
 def fake_slurm(folder, sbatch_error: str | None = None):
     """A folder for PATH with an `srun` (so submitit sees SLURM) and an `sbatch` that refuses every job with
-    `sbatch_error` on stderr."""
+    `sbatch_error` on stderr, or, without one, keeps the batch script it is given as FOLDER/submitted.sh
+    and answers as SLURM does (job 4242)."""
     folder.mkdir()
-    for name, script in (("srun", "exit 0"), ("sbatch", f"echo '{sbatch_error}' >&2; exit 1")):
+    accept = f'for a in "$@"; do last="$a"; done\ncp "$last" {folder}/submitted.sh\n'
+    accept += 'echo "Submitted batch job 4242"'
+    sbatch = accept if sbatch_error is None else f"echo '{sbatch_error}' >&2; exit 1"
+    for name, script in (("srun", "exit 0"), ("sbatch", sbatch)):
         (folder / name).write_text(f"#!/bin/sh\n{script}\n")
         (folder / name).chmod(0o755)
     return folder
+
+
+def test_a_slurm_job_array_from_sbatch_to_the_finished_dataset(tmp_path):
+    """The real SLURM executor: the batch script sbatch receives, then each array task run as SLURM runs it
+    (`python -m submitit.core._submit` in a fresh process with the task's SLURM variables)."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    bin_folder, out = fake_slurm(tmp_path / "bin"), tmp_path / "out"
+    command = [
+        "render", "--out", str(out), "--classes", "chair,mug", "--per-class", "2", "--views", "2", "--size",
+        "16", "--quality", "draft", "--slurm", "--jobs", "2", "--partition", "cpu", "--time", "30", "--gpus",
+        "0", "--cpus-per-task", "1", "--array-parallelism", "1",
+    ]  # fmt: skip
+    submitted = CliRunner().invoke(main, command, env={"PATH": f"{bin_folder}:{os.environ['PATH']}"})
+    assert submitted.exit_code == 0, submitted.output
+    assert "submitted 2 array tasks" in submitted.output and "(job 4242)" in submitted.output
+    script = (bin_folder / "submitted.sh").read_text().splitlines()
+    for line in ("--array=0-1%1", "--partition=cpu", "--time=30", "--cpus-per-task=1", "--signal=USR2@120"):
+        assert f"#SBATCH {line}" in script
+    assert not any("gpu" in line for line in script), "no GPU request on a CPU partition"
+    assert not check_dataset(out).ok, "nothing rendered before the tasks run"
+    for task in (0, 1):
+        slurm = {
+            "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": f"424{task + 3}", "SLURM_ARRAY_JOB_ID": "4242",
+            "SLURM_ARRAY_TASK_ID": str(task), "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0",
+            "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost",
+        }  # fmt: skip
+        ran = subprocess.run(
+            [sys.executable, "-m", "submitit.core._submit", str(out / ".slurm" / f"4242_{task}")],
+            env={**os.environ, **slurm, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        logs = ran.stdout + ran.stderr
+        assert ran.returncode == 0 and "Job completed successfully" in logs, logs[-3000:]
+    assert check_dataset(out).ok and len(latents_on_disk(out)) == 8
 
 
 def test_slurm_without_slurm_or_refused_by_sbatch_is_one_line(tmp_path):
