@@ -509,8 +509,13 @@ def _object_material(mesh: MeshArrays) -> bpy.types.Material:
 
 
 def _centre_origin(obj) -> None:
-    """Translate the mesh so its bounding-box centre is the object's origin, and place it at (0, 0, 0)."""
-    corners = np.array([tuple(c) for c in obj.bound_box])
+    """Translate the mesh so its bounding-box centre is the object's origin, and place it at (0, 0, 0).
+
+    The box comes from the vertices themselves: `obj.bound_box` is cached, and after `_bake_transform` it
+    still describes the mesh before the Y-up to Z-up turn."""
+    coordinates = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+    obj.data.vertices.foreach_get("co", coordinates)
+    corners = coordinates.reshape(-1, 3).astype(np.float64)
     centre = (corners.min(axis=0) + corners.max(axis=0)) / 2
     obj.data.transform(Matrix.Translation(Vector(-centre)))
     obj.location = (0.0, 0.0, 0.0)

@@ -165,9 +165,9 @@ def test_objects_leave_no_orphan_data(scene, marker_object):
     assert (len(bpy.data.meshes), len(bpy.data.materials), len(bpy.data.images)) == counts
 
 
-def write_shapenet_like_object(folder: Path) -> Path:
-    """A Y-up OBJ, tall along Y, with one textured material whose alpha map is an image and one material
-    whose texture file is missing, in ShapeNetCore v2's layout (models/ and ../images/)."""
+def write_shapenet_like_object(folder: Path, offset=(0.0, 0.0, 0.0)) -> Path:
+    """A Y-up OBJ, tall along Y, centred at `offset`, with one textured material whose alpha map is an image
+    and one material whose texture file is missing, in ShapeNetCore v2's layout (models/ and ../images/)."""
     (folder / "models").mkdir(parents=True)
     (folder / "images").mkdir()
     Image.new("RGB", (4, 4), (0, 0, 255)).save(folder / "images" / "texture0.png")
@@ -177,6 +177,7 @@ def write_shapenet_like_object(folder: Path) -> Path:
         "newmtl top\nKd 0.8 0.8 0.8\nmap_Kd ../images/missing.jpg\n"
     )
     box = trimesh.creation.box((0.2, 0.8, 0.3))
+    box.apply_translation(offset)
     faces = box.faces + 1
     lines = [
         "mtllib model_normalized.mtl",
@@ -205,6 +206,19 @@ def test_shapenet_obj_is_upright_with_fixed_materials(scene, tmp_path):
     image = scene.render().astype(int)
     magenta = (image[..., 0] > 150) & (image[..., 2] > 150) & (image[..., 1] < 80)
     assert not magenta.any(), "a missing texture rendered magenta"
+
+
+def test_an_off_centre_obj_turns_about_its_bounding_box_centre(scene, tmp_path):
+    """The origin is the centre of the box of the Z-up mesh: the box of the mesh as imported (Y up) put it
+    off the origin, and every rotation moved the object across the frame."""
+    path = write_shapenet_like_object(tmp_path / "02691156" / "obj2", offset=(0.15, 0.4, -0.25))
+    scene.set_object(ObjFile(path))
+    for rotation in ((0.0, 0.0, 0.0), (1.2, -0.7, 0.4)):
+        scene.apply_latent(latent(rotation))
+        world = scene.object_vertices_world()
+        np.testing.assert_allclose((world.min(axis=0) + world.max(axis=0)) / 2, 0.0, atol=1e-5)
+    scene.apply_latent(latent())
+    np.testing.assert_allclose(np.ptp(scene.object_vertices_world(), axis=0), [0.2, 0.3, 0.8], atol=1e-5)
 
 
 def test_importing_logs_nothing_and_an_unreadable_obj_says_what_blender_said(scene, tmp_path, capfd):
