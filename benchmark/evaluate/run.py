@@ -282,8 +282,9 @@ def _evaluate_locked(
     tasks = [task for task in settings.tasks if recompute or not up_to_date(results, task, settings)]
     for task in settings.tasks:
         if task not in tasks:
+            kept = f"skipped: {results['skipped'][task]}; " if task in results["skipped"] else ""
             say(
-                f"{run}: {task} kept from {RESULTS_NAME} (same checkpoint, data, settings and code; "
+                f"{run}: {task} {kept}kept from {RESULTS_NAME} (same checkpoint, data, settings and code; "
                 "--recompute runs it again)"
             )
     if not tasks:  # nothing evaluated: the evaluation time stays that of the scores

@@ -131,7 +131,8 @@ def row_from_results(results: dict[str, Any]) -> Row:
     for name in RETRIEVAL_METRICS:
         value = metrics.get("retrieval", {}).get(name)
         row[name] = None if value is None else float(value)
-    settings = results.get("settings", {})
+    skipped = results.get("skipped", {})  # e.g. classification of one class: no probe was trained
+    settings = {task: value for task, value in results.get("settings", {}).items() if task not in skipped}
     epochs = [f"{task}={settings[task]['epochs']}" for task in PROBE_TASKS if task in settings]
     row.update(
         probe_epochs=";".join(epochs) or None,

@@ -30,6 +30,7 @@ from benchmark.evaluate import (
 )
 from benchmark.evaluate import run as evaluate_module
 from benchmark.evaluate.run import check_finite_features, code_version, continue_results, dataset_identity
+from benchmark.leaderboard import row_from_results
 from benchmark.train import load_trained
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
 from render import spec
@@ -413,7 +414,7 @@ def test_method_without_predictor_skips_retrieval(synthetic_dataset, tmp_path):
     assert not list((run / "features").glob("*/val_embeddings.npy"))
 
 
-def test_a_one_class_dataset_skips_classification_instead_of_scoring_100(sie_run, tmp_path):
+def test_a_one_class_dataset_skips_classification_instead_of_scoring_100(sie_run, tmp_path, committed_code):
     one_class = write_dataset(
         tmp_path / "mugs", classes=1, train_per_class=3, val_per_class=2, views=4, size=16
     )
@@ -427,6 +428,13 @@ def test_a_one_class_dataset_skips_classification_instead_of_scoring_100(sie_run
     )
     results = json.loads((run / "results.json").read_text())
     assert set(results["metrics"]) == {"rotation"} and "classification" in results["skipped"]
+    row = row_from_results(results)
+    assert row["probe_epochs"] == "rotation=2" and row["top1_full"] is None, "no classification probe ran"
+    again = _evaluate(run, "--data", str(one_class.root), "--tasks", "classification,rotation")
+    assert (
+        f"{run}: classification skipped: the dataset has 1 class; classification needs 2 or more; kept from"
+        in again.output
+    )
 
 
 def test_bad_options_and_missing_runs_are_one_clear_line(tmp_path, evaluated_sie_run):
