@@ -83,7 +83,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "sie-equi-only": {**SIE_DEFAULTS, "equivariant_fraction": 1.0, "equi_factor": 1.0},
     "sie-rotcolor": {**SIE_DEFAULTS, "action": "rotation+color"},
     "sie-mlp": {**SIE_DEFAULTS, "predictor": "mlp"},
-    "vicreg-partial": {"projector": PAPER_PROJECTOR, "equivariant_fraction": 0.5, **VICREG_COEFFICIENTS},
+    "vicreg-partial": {"projector": PAPER_PROJECTOR, "equivariant_fraction": 0.125, **VICREG_COEFFICIENTS},
     "simclr-augself": {
         "projector": PAPER_PROJECTOR,
         "temperature": SIMCLR_TEMPERATURE,
@@ -603,8 +603,10 @@ class VICRegPartial(Method):
     """VICReg with partial invariance (SIE paper ablation): no split of the representation, no predictor.
 
     One projector; the invariance term covers only the leading (1 - equivariant_fraction) embedding dims,
-    variance and covariance the whole embedding. The published code leaves the excluded size to a flag;
-    the default fraction 0.5 mirrors SIE's 256+256 split (1024 of 2048 embedding dims left free).
+    variance and covariance the whole embedding. As the published VICRegPartInv with the flags of the
+    published SIE command (`--equi 256 --mlp 2048-2048-2048`), the default leaves 256 of the 2048 embedding
+    dims out of the invariance term (equivariant_fraction 0.125; 0.5 would mirror SIE's 256 + 256 split of
+    the representation instead).
     """
 
     def __init__(
