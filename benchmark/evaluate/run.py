@@ -486,18 +486,20 @@ def dataset_identity(
 ) -> dict[str, Any]:
     """Name, hash and size of the dataset evaluated, and the objects of `path` left out of it (`skipped`).
 
-    The hash covers the dataset manifest (without package versions), both splits' objects, labels and
-    view count as given (the objects evaluated, as training fingerprints the objects it trains on) and the
-    latents of a sample of their objects (`latent_sample_digest`), so a folder and its packed file hash
-    the same, and so do a folder evaluated without its unusable objects and the file
-    `3die pack --skip-bad-objects` makes of it; neither hashes like the whole folder, nor does a dataset
-    rendered again with other latents (the official downloads have no manifest to tell them apart)."""
+    The hash covers the dataset manifest (without package versions) and both splits' objects, labels and
+    view count as given (the objects evaluated, as training fingerprints the objects it trains on), so a
+    folder and its packed file hash the same, and so do a folder evaluated without its unusable objects
+    and the file `3die pack --skip-bad-objects` makes of it; neither hashes like the whole folder. A
+    dataset without manifest (the official downloads) has no seed or settings to tell two renderings of
+    the same objects apart: its hash also covers the latents of a sample of its objects
+    (`latent_sample_digest`)."""
     manifest = dataset_manifest(path)
     if manifest is not None:
         manifest = {key: value for key, value in manifest.items() if key != "versions"}
     fingerprints = {v.split: dataset_fingerprint(v) for v in (train, val)}
-    latents = {v.split: latent_sample_digest(v) for v in (train, val)}
-    content = {"manifest": manifest, "splits": fingerprints, "latents": latents}
+    content: dict[str, Any] = {"manifest": manifest, "splits": fingerprints}
+    if manifest is None:
+        content["latents"] = {v.split: latent_sample_digest(v) for v in (train, val)}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "path": str(path.resolve()),
