@@ -270,7 +270,14 @@ class Trainer:
     def run(self, progress: bool) -> TrainResult:
         started = self.session_started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
-        if self.epoch >= self.config.epochs:
+        if (self.epoch, self.step_in_epoch) > (self.config.epochs, 0):  # scores would be of another training
+            held = f"{self.epoch} epochs" + (f" and {self.step_in_epoch} steps" if self.step_in_epoch else "")
+            raise TrainingError(
+                f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {self.config.epochs} "
+                f"asked; give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another "
+                "--out"
+            )
+        if self.epoch == self.config.epochs:
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
             return self._result(None, started)
         done = self.epoch * self.steps_per_epoch + self.step_in_epoch

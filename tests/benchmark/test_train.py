@@ -112,6 +112,11 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
     again = _train(synthetic_dataset.root, run, "--epochs", "2")
     assert again.exit_code == 0 and "already trained for 2 epochs" in again.output
     assert "resuming" not in again.output  # a finished run is not resumed "at epoch 3"
+    fewer = _train(synthetic_dataset.root, run, "--epochs", "1")  # its scores would be of 2 epochs
+    assert fewer.exit_code == 1 and fewer.output.strip() == (
+        f"Error: {run}: the checkpoint holds 2 epochs, more than the --epochs 1 asked; give --epochs 2 or "
+        "more to use it, or another --out"
+    )
     longer = _train(synthetic_dataset.root, run, "--epochs", "3")
     assert longer.exit_code == 0, longer.output
     assert "resuming from last.pt at epoch 3, step 0" in longer.output
