@@ -25,7 +25,7 @@ from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
 from benchmark.leaderboard.rows import check_writable
 from benchmark.train import presets, resolve_config, train
-from benchmark.train.config import options_beyond_preset
+from benchmark.train.config import options_beyond_preset, settings_beyond_preset
 from benchmark.train.distributed import environment_ranks
 from benchmark.train.loop import CHECKPOINTS_DIR
 
@@ -191,11 +191,15 @@ def run_benchmark(
 
 
 def run_name(method: str, preset: str, data: Path, seed: int, train_options: dict[str, Any]) -> str:
-    """METHOD-PRESET-DATASET-sSEED, followed by the method options given (`--option`) that differ from the
-    preset's, when there are any: a benchmark with other options trains a run of its own, and one whose
-    options only repeat the preset's is the preset's run (as its leaderboard row's `method_options` say)."""
+    """METHOD-PRESET-DATASET-sSEED, followed by the training settings (`--width`, `--batch-size`) and method
+    options (`--option`) given that differ from the preset's, when there are any: a benchmark with other
+    settings trains a run of its own, and one whose settings only repeat the preset's is the preset's run
+    (as its leaderboard row's `train_options` and `method_options` say)."""
     name = f"{method}-{preset}-{data.stem}-s{seed}"
-    options = options_beyond_preset(method, preset, train_options.get("method_options"))
+    options = {
+        **settings_beyond_preset(preset, train_options),
+        **options_beyond_preset(method, preset, train_options.get("method_options")),
+    }
     if not options:
         return name
     text = "_".join(f"{key}={options[key]}" for key in sorted(options))

@@ -64,15 +64,16 @@ def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
 
 
 def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
-    """Rows by label: the method and its options other than the preset's, followed by preset, dataset (and
-    the training dataset when another), image size and epochs when the rows span several."""
+    """Rows by label: the method and its settings and options other than the preset's, then preset,
+    dataset (and the training dataset when another), image size and epochs when the rows span several."""
     setting = ("preset", "dataset", "train_dataset", "image_size", "epochs")
     settings = {tuple(row.get(column) for column in setting) for row in rows}
     groups: dict[str, list[Row]] = {}
     for row in rows:
         label = str(row.get("method"))
-        if row.get("method_options"):
-            label += f" [{row['method_options']}]"
+        options = ";".join(row[key] for key in ("train_options", "method_options") if row.get(key))
+        if options:
+            label += f" [{options}]"
         if len(settings) > 1:
             trained = f" (trained on {row['train_dataset']})" if row.get("train_dataset") else ""
             label += (

@@ -43,6 +43,7 @@ RENAMED_COLUMNS = {"pre": "emb_dist"}
 IDENTITY_COLUMNS = {
     "method": str,
     "method_options": str,
+    "train_options": str,
     "preset": str,
     "dataset": str,
     "dataset_hash": str,
@@ -85,11 +86,12 @@ COLUMNS: dict[str, Callable[[str], Any]] = {**IDENTITY_COLUMNS, **METRIC_COLUMNS
 #: Rows with equal values here describe the same experiment; the newest evaluation wins. A dataset is its
 #: hash: the same objects evaluated as a folder and as a packed file of another name are one dataset.
 KEY_COLUMNS = (
-    "method", "method_options", "preset", "dataset_hash", "train_dataset", "image_size", "epochs", "seed",
+    "method", "method_options", "train_options", "preset", "dataset_hash", "train_dataset", "image_size",
+    "epochs", "seed",
 )  # fmt: skip
 #: Columns `format_table` shows when any row has a value.
 SUMMARY_COLUMNS = (
-    "method", "method_options", "dataset", "train_dataset", "image_size", "epochs", "seed",
+    "method", "method_options", "train_options", "dataset", "train_dataset", "image_size", "epochs", "seed",
     "top1_inv", "top1_equi", "top1_full", "rot_r2_inv", "rot_r2_equi", "rot_r2_full",
     "colour_r2_equi", "colour_r2_full", "pre", "emb_dist", "mrr", "hit1", "hit5",
 )  # fmt: skip
@@ -116,6 +118,7 @@ def row_from_results(results: dict[str, Any]) -> Row:
         method_options=changed_options(
             results["method"], training.get("preset"), training.get("method_options")
         ),
+        train_options=changed_settings(training),
         preset=training.get("preset"),
         dataset=dataset["name"],
         dataset_hash=dataset["hash"],
@@ -154,6 +157,15 @@ def changed_options(method: str, preset: str | None, options: dict[str, Any] | N
     from benchmark.train.config import options_beyond_preset
 
     changed = options_beyond_preset(method, preset, options)
+    return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
+
+
+def changed_settings(training: dict[str, Any]) -> str | None:
+    """The training settings of a run (width, batch size, lr, weight decay) that differ from its preset's, as
+    "KEY=VALUE;..." sorted by key; None when there are none, or for results that do not record them."""
+    from benchmark.train.config import settings_beyond_preset
+
+    changed = settings_beyond_preset(training.get("preset"), training)
     return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
 
 

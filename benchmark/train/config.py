@@ -148,6 +148,26 @@ def options_beyond_preset(method: str, preset: str | None, options: dict[str, An
     return {key: value for key, value in (options or {}).items() if defaults.get(key) != value}
 
 
+#: Training settings that change what a run learns besides its method options, epochs and image size
+#: (which leaderboards key rows on of their own).
+RUN_SETTINGS = ("width", "batch_size", "lr", "weight_decay")
+
+
+def settings_beyond_preset(preset: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """The RUN_SETTINGS given in `settings` (None: not given) that differ from the preset's: what sets a
+    run apart from the preset's run besides its method options. Every one given counts for a preset this
+    version does not know."""
+    try:
+        base = presets().get(preset or "", {})
+    except ConfigError:
+        base = {}
+    return {
+        key: settings[key]
+        for key in RUN_SETTINGS
+        if settings.get(key) is not None and base.get(key) != settings[key]
+    }
+
+
 def check_options(method: str | None, options: dict[str, Any]) -> None:
     """ConfigError for a method option that `method` lacks, or a value of the wrong type or out of range,
     before anything is read or written (the network is built later)."""

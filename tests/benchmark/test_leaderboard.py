@@ -128,6 +128,19 @@ def test_the_method_options_column_names_what_differs_from_the_preset():
     }
 
 
+def test_the_train_options_column_names_the_training_settings_that_differ_from_the_preset():
+    results = _results()
+    assert row_from_results(results)["train_options"] is None  # results that do not record them
+    results["training"].update(width=16, batch_size=64, lr=0.001, weight_decay=1e-6)  # the mini preset's own
+    assert row_from_results(results)["train_options"] is None
+    results["training"].update(width=32, lr=3e-3)
+    other = row_from_results(results)
+    assert other["train_options"] == "lr=0.003;width=32"
+    rows = [row_from_results(_results()), other]
+    assert len(merge_rows(rows)) == 2, "another training is another experiment"
+    assert set(group_rows(rows)) == {"sie", "sie [lr=0.003;width=32]"}
+
+
 def test_csv_round_trip_keeps_values_and_types(tmp_path):
     rows = [row_from_results(_results()), row_from_results(_results("vicreg", seed=3, split=False))]
     rows[0]["top1_equi"] = 1 / 3
