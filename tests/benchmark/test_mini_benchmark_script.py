@@ -52,3 +52,20 @@ def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path
     assert (figures / "dataset_objects.csv").read_text() == (
         tmp_path / "out" / "data" / "objects.csv"
     ).read_text()
+
+
+def test_a_resized_mini_benchmark_needs_a_leaderboard_of_its_own(tmp_path):
+    """Sized down without BOARD, its rows would merge into the committed mini leaderboard."""
+    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "OUT": str(tmp_path / "out"), "SIZE": "32"}
+    env.pop("BOARD", None)
+    finished = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "mini_benchmark.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2 and finished.stderr.strip() == (
+        "Error: OUT, CLASSES, PER_CLASS, VIEWS, SIZE or PRESET set: give BOARD, a leaderboard CSV of its own"
+    )
+    assert not (tmp_path / "out").exists(), "nothing rendered"
