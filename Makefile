@@ -34,4 +34,4 @@ test: $(STAMP)
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache  # not the rest of out/ (the mini benchmark: hours)
