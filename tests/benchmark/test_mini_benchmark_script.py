@@ -17,25 +17,15 @@ pytestmark = pytest.mark.slow
 
 def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path):
     board = tmp_path / "boards" / "mini.csv"
-    env = {
-        **os.environ,
-        "BIN": str(Path(sys.executable).parent),
-        "OUT": str(tmp_path / "out"),
-        "BOARD": str(board),
+    sizing = {
         "CLASSES": "chair,mug,lamp,table",
         "PER_CLASS": "5",
         "VIEWS": "4",
         "SIZE": "32",
         "PRESET": "tiny",
-        "METHODS": "sie vicreg",
     }
-    finished = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "mini_benchmark.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    out = {"OUT": str(tmp_path / "out"), "BOARD": str(board), "METHODS": "sie vicreg"}
+    finished = run_script({**sizing, **out}, timeout=900)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
 
     with board.open() as handle:
@@ -56,16 +46,21 @@ def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path
 
 def test_a_resized_mini_benchmark_needs_a_leaderboard_of_its_own(tmp_path):
     """Sized down without BOARD, its rows would merge into the committed mini leaderboard."""
-    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "OUT": str(tmp_path / "out"), "SIZE": "32"}
-    env.pop("BOARD", None)
-    finished = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "mini_benchmark.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = run_script({"OUT": str(tmp_path / "out"), "SIZE": "32"}, timeout=60)
     assert finished.returncode == 2 and finished.stderr.strip() == (
         "Error: OUT, CLASSES, PER_CLASS, VIEWS, SIZE or PRESET set: give BOARD, a leaderboard CSV of its own"
     )
     assert not (tmp_path / "out").exists(), "nothing rendered"
+
+
+def run_script(variables: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    """scripts/mini_benchmark.sh with these variables (BIN: this interpreter's; no BOARD unless given)."""
+    env = {key: value for key, value in os.environ.items() if key != "BOARD"}
+    env.update(BIN=str(Path(sys.executable).parent), **variables)
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / "mini_benchmark.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
