@@ -60,7 +60,7 @@ def test_benchmark_under_torchrun_trains_on_both_processes_and_evaluates_once(sy
     assert finished.stdout.count("top1") == 1, finished.stdout  # the table of the one row, printed once
     assert finished.stdout.count("row of vicreg written") == 1, finished.stdout
     rows = board.read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("vicreg,,tiny,"), rows
+    assert len(rows) == 2 and rows[1].startswith("vicreg,,batch_size=4,tiny,"), rows
 
 
 @pytest.mark.slow
