@@ -172,6 +172,9 @@ def run_benchmark(
     if not trained.complete:
         say(f"{run}: training stopped by {trained.interrupted_by}; rerun the same command to resume")
         return BenchmarkResult(data, run, False, None, None, leaderboard)
+    if trained.stop_signal is not None:  # the last step done, then asked to stop: not evaluated
+        say(f"{run}: trained, then stopped by {trained.stop_signal}; rerun the same command to evaluate")
+        return BenchmarkResult(data, run, False, None, None, leaderboard)
     if not main_process:
         return BenchmarkResult(data, run, True, None, None, leaderboard)
     train_seconds = trained.seconds if fresh else _recorded_train_seconds(run, trained.epochs_done, say)

@@ -347,7 +347,7 @@ def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Exp
         size = _image_size(first)
     rotation = settings.get("rotation", "published")
     if manifest is None and expected:  # the official downloads: 3DIEBench or 3DIEBench-OOD
-        rotation = file_rotation_range(root / expected[0] / spec.latent_name(0))
+        rotation = dataset_rotation_range(root, expected)
     return Expectations(
         views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
         size=size,
@@ -356,16 +356,20 @@ def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Exp
     )
 
 
-def file_rotation_range(path: Path) -> str:
-    """`rotation_range_of` the latent file `path` (one view's .npy), for a dataset without manifest.json;
-    "published" when it cannot be read (the checks then report the file itself)."""
-    try:
-        latent = np.load(path, allow_pickle=False)
-    except NPY_ERRORS:
-        return "published"
-    if latent.shape != (spec.LATENT_DIM,) or not np.issubdtype(latent.dtype, np.floating):
-        return "published"
-    return rotation_range_of(latent)
+def dataset_rotation_range(root: Path, keys: list[str]) -> str:
+    """The rotation range of a dataset without manifest.json: that of the first of its objects `keys`
+    whose latent_0.npy tells it (`rotation_range_of`; a missing or damaged file is passed over, and the
+    checks report it), "published" when none does."""
+    for key in keys:
+        try:
+            latent = np.load(root / key / spec.latent_name(0), allow_pickle=False)
+        except NPY_ERRORS:
+            continue
+        if latent.shape == (spec.LATENT_DIM,) and np.issubdtype(latent.dtype, np.floating):
+            rotation = rotation_range_of(latent)
+            if rotation is not None:
+                return rotation
+    return "published"
 
 
 def _image_size(path: Path) -> int | None:

@@ -88,12 +88,16 @@ def latent_bounds(rotation: str = "published") -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def rotation_range_of(latents: np.ndarray) -> str:
+def rotation_range_of(latents: np.ndarray) -> str | None:
     """The rotation range that latents (..., LATENT_DIM) of one object were drawn from, for a dataset without
     manifest.json (the official downloads): "ood" when every Euler angle lies outside [-pi/2, pi/2], as in
-    3DIEBench-OOD, else "published"."""
+    3DIEBench-OOD, "published" when none does; None when they cannot tell (no angle, a non-finite one, or
+    angles of both kinds: a damaged object, which the checks then report)."""
     angles = np.abs(np.asarray(latents, np.float64)[..., spec.ROTATION])
-    return "ood" if angles.size and bool(np.all(angles > math.pi / 2)) else "published"
+    if not angles.size or not np.isfinite(angles).all():
+        return None
+    outside = angles > math.pi / 2
+    return "ood" if outside.all() else "published" if not outside.any() else None
 
 
 def outside_range(latents: np.ndarray, rotation: str = "published", tolerance: float = 0.0) -> np.ndarray:

@@ -257,7 +257,7 @@ def build_method(name: str, **overrides: Any) -> Method:
     Raises UnknownMethodError, or MethodOptionError for an unknown option or a value of the wrong type or
     out of range (before anything is built); other ValueErrors for options that do not fit together.
     """
-    check_method_options(name, overrides)
+    check_method_options(name, overrides, refuse_ignored=False)  # also rebuilds saved configurations
     config = {**method_defaults(name), **overrides}
     common = CommonOptions(**{key: config[key] for key in COMMON_DEFAULTS})
     specific = {key: value for key, value in config.items() if key not in COMMON_DEFAULTS}
@@ -267,10 +267,12 @@ def build_method(name: str, **overrides: Any) -> Method:
     return method
 
 
-def check_method_options(name: str, options: dict[str, Any]) -> None:
+def check_method_options(name: str, options: dict[str, Any], *, refuse_ignored: bool = True) -> None:
     """Raise MethodOptionError for the first option of `options` that method `name` does not have, or whose
     value does not have its default's type (an int passes for a float, a bool never for a number) or
-    lies outside its OPTION_RANGES entry."""
+    lies outside its OPTION_RANGES entry; with `refuse_ignored`, also for a changed option that the
+    method's kind of predictor ignores (`PREDICTOR_KIND_OPTIONS`: a run asked for would not be the one
+    trained). `build_method` leaves those to the commands, so that a run saved with one still loads."""
     defaults = method_defaults(name)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
@@ -284,7 +286,7 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
                 f"method {name!r}: option {key}={_shown(value)} is not valid; expected {expected}"
             )
     kind = options.get("predictor", defaults.get("predictor"))
-    for other, keys in PREDICTOR_KIND_OPTIONS.items():
+    for other, keys in PREDICTOR_KIND_OPTIONS.items() if refuse_ignored else ():
         unused = [key for key in keys if other != kind and key in options and options[key] != defaults[key]]
         if unused:
             raise MethodOptionError(

@@ -34,7 +34,7 @@ from benchmark.data.folder import (
 from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
-from render.check import file_rotation_range
+from render.check import dataset_rotation_range
 from render.manifest import SPLITS
 from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text, rotation_range_of
@@ -181,7 +181,8 @@ def find_bad_objects(
         manifest = packed_manifest(views.path)
         rotation = _rotation(manifest)
         if manifest is None and len(views):  # packed from an official download
-            rotation = rotation_range_of(views.latent_array[0])
+            ranges = (rotation_range_of(latents) for latents in views.latent_array)
+            rotation = next((found for found in ranges if found is not None), "published")
         problems = [_packed_problem(views, index, rotation) for index in indices]
     found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
     for index, problem in (found if merge is None else merge(found)).items():
@@ -312,7 +313,7 @@ def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[s
     manifest = getattr(views, "manifest", None)
     rotation = _rotation(manifest)
     if manifest is None and views.keys:  # the official downloads: 3DIEBench or 3DIEBench-OOD
-        rotation = file_rotation_range(views.path / views.keys[0] / spec.latent_name(0))
+        rotation = dataset_rotation_range(views.path, views.keys)
     check = partial(_check_key, views.path, views=views.views, rotation=rotation, marker=manifest is not None)
     keys = [views.keys[index] for index in indices]
     if workers <= 1 or len(keys) < 4 * CHUNK:

@@ -200,7 +200,7 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
     among equal times, the later in `rows`). Sorted by dataset, image size, epochs, method and seed.
 
     When the dropped row came from another run folder than the kept one (two runs with the same key, e.g.
-    trained with different --width or --lr overrides), `echo` gets one line naming both.
+    trained alike on a dataset folder and on its packed file), `echo` gets one line naming both.
     """
     newest: dict[tuple, Row] = {}
     for row in rows:

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -96,6 +96,9 @@ class TrainResult:
     global_step: int
     interrupted_by: str | None
     seconds: float
+    #: A stop signal that came with the last step: the run is complete, but whoever sent it wants the
+    #: process to end (`3die benchmark` then stops before evaluating).
+    stop_signal: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -236,6 +239,12 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         if checkpoint is not None:
             self._restore(checkpoint)
+        if (self.epoch, self.step_in_epoch) > (config.epochs, 0):  # scores would be of another training
+            held = f"{self.epoch} epochs" + (f" and {self.step_in_epoch} steps" if self.step_in_epoch else "")
+            raise TrainingError(
+                f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {config.epochs} asked; "
+                f"give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another --out"
+            )
         self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
@@ -270,13 +279,6 @@ class Trainer:
     def run(self, progress: bool) -> TrainResult:
         started = self.session_started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
-        if (self.epoch, self.step_in_epoch) > (self.config.epochs, 0):  # scores would be of another training
-            held = f"{self.epoch} epochs" + (f" and {self.step_in_epoch} steps" if self.step_in_epoch else "")
-            raise TrainingError(
-                f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {self.config.epochs} "
-                f"asked; give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another "
-                "--out"
-            )
         if self.epoch == self.config.epochs:
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
             return self._result(None, started)
@@ -295,7 +297,8 @@ class Trainer:
                             self.epoch, self.step_in_epoch = epoch + 1, 0
                         self._save()
                         if self.epoch == self.config.epochs:  # the signal came with the last step: done
-                            return self._result(None, started)
+                            finished = self._result(None, started)
+                            return replace(finished, stop_signal=signals.received or "signal")
                         self.echo(
                             f"{self.run_dir}: stopped by {signals.received or 'another process'} at epoch "
                             f"{self.epoch + 1}, step {self.step_in_epoch}; checkpoint saved, rerun the "

@@ -117,6 +117,7 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
         f"Error: {run}: the checkpoint holds 2 epochs, more than the --epochs 1 asked; give --epochs 2 or "
         "more to use it, or another --out"
     )
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2, "the run's config is untouched"
     longer = _train(synthetic_dataset.root, run, "--epochs", "3")
     assert longer.exit_code == 0, longer.output
     assert "resuming from last.pt at epoch 3, step 0" in longer.output

@@ -139,6 +139,26 @@ def test_sigterm_with_the_last_step_finishes_the_run(dataset, reference, tmp_pat
     _assert_same_weights(saved["model"], reference)
 
 
+@pytest.mark.slow
+def test_a_benchmark_stopped_with_the_last_step_is_not_evaluated_until_rerun(tmp_path):
+    """The signal asks the process to end: `3die benchmark` keeps the finished training, skips the
+    evaluation (exit status 75), and the rerun evaluates without training."""
+    data = write_dataset(tmp_path / "data", classes=3, train_per_class=8, val_per_class=1, views=6, size=16)
+    out, board = tmp_path / "out", tmp_path / "board.csv"
+    arguments = [
+        "benchmark", "--method", "vicreg", "--data", str(data.root), "--out", str(out), "--preset", "tiny",
+        "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--probe-epochs", "1",
+        "--device", "cpu", "--leaderboard", str(board), "--no-progress",
+    ]  # fmt: skip
+    last = STEPS_PER_EPOCH - 1
+    stopped = _signalled_at_step(arguments, last, "os.kill(os.getpid(), signal.SIGTERM)")
+    assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
+    assert "trained, then stopped by SIGTERM; rerun the same command to evaluate" in stopped.stdout
+    assert not board.exists()
+    again = _run([str(BIN / "3die"), *arguments])
+    assert "already trained for 1 epochs" in again.stdout and board.read_text().count("\nvicreg,") == 1
+
+
 def test_float16_mixed_precision_resumes_with_its_gradient_scaler(dataset, tmp_path, monkeypatch):
     """The float16 path of CUDA runs (autocast and a gradient scaler, `--amp-dtype float16`), here on the
     CPU, which autocasts to float16 the same way: the scaler acts (float16 gradients overflow at first and

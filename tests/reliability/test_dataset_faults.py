@@ -184,6 +184,13 @@ def test_the_official_ood_download_is_read_with_the_ood_range_folder_and_packed(
     assert check_dataset(ood.root).ok
     pack_dataset(ood.root, tmp_path / "ood.h5")
     assert len(training_split(tmp_path / "ood.h5")) == 6
+    first = ood.splits["train"][0]  # the range comes from the first object whose latent_0.npy tells it
+    (ood.root / first / spec.latent_name(0)).unlink()
+    report = check_dataset(ood.root)
+    assert list(report.problems) == [first] and "latent_0.npy" in report.problems[first][0]
+    with pytest.raises(DatasetError, match=re.escape(f"{first}/latent_0.npy: missing")):
+        training_split(ood.root)
+    np.save(ood.root / first / spec.latent_name(0), np.load(ood.root / first / spec.latent_name(1)))
     key = ood.splits["train"][2]
     latent = np.load(ood.root / key / spec.latent_name(7))
     latent[2] = -0.2  # a published-range angle among ood ones

@@ -125,5 +125,9 @@ def test_the_rotation_range_of_latents_without_manifest():
         assert sampling.rotation_range_of(latents) == rotation
         assert all(sampling.rotation_range_of(latent) == rotation for latent in latents)
     latent = sampling.sample_latents(rng, 1, rotation="ood")[0]
-    latent[0] = 1.0  # one angle inside [-pi/2, pi/2]: not an ood latent
+    latent[0] = 1.0  # one angle inside [-pi/2, pi/2], two outside: a damaged latent tells nothing
+    assert sampling.rotation_range_of(latent) is None
+    latent[1:3] = 0.5, -0.25
     assert sampling.rotation_range_of(latent) == "published"
+    latent[2] = np.inf
+    assert sampling.rotation_range_of(latent) is None

@@ -196,6 +196,8 @@ def test_an_option_of_the_other_predictor_is_refused(name, options, unused, kind
     """The predictor that is not built would ignore it: the run would not be the one asked for."""
     with pytest.raises(MethodOptionError, match=rf"option {unused} applies to predictor={kind}, not"):
         check_method_options(name, options)
+    method = tiny(name, **options)  # a run saved with it (when it was accepted) still loads
+    assert {key: method.config[key] for key in options} == options
 
 
 def test_every_default_passes_its_own_check():
