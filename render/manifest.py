@@ -158,25 +158,28 @@ def split_by_official_list(
 # --- files ------------------------------------------------------------------------------------------
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str, sync: bool = True) -> None:
     """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    write_bytes_atomically(path, text.encode("utf-8"))
+    write_bytes_atomically(path, text.encode("utf-8"), sync)
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
+def write_bytes_atomically(path: Path, data: bytes, sync: bool = True) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename, both synced to
-    disk; the temporary file is removed if anything fails. The file gets the permissions of any new file
-    (0666 less the umask), not the owner-only ones of a temporary file."""
+    disk unless `sync` is False (a file rewritten at every step, cheap to lose); the temporary file is
+    removed if anything fails. The file gets the permissions of any new file (0666 less the umask), not
+    the owner-only ones of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if sync:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
-        sync_folder(path.parent)
+        if sync:
+            sync_folder(path.parent)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

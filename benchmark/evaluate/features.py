@@ -155,7 +155,8 @@ def _extract(
             done += count
             for array in arrays.values():
                 array.flush()
-            _write_json(files["progress"], {"objects_done": done, "shapes": shapes})
+            # after every batch, so not synced to disk: a machine crash costs at most a restarted extraction
+            _write_json(files["progress"], {"objects_done": done, "shapes": shapes}, sync=False)
             bar.update(count)
     del arrays
     with _partial(files["labels"]).open("wb") as handle:
@@ -252,5 +253,5 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    write_text_atomically(path, json.dumps(data))
+def _write_json(path: Path, data: dict, sync: bool = True) -> None:
+    write_text_atomically(path, json.dumps(data), sync)
