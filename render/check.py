@@ -339,15 +339,16 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
 
 def _expectations(root: Path, manifest: dict | None, expected: list[str]) -> Expectations:
     """Views, image size and latent range from manifest.json; without one, the published views, the first
-    object's image size and the rotation range of its first latent."""
+    object's image size and the rotation range its latents tell (`dataset_rotation_range`)."""
     settings = (manifest or {}).get("settings", {})
     size = settings.get("size")
     if size is None and expected:
         first = root / expected[0] / spec.image_name(0)
         size = _image_size(first)
-    rotation = settings.get("rotation", "published")
-    if manifest is None and expected:  # the official downloads: 3DIEBench or 3DIEBench-OOD
+    if manifest is None:  # the official downloads: 3DIEBench or 3DIEBench-OOD
         rotation = dataset_rotation_range(root, expected)
+    else:
+        rotation = settings.get("rotation", "published")
     return Expectations(
         views=int(settings.get("views", spec.VIEWS_PER_OBJECT)),
         size=size,

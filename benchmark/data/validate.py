@@ -178,11 +178,7 @@ def find_bad_objects(
     if isinstance(views, FolderViews):
         problems = _folder_problems(views, indices, workers)
     else:
-        manifest = packed_manifest(views.path)
-        rotation = _rotation(manifest)
-        if manifest is None and len(views):  # packed from an official download
-            ranges = (rotation_range_of(latents) for latents in views.latent_array)
-            rotation = next((found for found in ranges if found is not None), "published")
+        rotation = _rotation(views, packed_manifest(views.path))
         problems = [_packed_problem(views, index, rotation) for index in indices]
     found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
     for index, problem in (found if merge is None else merge(found)).items():
@@ -311,9 +307,7 @@ def latents_problem(latents: np.ndarray, rotation: str) -> str | None:
 # --- the whole folder -------------------------------------------------------------------------------
 def _folder_problems(views: FolderViews, indices: range, workers: int) -> list[str | None]:
     manifest = getattr(views, "manifest", None)
-    rotation = _rotation(manifest)
-    if manifest is None and views.keys:  # the official downloads: 3DIEBench or 3DIEBench-OOD
-        rotation = dataset_rotation_range(views.path, views.keys)
+    rotation = _rotation(views, manifest)
     check = partial(_check_key, views.path, views=views.views, rotation=rotation, marker=manifest is not None)
     keys = [views.keys[index] for index in indices]
     if workers <= 1 or len(keys) < 4 * CHUNK:
@@ -386,5 +380,12 @@ def packed_manifest(path: Path) -> dict | None:
     return json.loads(text) if text else None
 
 
-def _rotation(manifest: dict | None) -> str:
-    return str((manifest or {}).get("settings", {}).get("rotation", "published"))
+def _rotation(views: ObjectViews, manifest: dict | None) -> str:
+    """The split's rotation range: its manifest's, else (the official downloads, 3DIEBench or
+    3DIEBench-OOD) that of the first object whose latents tell it, "published" when none does."""
+    if manifest is not None:
+        return str(manifest.get("settings", {}).get("rotation", "published"))
+    if isinstance(views, FolderViews):
+        return dataset_rotation_range(views.path, views.keys)
+    ranges = (rotation_range_of(latents) for latents in views.latent_array)
+    return next((found for found in ranges if found is not None), "published")

@@ -156,8 +156,7 @@ def changed_options(method: str, preset: str | None, options: dict[str, Any] | N
     preset's run of the same method."""
     from benchmark.train.config import options_beyond_preset
 
-    changed = options_beyond_preset(method, preset, options)
-    return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
+    return _key_values(options_beyond_preset(method, preset, options))
 
 
 def changed_settings(training: dict[str, Any]) -> str | None:
@@ -165,8 +164,12 @@ def changed_settings(training: dict[str, Any]) -> str | None:
     "KEY=VALUE;..." sorted by key; None when there are none, or for results that do not record them."""
     from benchmark.train.config import settings_beyond_preset
 
-    changed = settings_beyond_preset(training.get("preset"), training)
-    return ";".join(f"{key}={changed[key]}" for key in sorted(changed)) or None
+    return _key_values(settings_beyond_preset(training.get("preset"), training))
+
+
+def _key_values(values: dict[str, Any]) -> str | None:
+    """The values as KEY=VALUE joined by ";" in key order; None for no values."""
+    return ";".join(f"{key}={values[key]}" for key in sorted(values)) or None
 
 
 def probe_samples(settings: dict[str, Any]) -> int | str | None:
