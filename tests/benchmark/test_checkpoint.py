@@ -96,6 +96,32 @@ def test_a_save_after_resuming_from_previous_keeps_it_until_the_new_last_is_in(t
     )
 
 
+def test_a_save_reads_back_only_a_last_checkpoint_that_changed_since_this_process_wrote_it(
+    tmp_path, monkeypatch
+):
+    """The file this process wrote is not read and hashed again by the next save; one changed since (here
+    a byte flipped in place, same size, later mtime) is verified, and being damaged it is not rotated."""
+    from benchmark.train import checkpoint
+
+    real, verified = checkpoint._verified_data, []
+    monkeypatch.setattr(
+        checkpoint, "_verified_data", lambda raw, path: verified.append(Path(path).name) or real(raw, path)
+    )
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    assert verified == [] and read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
+    last = tmp_path / LAST
+    data = bytearray(last.read_bytes())
+    data[-10] ^= 0xFF
+    last.write_bytes(bytes(data))
+    stat = last.stat()
+    os.utime(last, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    save_checkpoint(tmp_path, _payload(3))
+    assert LAST in verified, "the changed file was verified"
+    assert read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1, "the damaged file did not replace previous.pt"
+    assert load_checkpoint(tmp_path).payload["epoch"] == 3
+
+
 def test_no_usable_checkpoint_names_every_file(tmp_path):
     save_checkpoint(tmp_path, _payload(1))
     save_checkpoint(tmp_path, _payload(2))
