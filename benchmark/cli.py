@@ -129,7 +129,13 @@ def _write_remedy(error: OSError) -> str:
 @click.option("--limit", type=int, help="Render only the first N objects of the list.")
 @click.option("--shard", default="0/1", show_default=True, help="Render shard K of N (0 <= K < N).")
 @click.option("--workers", default=1, show_default=True, help="Local worker processes (one Blender each).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="Cycles device; auto: a GPU when Cycles finds one (worker k on GPU k mod count), else the CPU.",
+)
 @click.option("--retry-failed", is_flag=True, help="Try objects recorded in failures.jsonl again.")
 @click.option(
     "--recycle-every", default=200, show_default=True, help="Objects per worker process before a fresh one."
@@ -340,7 +346,11 @@ def methods_command(name: str | None) -> None:
 
 # --- procedural object library (render/procedural) ---------------------------------------------------------
 @main.command("objects")
-@click.option("--out", type=_Path(), help="Folder to write the library to (ShapeNetCore v2 layout).")
+@click.option(
+    "--out",
+    type=_Path(),
+    help="Folder to write the library to (ShapeNetCore v2 layout); required unless --list.",
+)
 @click.option("--classes", help="Classes, comma-separated (default: all; see --list).")
 @click.option("--per-class", type=int, default=50, show_default=True, help="Objects per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Library seed (shapes and split).")
@@ -439,7 +449,11 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
 @click.option("--width", type=int, help="ResNet-18 base width (64: the published network).")
 @_workers_option("--workers", "DataLoader worker processes per training process.")
 @click.option("--seed", type=int, help="Seed of the initialisation and of the view pairs.  [default: 0]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Training device; auto: CUDA when torch finds a GPU, else the CPU.  [default: auto]",
+)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (never on the CPU).")
 @click.option("--amp-dtype", type=click.Choice(["auto", "bfloat16", "float16"]), help="[default: auto]")
 @click.option("--log-every", type=int, help="Steps between two TensorBoard entries.")
@@ -526,7 +540,13 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 @click.option("--seed", default=0, show_default=True, help="Seed of the probes' initialisation and samples.")
 @click.option("--extract-batch", default=256, show_default=True, help="Images per feature-extraction batch.")
 @_workers_option("--workers", "DataLoader processes decoding images.", default=0)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when torch finds a GPU, else the CPU.",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.option(
     "--skip-bad-objects",
@@ -653,7 +673,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option(
     "--leaderboard",
     type=_Path(dir_okay=False, path_type=Path),
-    help="CSV  [default: OUT/leaderboard.csv]",
+    help="Leaderboard CSV the run's row is added to.  [default: OUT/leaderboard.csv]",
 )
 @click.option("--seed", default=0, show_default=True, help="Training seed (and probe seed).")
 @click.option("--epochs", type=int, help="Training epochs (default: the preset's).")
@@ -670,7 +690,13 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
 @_workers_option("--workers", "Training and evaluation DataLoader workers (default: preset's).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when torch finds a GPU, else the CPU.",
+)
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
 @click.option("--views", default=50, show_default=True, help="Views per procedural object.")
