@@ -8,6 +8,11 @@ validation split of a method with a predictor), `{split}_embeddings.npy` (N, V, 
 embeddings. Extraction runs in eval mode without gradients, a batch of whole objects at a time, into
 `.partial` files whose progress is recorded after every batch: an interrupted extraction continues where
 it stopped. A cached split that cannot be read back whole is extracted again.
+
+The features also depend on code (resizing, normalisation, the network's forward pass) and on torch:
+`extracted.json` records the code version and torch that extracted them, and `use_cache` empties a folder
+whose features another code version or torch extracted, so that scores stamped with a code version come
+from features that version computed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ FEATURES_DIR = "features"
 #: Bump when the content or layout of cached features changes: old caches are then not reused.
 FEATURES_FORMAT = 1
 PARTIAL = ".partial"
+EXTRACTED_NAME = "extracted.json"
+#: What `use_cache` compares: features extracted under another of these are extracted again.
+EXTRACTED_BY = ("code_version", "torch")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,35 @@ def features_key(checkpoint_sha256: str, dataset_hash: str, image_size: int) -> 
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def use_cache(
+    folder: Path,
+    extracted_with: dict[str, str],
+    fresh: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Make `folder` the feature cache of the code described by `extracted_with` (its "code_version",
+    "torch" and, recorded but not compared, the device): features another code version or torch extracted
+    (or an older cache that does not say) and, with `fresh`, any features are deleted first, partial ones
+    included. Returns the description recorded for the features the folder holds or is about to hold."""
+    folder = Path(folder)
+    recorded = _read_json(folder / EXTRACTED_NAME)
+    same = isinstance(recorded, dict) and all(recorded.get(k) == extracted_with[k] for k in EXTRACTED_BY)
+    if same and not fresh:
+        return recorded
+    _make_folder(folder, echo)
+    stale = [path for path in folder.iterdir() if path.is_file() or path.is_symlink()]
+    if stale and echo is not None and not fresh:
+        version = recorded.get("code_version") if isinstance(recorded, dict) else None
+        echo(
+            f"{folder}: features extracted by other code ({version or 'not recorded'}, now "
+            f"{extracted_with['code_version']}); extracting them again"
+        )
+    for path in stale:
+        path.unlink()
+    _write_json(folder / EXTRACTED_NAME, dict(extracted_with))
+    return dict(extracted_with)
 
 
 def split_features(
@@ -91,13 +128,18 @@ def split_features(
                 echo(f"{folder}: cached {views.split} features unreadable ({error}); extracting them again")
             for path in files.values():
                 path.unlink(missing_ok=True)
-    if folder.is_file() or (folder.is_symlink() and not folder.exists()):  # not a cache folder: derived data
+    _make_folder(folder, echo)
+    _extract(method, views, files, image_size, device, batch_images, workers, progress, echo)
+    return _load(files)
+
+
+def _make_folder(folder: Path, echo: Callable[[str], None] | None) -> None:
+    """Create the cache folder; a file (or a dangling link) in its place is derived data and replaced."""
+    if folder.is_file() or (folder.is_symlink() and not folder.exists()):
         if echo is not None:
             echo(f"{folder}: a file where the feature cache folder goes; replacing it with the cache")
         folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    _extract(method, views, files, image_size, device, batch_images, workers, progress, echo)
-    return _load(files)
 
 
 # --- extraction --------------------------------------------------------------------------------------

@@ -52,7 +52,13 @@ from benchmark.data import (
 )
 from benchmark.data.packed import SkippedObject
 from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
-from benchmark.evaluate.features import FEATURES_DIR, SplitFeatures, features_key, split_features
+from benchmark.evaluate.features import (
+    FEATURES_DIR,
+    SplitFeatures,
+    features_key,
+    split_features,
+    use_cache,
+)
 from benchmark.evaluate.probes import (
     ProbeDivergedError,
     ProbeSettings,
@@ -295,6 +301,7 @@ def _evaluate_locked(
 
     started = time.perf_counter()
     folder = run / FEATURES_DIR / key
+    results["features"]["extracted_with"] = use_cache(folder, evaluated_with(results), recompute, say)
     extract = dict(
         method=method,
         folder=folder,
@@ -706,6 +713,11 @@ def continue_results(
         return results
     old_key = previous.get("features", {}).get("key")
     if old_key == header["features"]["key"]:
+        if "extracted_with" in previous["features"]:
+            results["features"] = {
+                **results["features"],
+                "extracted_with": previous["features"]["extracted_with"],
+            }
         for section in ("settings", "metrics", "seconds", "skipped", "evaluated"):
             results[section] = dict(previous.get(section, {}))
         return results

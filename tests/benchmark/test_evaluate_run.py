@@ -170,7 +170,7 @@ def committed_code(monkeypatch):
     return version
 
 
-def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(
+def test_rerun_keeps_results_and_recompute_extracts_features_again_for_the_same_numbers(
     evaluated_sie_run, committed_code
 ):
     path = evaluated_sie_run / "results.json"
@@ -188,9 +188,39 @@ def test_rerun_keeps_results_and_recompute_reuses_features_for_the_same_numbers(
     again = _evaluate(evaluated_sie_run, "--recompute")
     assert again.exit_code == 0 and "kept from" not in again.output, again.output
     recomputed = json.loads(path.read_text())
-    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == stamps
+    extracted = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    assert extracted.keys() == stamps.keys() and all(extracted[name] != stamps[name] for name in stamps)
     assert recomputed["metrics"] == results["metrics"]
     assert recomputed["evaluation"]["evaluated_at"] >= results["evaluation"]["evaluated_at"]
+
+
+def test_features_extracted_by_another_code_version_are_extracted_again(
+    evaluated_sie_run, tmp_path, monkeypatch
+):
+    """Resizing, normalisation and the network are code: a task rerun under a new code version must not
+    score the features the old version extracted, and results.json says which code extracted them."""
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_sie_run, run)
+    monkeypatch.setattr(evaluate_module, "code_version", lambda: "0.1.0+gaaaaaaaaaaaa")
+    first = _evaluate(run, "--tasks", "classification")
+    assert first.exit_code == 0, first.output
+    results = json.loads((run / "results.json").read_text())
+    folder = run / "features" / results["features"]["key"]
+    assert results["features"]["extracted_with"]["code_version"] == "0.1.0+gaaaaaaaaaaaa"
+    assert json.loads((folder / "extracted.json").read_text()) == results["features"]["extracted_with"]
+    val = np.load(folder / "val_representations.npy")
+    np.save(folder / "val_representations.npy", val + 1.0)  # what other code might have extracted
+    assert _evaluate(run, "--tasks", "classification").output.count("kept from") == 1, "same version"
+    monkeypatch.setattr(evaluate_module, "code_version", lambda: "0.1.0+gbbbbbbbbbbbb")
+    second = _evaluate(run, "--tasks", "classification")
+    assert second.exit_code == 0, second.output
+    assert f"{folder}: features extracted by other code (0.1.0+gaaaaaaaaaaaa, now 0.1.0+gbbbbbbbbbbbb)" in (
+        second.output
+    )
+    np.testing.assert_array_equal(np.load(folder / "val_representations.npy"), val)
+    again = json.loads((run / "results.json").read_text())
+    assert again["features"]["extracted_with"]["code_version"] == "0.1.0+gbbbbbbbbbbbb"
+    assert again["metrics"]["classification"] == results["metrics"]["classification"]
 
 
 def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(
