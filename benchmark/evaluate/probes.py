@@ -46,7 +46,15 @@ SCORE_BATCH = 8192
 
 #: Largest probe sizes accepted: far above the published ones (1 sample, 10 pairs, 1024 hidden units), low
 #: enough that a slip of extra digits is one line rather than an overflow inside NumPy or torch.
-PROBE_MAXIMA = {"samples_per_object": 10_000, "val_pairs": 10_000, "hidden": 65_536, "batch_size": 1 << 20}
+#: Upper bounds of the probe settings: beyond them a run only fails later (a 16384-wide hidden layer and its
+#: Adam states already take 4 GB) or repeats itself (epochs).
+PROBE_MAXIMA = {
+    "epochs": 100_000,
+    "samples_per_object": 10_000,
+    "val_pairs": 10_000,
+    "hidden": 16_384,
+    "batch_size": 1 << 20,
+}
 
 
 @dataclass(frozen=True)

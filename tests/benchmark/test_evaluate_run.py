@@ -649,7 +649,12 @@ def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
         with pytest.raises(ValueError, match=rf"^probe {name} must be at most \d+, got {value}$"):
             EvaluationSettings(**{name: value})  # these overflowed inside NumPy or torch
     options = (["--lr", "-1"], ["--lr", "inf"], ["--lr", "nan"], ["--workers", "-2"], ["--seed", "-5"])
-    for option in (*options, ["--seed", str(2**70)]):
+    for option in (
+        *options,
+        ["--seed", str(2**70)],
+        ["--epochs", "rotation=999999999999"],
+        ["--hidden", "65536"],
+    ):
         result = _evaluate(evaluated_sie_run, *option)
         assert (
             result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
