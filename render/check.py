@@ -9,6 +9,7 @@ holds any problem.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -112,7 +113,7 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
         report.add(str(root), str(error))
         return report
     # an object rendered by `--retry-failed` after it failed is complete, and checked like any other
-    report.failures = {key: reason for key, reason in failures.items() if not writer.is_complete(root / key)}
+    report.failures = {key: reason for key, reason in failures.items() if _complete(root / key) is not True}
     expected = [key for key in listed if key not in report.failures]
     if not expected:
         report.add(str(root), _no_objects_reason(root, listed))
@@ -132,10 +133,13 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
 def check_object(folder: Path, expectations: Expectations, decode: bool = True) -> tuple[list[str], int]:
     """Problems of one object folder and the number of images checked."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return ["missing folder"], 0
+    try:
+        if not folder.is_dir():
+            return ["missing folder"], 0
+        names = set(os.listdir(folder))
+    except OSError as error:  # an unreadable folder, or one inside an unreadable class folder
+        return [f"cannot list the folder ({error.strerror or error}); make it readable and check again"], 0
     messages = []
-    names = {p.name for p in folder.iterdir()}
     if expectations.marker and writer.COMPLETE_MARKER not in names:
         messages.append("incomplete: no completion marker (rerun `3die render` to redo it)")
     for name in sorted(names):
@@ -157,6 +161,14 @@ def check_object(folder: Path, expectations: Expectations, decode: bool = True) 
         else:
             messages += _check_latent(folder / latent, expectations.rotation)
     return messages, images
+
+
+def _complete(folder: Path) -> bool | None:
+    """`writer.is_complete`, None when the folder cannot be read (its object check says why)."""
+    try:
+        return writer.is_complete(folder)
+    except OSError:
+        return None
 
 
 def _check_object_folder(
@@ -232,7 +244,12 @@ def _listed_objects(root: Path) -> list[str]:
     if objects_csv.is_file():
         return [f"{entry.synset}/{entry.object_id}" for entry in read_manifest(objects_csv)]
     from_splits = [key for split in SPLITS for key in _split_keys(root, split) or []]
-    return from_splits or sorted(_folders_on_disk(root))
+    if from_splits:
+        return from_splits
+    try:
+        return sorted(_folders_on_disk(root)[0])
+    except OSError:  # an unreadable dataset folder: `_check_unlisted` says so
+        return []
 
 
 def _split_keys(root: Path, split: str) -> list[str] | None:
@@ -243,19 +260,42 @@ def _split_keys(root: Path, split: str) -> list[str] | None:
     )
 
 
-def _folders_on_disk(root: Path) -> set[str]:
-    """ "SYNSET/OBJECT_ID" of every second-level folder."""
-    return {
-        f"{synset.name}/{obj.name}"
-        for synset in root.iterdir()
-        if synset.is_dir() and not synset.name.startswith(".")
-        for obj in synset.iterdir()
-        if obj.is_dir()
-    }
+def _folders_on_disk(root: Path) -> tuple[set[str], list[str]]:
+    """ "SYNSET/OBJECT_ID" of every second-level folder, and the first-level folders that cannot be
+    listed."""
+    found, unreadable = set(), []
+    for synset in _subfolders(root):
+        if synset.name.startswith("."):
+            continue
+        try:
+            found.update(f"{synset.name}/{obj.name}" for obj in _subfolders(synset))
+        except OSError:
+            unreadable.append(synset.name)
+    return found, unreadable
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in `folder` (links to folders included); OSError when it cannot be listed."""
+    found = []
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_dir():
+                found.append(Path(entry.path))
+        except OSError:  # an entry that cannot be examined is no folder to list
+            continue
+    return found
 
 
 def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
-    for key in sorted(_folders_on_disk(root) - listed):
+    try:
+        found, unreadable = _folders_on_disk(root)
+    except OSError as error:
+        report.add(str(root), f"cannot list the folder ({error.strerror or error}); make it readable")
+        return
+    for name in unreadable:
+        if not any(key.startswith(f"{name}/") for key in listed):  # listed objects say it themselves
+            report.add(name, "cannot list this class folder; make it readable and check again")
+    for key in sorted(found - listed):
         report.add(key, "present on disk but not listed in the dataset's object list")
 
 
@@ -264,11 +304,9 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
     list exactly the complete objects."""
     present = {}
     objects_csv = root / spec.OBJECTS_CSV_NAME
-    listed_labels = (
-        {f"{entry.synset}/{entry.object_id}": entry.label for entry in read_manifest(objects_csv)}
-        if objects_csv.is_file()
-        else {}
-    )
+    entries = read_manifest(objects_csv) if objects_csv.is_file() else []
+    listed_labels = {f"{entry.synset}/{entry.object_id}": entry.label for entry in entries}
+    listed_splits = {f"{entry.synset}/{entry.object_id}": entry.split for entry in entries}
     shapenet = not objects_csv.is_file() and not (root / spec.MANIFEST_NAME).is_file()  # the official layout
     reference, remedy = (
         ("the ShapeNet synsets'", "without manifest.json the labels must be ShapeNet's (sorted synsets)")
@@ -321,6 +359,12 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
         for key, count in sorted(Counter(keys).items()):
             if count > 1:
                 report.add(key, f"listed {count} times in {split}_images.npy")
+            if listed_splits.get(key, split) != split:
+                report.add(
+                    key,
+                    f"listed in {split}_images.npy, but {spec.OBJECTS_CSV_NAME} puts it in the "
+                    f"{listed_splits[key]} split; {remedy}",
+                )
     if len(present) == len(SPLITS):
         for key in sorted(set(present["train"]) & set(present["val"])):
             report.add(key, "listed in both train_images.npy and val_images.npy")
@@ -330,10 +374,12 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
         report.add("split files", "missing (rerun `3die render` on this folder to write them)")
         return
     in_splits = {key for keys in present.values() for key in keys}
-    complete = {key for key in listed if writer.is_complete(root / key)}
+    known = {key: _complete(root / key) for key in listed}
+    complete = {key for key, done in known.items() if done}
+    unknown = {key for key, done in known.items() if done is None}  # unreadable: the object check says so
     for key in sorted(complete - in_splits):
         report.add(key, "complete but missing from the split files (rerun `3die render` to rewrite them)")
-    for key in sorted(in_splits - complete):
+    for key in sorted(in_splits - complete - unknown):
         report.add(key, "in the split files but not complete")
 
 

@@ -114,7 +114,11 @@ def pack_dataset(
     Every object is checked first, as before training: DatasetError naming the first unusable one, unless
     `skip_bad_objects`: then they are left out (and recorded in the file) and `echo` gets one line.
     """
-    from benchmark.data.validate import skipping_line, usable_splits  # validate reads packed files
+    from benchmark.data.validate import (  # validate reads packed files
+        damaged_image_remedy,
+        skipping_line,
+        usable_splits,
+    )
 
     root, out = Path(root), link_target(Path(out))  # a link's target is what the user means to replace
     if size is not None and not 1 <= size <= MAX_SIZE:
@@ -165,9 +169,7 @@ def pack_dataset(
                     on_object()
         except DatasetError as error:  # a JPEG damaged inside: the check before packing reads its ends only
             raise DatasetError(
-                f"{error}; run `3die check {root}` to list every damaged file, then rerender those objects, "
-                "or delete the damaged files and rerun with --skip-bad-objects (the objects packed so far "
-                "are kept)"
+                f"{error}; {damaged_image_remedy(root, 'the objects packed so far are kept')}"
             ) from None
         finally:
             _mark_packed(handle, done)
@@ -212,7 +214,10 @@ def read_object(
     if raw:
         return np.stack([reader.image(0, view, size) for view in range(views)]), reader.latents(0)
     images = [reader.jpeg(0, view) for view in range(views)]
-    if size is not None:
+    if size is None:  # copied as they are: decoded once (at an eighth of the size) so that none is damaged
+        for view, data in enumerate(images):
+            decode_jpeg(data, 1, reader.describe_view(0, view))
+    else:
         images = [
             encode_jpeg(decode_jpeg(data, size, reader.describe_view(0, view)), quality)
             for view, data in enumerate(images)

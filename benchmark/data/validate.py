@@ -35,7 +35,7 @@ from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.check import dataset_rotation_range
-from render.manifest import SPLITS
+from render.manifest import SPLITS, ManifestError, read_manifest
 from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text, rotation_range_of
 from render.sources import NPY_ERRORS
@@ -118,6 +118,23 @@ def refusal_line(path: str | Path, counted: str, first: str, skip_verb: str | No
     )
 
 
+def damaged_image_remedy(data: str | Path, kept: str = "") -> str:
+    """What to do when an image of the dataset `data` (a folder or a packed file) turns out not to decode
+    while it is used (the checks before reading look at each JPEG's markers only); `kept` names what was
+    kept, e.g. "the checkpoints are kept"."""
+    kept = f" ({kept})" if kept else ""
+    if Path(data).is_dir():
+        return (
+            f"run `3die check {data}` to list every damaged file, then rerender those objects, or delete "
+            f"the damaged files and rerun with --skip-bad-objects{kept}"
+        )
+    return (
+        f"run `3die check {data}` to list every damaged image, then pack its dataset folder again after "
+        f"rerendering those objects or deleting the damaged files (`3die pack FOLDER --out {data} "
+        f"--skip-bad-objects`), and rerun{kept}"
+    )
+
+
 def skipping_line(path: str | Path, counted: str, first: str) -> str:
     """The line said when the unusable objects are left out (`--skip-bad-objects`)."""
     return f"{path}: skipping {counted}, which cannot be used (first: {first})"
@@ -151,9 +168,34 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     keys, labels = read_split_files(path, split, unique=False)
     classes = manifest_classes(path, manifest)
     check_labels(path / f"{split}_labels.npy", labels, len(classes), None if manifest else keys)
+    check_object_list_agrees(path, split, keys, labels)
     reader = FolderViews(path, split, keys, labels, manifest_views(path, manifest), classes)
     reader.manifest = manifest  # read again by find_bad_objects (latent range, completion markers)
     return reader
+
+
+def check_object_list_agrees(root: Path, split: str, keys: list[str], labels: np.ndarray) -> None:
+    """DatasetError when the dataset's objects.csv (where there is one) gives an object of the split files
+    another label or split: trained so, a class would be learnt under another's label, or a validation
+    object trained on."""
+    listed = root / spec.OBJECTS_CSV_NAME
+    if not listed.is_file():
+        return
+    try:
+        entries = {f"{entry.synset}/{entry.object_id}": entry for entry in read_manifest(listed)}
+    except ManifestError as error:
+        raise DatasetError(f"{error}; rerun `3die render` on this folder to rewrite it") from None
+    for key, label in zip(keys, labels, strict=True):
+        entry = entries.get(key)
+        if entry is None:
+            continue
+        if entry.split != split or entry.label != label:
+            there = f"label {entry.label}, split {entry.split}"
+            raise DatasetError(
+                f"{root / f'{split}_images.npy'}: {key} has label {int(label)} in split {split} here, but "
+                f"{there} in {spec.OBJECTS_CSV_NAME}; rerun `3die render` on this folder to rewrite the "
+                "split files"
+            )
 
 
 def find_bad_objects(

@@ -51,7 +51,12 @@ from benchmark.data import (
     worker_error_line,
 )
 from benchmark.data.packed import SkippedObject
-from benchmark.data.validate import counted_per_split, skipping_line, usable_splits
+from benchmark.data.validate import (
+    counted_per_split,
+    damaged_image_remedy,
+    skipping_line,
+    usable_splits,
+)
 from benchmark.evaluate.features import (
     FEATURES_DIR,
     SplitFeatures,
@@ -317,10 +322,7 @@ def _evaluate_locked(
         probes = set(tasks) & set(PROBE_TASKS)
         train = split_features(views=train_views, **extract) if probes else None
     except DatasetError as error:  # a file the check passed (it reads JPEG ends only), or damaged since
-        raise DatasetError(
-            f"{worker_error_line(error)}; run `3die check {data_path}` to list every damaged file, then "
-            "rerender those objects, or delete the damaged files and rerun with --skip-bad-objects"
-        ) from None
+        raise DatasetError(f"{worker_error_line(error)}; {damaged_image_remedy(data_path)}") from None
     for split, features in (("val", val), ("train", train)):
         check_finite_features(features, split, run, checkpoint["path"])
     results["seconds"]["features"] = round(time.perf_counter() - started, 3)

@@ -46,6 +46,7 @@ from benchmark.data import (
     training_split,
     worker_error_line,
 )
+from benchmark.data.validate import damaged_image_remedy
 from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from benchmark.train.config import ConfigError, TrainConfig
 from benchmark.train.distributed import (
@@ -334,9 +335,8 @@ class Trainer:
             yield batches
         except DatasetError as error:  # a file the check before training passed (it reads JPEG ends only)
             raise DatasetError(
-                f"{worker_error_line(error)}; run `3die check {self.config.data}` to list every damaged "
-                "file, then rerender those objects, or delete the damaged files and rerun with "
-                "--skip-bad-objects (the checkpoints are kept)"
+                f"{worker_error_line(error)}; "
+                f"{damaged_image_remedy(self.config.data, 'the checkpoints are kept')}"
             ) from None
         finally:
             stop_workers = getattr(batches, "_shutdown_workers", None)  # DataLoader has no public call

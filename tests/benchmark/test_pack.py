@@ -1,5 +1,6 @@
 """`3die pack`: one HDF5 file that reads back exactly like the folder it was packed from."""
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from benchmark.cli import main
 from benchmark.data import DatasetError, PackedViews, open_dataset, pack_dataset
 from benchmark.data import packed as packed_module
 from render import spec
+from render.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,12 @@ def test_a_resumed_pack_takes_the_splits_and_labels_of_the_folder_as_it_is_now(t
     np.save(root / "val_images.npy", np.concatenate([train[-1:], val]))
     np.save(root / "train_labels.npy", train_labels[:-1])
     np.save(root / "val_labels.npy", np.concatenate([train_labels[-1:], val_labels]))
+    moved = "/".join(str(train[-1]).strip("/").split("/"))
+    entries = read_manifest(root / spec.OBJECTS_CSV_NAME)  # the object list says the same
+    write_manifest(
+        root / spec.OBJECTS_CSV_NAME,
+        [dataclasses.replace(e, split="val") if f"{e.synset}/{e.object_id}" == moved else e for e in entries],
+    )
     assert pack_dataset(root, out).resumed == 2
     for split in ("train", "val"):
         folder, packed = open_dataset(root, split), open_dataset(out, split)

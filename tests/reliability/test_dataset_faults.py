@@ -6,6 +6,7 @@ The check of a truncated JPEG, a missing view and a latent of the wrong shape or
 tests/render/test_check.py; the readers' own messages in tests/benchmark/test_data_readers.py.
 """
 
+import dataclasses
 import json
 import re
 import sys
@@ -149,12 +150,86 @@ def test_labels_longer_than_images_are_named_and_refused_even_with_skip(dataset,
         assert "train_labels.npy: 7 labels for 6 objects in train_images.npy (longer)" in line
 
 
+@pytest.mark.parametrize("disagreement", ["label", "split"])
+def test_split_files_that_disagree_with_objects_csv_are_named_and_refused_even_with_skip(
+    dataset, tmp_path, disagreement
+):
+    """A label or split in the split files other than objects.csv's: a class learnt under another's label,
+    or a validation object trained on. `3die check`, training and packing all name it."""
+    key = dataset.splits["train"][1]
+    if disagreement == "label":
+        labels = np.load(dataset.root / "train_labels.npy")
+        labels[1] = 1 - labels[1]
+        np.save(dataset.root / "train_labels.npy", labels)
+        checked = "train_labels.npy: 1 labels differ from objects.csv's"
+    else:
+        from render.manifest import read_manifest, write_manifest
+
+        entries = read_manifest(dataset.root / spec.OBJECTS_CSV_NAME)
+        moved = [
+            dataclasses.replace(e, split="val") if f"{e.synset}/{e.object_id}" == key else e for e in entries
+        ]
+        write_manifest(dataset.root / spec.OBJECTS_CSV_NAME, moved)
+        checked = f"{key}: listed in train_images.npy, but objects.csv puts it in the val split"
+    status, lines = check(dataset.root)
+    assert status == 1 and any(line.startswith(checked) for line in lines), lines
+    for command in (
+        train(dataset.root, tmp_path / "run", "--skip-bad-objects"),
+        pack(dataset.root, tmp_path / "d.h5"),
+    ):
+        line = error_line(command.output)
+        assert f"train_images.npy: {key} has label" in line and "in objects.csv; rerun `3die render`" in line
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_unreadable_object_and_class_folders_are_named_by_check_not_raised(dataset):
+    """`3die check` is the command the other refusals point to: folders it may not list are problems it
+    reports, one line each, never a traceback (run without root's permission override)."""
+    import subprocess
+
+    from faults import child_env, cli_command, obey_permissions
+
+    root = dataset.root
+    unreadable, execute_only = dataset.splits["train"][0], dataset.splits["train"][1]
+    other_class = next(
+        key for key in dataset.splits["train"] if key.split("/")[0] != unreadable.split("/")[0]
+    )
+    class_folder = root / other_class.split("/")[0]
+    modes = {root / unreadable: 0o000, root / execute_only: 0o311, class_folder: 0o000}
+    for folder, mode in modes.items():
+        folder.chmod(mode)
+    try:
+        result = subprocess.run(
+            cli_command("check", str(root)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=child_env(),
+            preexec_fn=obey_permissions,
+        )
+    finally:
+        for folder in modes:
+            folder.chmod(0o755)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    listing = ": cannot list the folder (Permission denied); make it readable and check again"
+    in_class = [
+        key for key in dataset.splits["train"] + dataset.splits["val"] if key.startswith(class_folder.name)
+    ]
+    for key in [unreadable, execute_only, *in_class]:
+        assert f"{key}{listing}" in lines, (key, lines)
+    assert check(root) == (0, [f"{root}: 8 objects, 32 images checked: OK"]), "readable again: whole"
+
+
 def test_an_object_in_both_splits_is_named_by_check(dataset):
     images = np.load(dataset.root / "val_images.npy")
     np.save(dataset.root / "val_images.npy", np.append(images[:-1], f"/{dataset.splits['train'][0]}/"))
     status, lines = check(dataset.root)
     assert status == 1
-    assert f"{dataset.splits['train'][0]}: listed in both train_images.npy and val_images.npy" in lines
+    key = dataset.splits["train"][0]
+    (line,) = [line for line in lines if line.startswith(f"{key}: ")]
+    assert "listed in both train_images.npy and val_images.npy" in line
+    assert "listed in val_images.npy, but objects.csv puts it in the train split" in line
 
 
 def test_an_in_distribution_angle_in_an_ood_dataset_is_refused_folder_and_packed(tmp_path):
@@ -233,6 +308,42 @@ def test_a_packed_file_with_a_damaged_jpeg_is_refused_or_skipped(dataset, tmp_pa
         training_split(packed)
     views = training_split(packed, skip_bad_objects=True)
     assert len(views) == 5 and key not in views.keys
+
+
+@pytest.mark.parametrize("kind", ["folder", "packed"])
+def test_a_jpeg_damaged_inside_stops_training_with_the_way_on_for_a_folder_or_a_packed_file(
+    dataset, tmp_path, kind
+):
+    """The check before training reads each JPEG's markers only: an image damaged between them stops the
+    run when it is decoded, with the way on for what the data is (a packed file is packed again)."""
+    key = dataset.splits["train"][2]
+    data = dataset.root
+    if kind == "packed":
+        data = tmp_path / "data.h5"
+        pack_dataset(dataset.root, data)
+        with h5py.File(data, "r+") as handle:
+            row = packed_row(handle, key)
+            start, end = handle["jpeg_offsets"][row, 1], handle["jpeg_offsets"][row, 2]
+            handle["jpeg_bytes"][start + 20 : end - 2] = 0  # view 1, its markers kept
+        assert check(data)[0] == 1
+    else:
+        image = data / key / spec.image_name(1)
+        raw = image.read_bytes()
+        image.write_bytes(raw[:20] + bytes(len(raw) - 22) + raw[-2:])
+    result = train(data, tmp_path / "run")
+    line = error_line(result.output)
+    assert result.exit_code == 1 and "image_1.jpg: cannot decode the image" in line and key in line
+    if kind == "packed":
+        assert (
+            f"run `3die check {data}` to list every damaged image, then pack its dataset folder again" in line
+        )
+        assert (
+            f"`3die pack FOLDER --out {data} --skip-bad-objects`), and rerun (the checkpoints are kept)"
+            in line
+        )
+    else:
+        assert f"run `3die check {data}` to list every damaged file, then rerender those objects" in line
+        assert line.endswith("rerun with --skip-bad-objects (the checkpoints are kept)")
 
 
 def test_a_clean_dataset_is_used_whole(dataset):
@@ -430,16 +541,21 @@ def test_pack_refuses_a_split_without_usable_objects_even_with_skip(dataset, tmp
         assert "--skip-bad-objects" not in line and not (tmp_path / "data.h5").exists()
 
 
-@pytest.mark.parametrize("storage", [(), ("--raw",)])
-def test_a_jpeg_damaged_inside_stops_a_resizing_pack_which_goes_on_without_it(dataset, tmp_path, storage):
-    """The check before packing reads each JPEG's markers only; re-encoding (--size) or --raw decodes every
-    view. The error's way on (delete the file, rerun with --skip-bad-objects) keeps what was packed."""
+@pytest.mark.parametrize("storage", [(), ("--raw",), ("copy",)])
+def test_a_jpeg_damaged_inside_stops_a_pack_which_goes_on_without_it(dataset, tmp_path, storage):
+    """The check before packing reads each JPEG's markers only; every pack decodes every view (re-encoding
+    with --size, storing pixels with --raw, or checking a JPEG it copies as it is), so no pack holds an
+    image training cannot decode. The error's way on (delete the file, rerun with --skip-bad-objects)
+    keeps what was packed."""
+    size = None if storage == ("copy",) else 8
+    storage = () if storage == ("copy",) else storage
+    sizing = ("--size", "8") if size else ()
     key = dataset.splits["train"][3]
     damaged = dataset.root / key / spec.image_name(1)
     data = damaged.read_bytes()
     damaged.write_bytes(data[:20] + bytes(len(data) - 22) + data[-2:])
     out = tmp_path / "data.h5"
-    stopped = pack(dataset.root, out, "--size", "8", *storage)
+    stopped = pack(dataset.root, out, *sizing, *storage)
     assert stopped.exit_code == 1
     line = error_line(stopped.output)
     assert f"{damaged}: cannot decode the image" in line and f"run `3die check {dataset.root}`" in line
@@ -448,12 +564,12 @@ def test_a_jpeg_damaged_inside_stops_a_resizing_pack_which_goes_on_without_it(da
         assert handle["packed"][()].tolist() == [True] * 3 + [False] * 5
 
     damaged.unlink()
-    resumed = pack(dataset.root, out, "--size", "8", *storage, "--skip-bad-objects")
+    resumed = pack(dataset.root, out, *sizing, *storage, "--skip-bad-objects")
     assert resumed.exit_code == 0, resumed.output
     assert f"skipping 1 of 8 objects, which cannot be used (first: {damaged}: missing)" in resumed.output
     assert f"{out}: 7 objects" in resumed.output and "3 already packed" in resumed.output
     fresh = tmp_path / "fresh.h5"
-    pack_dataset(dataset.root, fresh, size=8, raw=bool(storage), skip_bad_objects=True)
+    pack_dataset(dataset.root, fresh, size=size, raw=bool(storage), skip_bad_objects=True)
     images = ("pixels",) if storage else ("jpeg_bytes", "jpeg_offsets")
     with h5py.File(out) as carried, h5py.File(fresh) as expected:
         for name in (*images, "latents", "labels", "object_ids", "skipped_objects"):
