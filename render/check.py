@@ -104,6 +104,10 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     for name in root_files:
         if (root / name).is_dir():  # read as absent, the dataset would look whole without it
             report.add(name, "a folder where this file belongs; move it away and rerun `3die render`")
+    lost = writer.lost_manifest_problem(root)
+    if lost is not None:
+        report.add(spec.MANIFEST_NAME, lost)
+        return report
     try:
         manifest = writer.read_manifest(root)
         failures = writer.read_failures(root)

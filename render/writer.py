@@ -255,6 +255,20 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 # --- dataset-level files --------------------------------------------------------------------------
+def lost_manifest_problem(root: Path) -> str | None:
+    """Why a folder without manifest.json cannot be read as the official download: `3die render` writes
+    manifest.json before objects.csv, so a folder with objects.csv and no manifest.json has lost it.
+    None when that is not so."""
+    root = Path(root)
+    if (root / spec.MANIFEST_NAME).is_file() or not (root / spec.OBJECTS_CSV_NAME).is_file():
+        return None
+    return (
+        f"{root / spec.MANIFEST_NAME}: missing, although {spec.OBJECTS_CSV_NAME} says 3die rendered this "
+        "folder (without it the folder would be read as the official download: 50 views, ShapeNet labels); "
+        "restore it, or rerun `3die render` into this folder with the options that made it"
+    )
+
+
 def read_manifest(root: Path) -> dict | None:
     """ROOT/manifest.json as a dict, or None when the folder has none.
 

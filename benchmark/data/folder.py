@@ -96,6 +96,9 @@ def read_dataset_manifest(root: Path) -> dict | None:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a dataset folder (no such directory)")
     if not path.is_file():
+        lost = writer.lost_manifest_problem(root)
+        if lost is not None:
+            raise DatasetError(lost)
         return None
     try:
         return writer.read_manifest(root)

@@ -221,6 +221,18 @@ def test_unreadable_object_and_class_folders_are_named_by_check_not_raised(datas
     assert check(root) == (0, [f"{root}: 8 objects, 32 images checked: OK"]), "readable again: whole"
 
 
+def test_a_lost_manifest_is_named_not_read_as_the_official_download(dataset, tmp_path):
+    (dataset.root / spec.MANIFEST_NAME).unlink()
+    lost = (
+        f"{dataset.root / spec.MANIFEST_NAME}: missing, although objects.csv says 3die rendered this folder"
+    )
+    status, lines = check(dataset.root)
+    assert status == 1 and len(lines) == 2 and lines[0].startswith(f"{spec.MANIFEST_NAME}: {lost}"), lines
+    assert "restore it, or rerun `3die render` into this folder" in lines[0]
+    for command in (train(dataset.root, tmp_path / "run"), pack(dataset.root, tmp_path / "d.h5")):
+        assert error_line(command.output).startswith(f"Error: {lost}")
+
+
 def test_an_object_in_both_splits_is_named_by_check(dataset):
     images = np.load(dataset.root / "val_images.npy")
     np.save(dataset.root / "val_images.npy", np.append(images[:-1], f"/{dataset.splits['train'][0]}/"))
