@@ -82,6 +82,16 @@ def _write_remedy(error: OSError) -> str:
     return "free disk space or make the folder writable"
 
 
+#: --device of the commands that run torch models (evaluation, the benchmark).
+_TORCH_DEVICE = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when torch finds a GPU, else the CPU.",
+)
+
+
 # --- rendering (render/) -------------------------------------------------------------------------------
 @main.command("render")
 @click.option("--out", type=_Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
@@ -540,13 +550,7 @@ def train_command(method, data, out, preset, options, progress, **settings) -> N
 @click.option("--seed", default=0, show_default=True, help="Seed of the probes' initialisation and samples.")
 @click.option("--extract-batch", default=256, show_default=True, help="Images per feature-extraction batch.")
 @_workers_option("--workers", "DataLoader processes decoding images.", default=0)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto: CUDA when torch finds a GPU, else the CPU.",
-)
+@_TORCH_DEVICE
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @click.option(
     "--skip-bad-objects",
@@ -690,13 +694,7 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
 @_workers_option("--workers", "Training and evaluation DataLoader workers (default: preset's).")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto: CUDA when torch finds a GPU, else the CPU.",
-)
+@_TORCH_DEVICE
 @click.option("--classes", help="Procedural classes to render, comma-separated (default: all).")
 @click.option("--per-class", default=10, show_default=True, help="Procedural objects per class.")
 @click.option("--views", default=50, show_default=True, help="Views per procedural object.")
