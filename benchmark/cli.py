@@ -241,6 +241,11 @@ def render_command(
             f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
     failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    if summary.failed_before:
+        failed += (
+            f"; {summary.failed_before} recorded as failed by an earlier run, not tried again (see "
+            f"{out / spec.FAILURES_NAME}; --retry-failed tries them again)"
+        )
     warned = len(writer.read_warnings(out))
     failed += f"; {warned} rendered with warnings (see {out / writer.WARNINGS_NAME})" if warned else ""
     elsewhere = (
@@ -248,7 +253,8 @@ def render_command(
     )
     click.echo(
         f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
-        f"{summary.skipped - summary.elsewhere} already done{failed}{elsewhere}; splits {summary.splits}"
+        f"{summary.skipped - summary.elsewhere - summary.failed_before} already done{failed}{elsewhere}; "
+        f"splits {summary.splits}"
     )
     if (
         isinstance(source, sources.ShapeNetSource)
@@ -260,9 +266,10 @@ def render_command(
             f"{shapenet_dir}: note: left out the folders that are not ShapeNetCore v2 synsets "
             f"({len(others)}: {shown}); render other classes with --mesh-dir, or list objects with --objects"
         )
-    if summary.failed and not any(summary.splits.values()):  # every object tried failed, none is complete
+    if (summary.failed or summary.failed_before) and not any(summary.splits.values()):  # none complete
+        retry = "" if summary.failed else " (--retry-failed tries them again once the cause is mended)"
         raise click.ClickException(
-            f"{out}: no object of the dataset could be rendered; {out / spec.FAILURES_NAME} says why"
+            f"{out}: no object of the dataset could be rendered; {out / spec.FAILURES_NAME} says why{retry}"
         )
     empty = [split for split in ("train", "val") if summary.objects and not summary.planned_splits.get(split)]
     if empty:

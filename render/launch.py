@@ -102,6 +102,7 @@ class RunSummary:
     objects: int = 0  # in the plan (all shards)
     in_shard: int = 0
     skipped: int = 0  # already complete, recorded as failed, or in `elsewhere`
+    failed_before: int = 0  # of `skipped`: recorded as failed by an earlier run, not tried again
     elsewhere: int = 0  # being rendered by another process when this one reached them
     rendered: int = 0
     failed: int = 0
@@ -131,11 +132,15 @@ def render_dataset(
     start = time.monotonic()
     check_counts(workers=workers, recycle_every=recycle_every)
     check_workers(workers)  # here, on the machine that renders (a SLURM node's cores)
-    objects = plan_objects(source, limit)
+    objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
+    check_out_outside_source(config.out, source)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
     todo = pending_objects(config.out, mine, retry_failed)
     summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
+    if not retry_failed:
+        failed = writer.read_failures(config.out)
+        summary.failed_before = sum(o.key in failed for o in mine if o not in todo)
     summary.planned_splits = dict(Counter(o.split for o in objects))
     if todo:
         _render_with_workers(config, source, todo, workers, recycle_every, progress, summary)
@@ -149,6 +154,20 @@ def check_counts(**counts: int) -> None:
     for name, count in counts.items():
         if count < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {count}")
+
+
+def check_out_outside_source(out: Path, source: ObjectSource) -> None:
+    """SourceError when the dataset folder `out` is the source's folder or inside it: the next run would
+    read the dataset as one of its classes or objects."""
+    root = getattr(source, "root", None)
+    if root is None:
+        return
+    inside, folder = Path(out).resolve(), Path(root).resolve()
+    if inside == folder or folder in inside.parents:
+        raise SourceError(
+            f"{out}: inside the folder of models {root}, where the next run would read the dataset as "
+            "models; render into a folder outside it"
+        )
 
 
 def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectSpec]:
@@ -548,7 +567,8 @@ def submit_slurm(
             "--slurm: no SLURM on this machine (srun is not on PATH); run the command on a SLURM login node, "
             "or without --slurm to render here"
         )
-    objects = plan_objects(source, limit)
+    objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
+    check_out_outside_source(config.out, source)
     prepare_dataset(config, source, objects)
     pending = pending_objects(config.out, objects, retry_failed)
     shards = sorted({shard_index(obj, options.jobs) for obj in pending})

@@ -106,7 +106,7 @@ class Scene:
             warnings = [*mesh.warnings, *drop_missing_textures(obj)]
             origin = f"{mesh.path}: "
         else:
-            obj, warnings, origin = _object_from_arrays(mesh), [], ""
+            obj, warnings, origin = _object_from_arrays(mesh), list(mesh.warnings), ""
         self.object = obj
         try:
             if len(obj.data.polygons) == 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tokenize
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -62,13 +62,15 @@ class MeshArrays:
     """A triangle mesh as arrays: vertices (N, 3) float, faces (M, 3) int, optional colours.
 
     colors: sRGB in [0, 1], shape (N, 4) when color_domain is "POINT" (per vertex) or (3M, 4) when it is
-    "CORNER" (per face corner, in face order).
+    "CORNER" (per face corner, in face order). warnings: what reading the file fell back on (a missing
+    material library or texture), for warnings.jsonl.
     """
 
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray | None = None
     color_domain: str = "POINT"
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,8 @@ def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise MeshError(f"faces name vertices outside 0..{len(vertices) - 1}")
     vertices = normalised_surface(turn_z_up(vertices, up_axis), faces)
-    colors, domain = _mesh_colours(mesh)
-    return MeshArrays(vertices, faces, colors, domain)
+    colors, domain, warnings = _mesh_colours(mesh)
+    return MeshArrays(vertices, faces, colors, domain, warnings)
 
 
 def normalised_surface(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -186,21 +188,33 @@ def check_mesh_file_size(path: Path) -> None:
         )
 
 
-def _mesh_colours(mesh) -> tuple[np.ndarray | None, str]:
-    """sRGB colours in [0, 1] of a trimesh's visual and their Blender domain ("POINT" or "CORNER")."""
+def _mesh_colours(mesh) -> tuple[np.ndarray | None, str, tuple[str, ...]]:
+    """sRGB colours in [0, 1] of a trimesh's visual, their Blender domain ("POINT" or "CORNER") and a
+    warning when a texture could not be read (the object then takes its material's colour, as a ShapeNet
+    object whose texture is missing does)."""
     visual = getattr(mesh, "visual", None)
     kind = getattr(visual, "kind", None)
     if kind == "texture":
+        material = getattr(visual, "material", None)
         try:
-            visual, kind = visual.to_color(), "vertex"
-        except (AttributeError, ValueError, IndexError):
-            return None, "POINT"
+            colours = visual.to_color()
+        except (AttributeError, ValueError, IndexError, TypeError):
+            colours = None
+        if colours is None or colours.kind != "vertex":
+            name = getattr(material, "name", None) or "of the mesh"
+            warning = (
+                f"material {name}: texture missing or unreadable: the object renders in its material's colour"
+            )
+            main = getattr(material, "main_color", None)
+            main = np.asarray((204, 204, 204, 255) if main is None else main, dtype=np.float64)
+            return np.tile(main[:4] / 255.0, (len(mesh.vertices), 1)), "POINT", (warning,)
+        visual, kind = colours, "vertex"
     if kind == "vertex":
-        return np.asarray(visual.vertex_colors, dtype=np.float64) / 255.0, "POINT"
+        return np.asarray(visual.vertex_colors, dtype=np.float64) / 255.0, "POINT", ()
     if kind == "face":
         corners = np.repeat(np.asarray(visual.face_colors, dtype=np.float64) / 255.0, 3, axis=0)
-        return corners, "CORNER"
-    return None, "POINT"
+        return corners, "CORNER", ()
+    return None, "POINT", ()
 
 
 def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
@@ -216,6 +230,7 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
     check_mesh_file_size(path)
+    library_warnings = scan_obj(path) if path.suffix.lower() == ".obj" else ()
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for broken files
@@ -223,9 +238,12 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     if not isinstance(mesh, trimesh.Trimesh):
         raise MeshError(f"{path}: holds no triangle mesh")
     try:
-        return mesh_arrays_from_trimesh(mesh, up_axis)
+        arrays = mesh_arrays_from_trimesh(mesh, up_axis)
     except MeshError as error:
         raise MeshError(f"{path}: {error}") from None
+    except Exception as error:  # trimesh's arrays of an unusual file: a failure of this object, not the run
+        raise MeshError(f"{path}: cannot read its geometry ({type(error).__name__}: {error})") from None
+    return replace(arrays, warnings=(*library_warnings, *arrays.warnings))
 
 
 # --- sources -----------------------------------------------------------------------------------------
@@ -549,8 +567,10 @@ def _is_mesh_file(path: Path) -> bool:
 
 def _is_mesh_entry(path: Path) -> bool:
     """A mesh file of a class folder, or a broken link named like one (an object that fails to load,
-    recorded in the failures file, rather than one left out unnoticed)."""
-    return _is_mesh_file(path) and (path.is_file() or _is_broken_link(path))
+    recorded in the failures file, rather than one left out unnoticed). Hidden files (".name", such as
+    the "._name.obj" that macOS copies leave) are no objects."""
+    hidden = path.name.startswith(".")
+    return not hidden and _is_mesh_file(path) and (path.is_file() or _is_broken_link(path))
 
 
 def _spec(entry, path: Path | None = None) -> ObjectSpec:
@@ -667,7 +687,7 @@ def _shapenet_folders(root: Path) -> list[tuple[str, str]]:
         for synset_dir in sorted(root.iterdir())
         if synset_dir.is_dir() and synset_dir.name in spec.shapenet_synset_ids()
         for obj_dir in sorted(synset_dir.iterdir())
-        if obj_dir.is_dir()
+        if obj_dir.is_dir() and not obj_dir.name.startswith(".")
     ]
     if not keys:
         raise SourceError(

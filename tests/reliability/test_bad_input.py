@@ -105,6 +105,79 @@ BAD_OBJ_REASONS = {
 }
 
 
+TEXTURED_OBJ = (
+    "mtllib {library}\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl body\n"
+    "f 1/1 3/3 2/2\nf 1/1 2/2 4/3\nf 1/1 4/3 3/3\nf 2/2 3/3 4/3\n"
+)
+
+
+def test_a_rerun_after_every_object_failed_says_so_and_how_to_retry(tmp_path):
+    """The cause mended (here: the files made readable meshes), a plain rerun does not try the objects
+    recorded as failed: it must say so, not report them as done."""
+    folder = tmp_path / "meshes" / "thing"
+    folder.mkdir(parents=True)
+    for name in ("a", "b"):
+        (folder / f"{name}.obj").write_text("garbage\n")
+    out = tmp_path / "out"
+    render = ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
+    first = CliRunner().invoke(main, render)
+    assert first.exit_code == 1 and "no object of the dataset could be rendered" in first.output
+    for name in ("a", "b"):
+        trimesh.creation.box().export(folder / f"{name}.obj")
+    again = CliRunner().invoke(main, render)
+    assert again.exit_code == 1, again.output
+    recorded = f"2 recorded as failed by an earlier run, not tried again (see {out / spec.FAILURES_NAME}"
+    assert f"0 already done; {recorded}" in again.output
+    assert "(--retry-failed tries them again once the cause is mended)" in again.output
+    retried = CliRunner().invoke(main, [*render, "--retry-failed"])
+    assert retried.exit_code == 0 and "rendered 2 objects" in retried.output, retried.output
+
+
+@pytest.mark.parametrize("where", ["inside", "same"])
+def test_a_dataset_folder_inside_the_folder_of_models_is_refused(tmp_path, where):
+    folder = tmp_path / "meshes" / "thing"
+    folder.mkdir(parents=True)
+    trimesh.creation.box().export(folder / "a.ply")
+    out = tmp_path / "meshes" / "rendered" if where == "inside" else tmp_path / "meshes"
+    result = CliRunner().invoke(
+        main, ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {out}: inside the folder of models {tmp_path / 'meshes'}" in result.output
+    assert not (out / spec.MANIFEST_NAME).exists()
+
+
+@pytest.mark.slow
+def test_mesh_dir_objs_with_missing_or_broken_textures_render_with_a_warning(tmp_path):
+    """A texture that is missing or does not decode, or a material library that is missing: the object
+    renders in its material's colour, with a line in warnings.jsonl, and the run goes on."""
+    folder = tmp_path / "meshes" / "thing"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (4, 4), (250, 50, 50)).save(folder / "red.png")
+    (folder / "garbage.png").write_bytes(b"not a png at all")
+    for name, texture in (
+        ("textured", "red.png"),
+        ("no-texture", "gone.png"),
+        ("bad-texture", "garbage.png"),
+    ):
+        (folder / f"{name}.mtl").write_text(f"newmtl body\nKd 0.2 0.6 0.2\nmap_Kd {texture}\n")
+        (folder / f"{name}.obj").write_text(TEXTURED_OBJ.format(library=f"{name}.mtl"))
+    (folder / "no-material.obj").write_text(TEXTURED_OBJ.format(library="gone.mtl"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rendered 4 objects" in result.output and not (out / spec.FAILURES_NAME).exists()
+    assert f"; 3 rendered with warnings (see {out / writer.WARNINGS_NAME})" in result.output
+    reasons = {key.split("/")[1]: reason for key, (reason,) in writer.read_warnings(out).items()}
+    assert set(reasons) == {"no-texture", "bad-texture", "no-material"}
+    for name in ("no-texture", "bad-texture"):
+        assert "material body: texture missing or unreadable" in reasons[name], reasons
+    assert f"material library {folder / 'gone.mtl'} is missing" in reasons["no-material"]
+    assert check_dataset(out).ok
+
+
 @pytest.mark.slow
 def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(tmp_path):
     root = tmp_path / "ShapeNetCore.v2"

@@ -147,11 +147,12 @@ def test_broken_meshes_go_to_failures_and_the_run_goes_on(tmp_path):
     assert np.load(out / "train_images.npy").tolist() + np.load(out / "val_images.npy").tolist() == [
         "/thing/good/"
     ]
-    assert render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False).skipped == 3
+    again = render_dataset(config(out), MeshDirSource(tmp_path / "meshes"), progress=False)
+    assert (again.skipped, again.failed_before) == (3, 2)
     retried = render_dataset(
         config(out), MeshDirSource(tmp_path / "meshes"), retry_failed=True, progress=False
     )
-    assert retried.failed == 2
+    assert (retried.failed, retried.failed_before) == (2, 0)
     lines = [json.loads(line) for line in (out / spec.FAILURES_NAME).read_text().splitlines()]
     assert len(lines) == 4 and writer.read_failures(out) == failures
 

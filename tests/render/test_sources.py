@@ -38,6 +38,7 @@ def shapenet_root(tmp_path):
         models.mkdir(parents=True)
         (models / "model_normalized.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     (root / "not-a-synset").mkdir()
+    (root / AIRPLANE / ".DS_Store_dir").mkdir()  # hidden: not an object
     (root / "taxonomy.json").write_text("[]")
     return root, val_id
 
@@ -161,6 +162,8 @@ def mesh_root(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         mesh.export(folder / f"{name}{len(list(folder.iterdir()))}.{ext}")
     (root / "box" / "readme.txt").write_text("not a mesh")
+    (root / "box" / "._box0.obj").write_bytes(b"\x00\x05\x16\x07 a macOS AppleDouble file")  # hidden
+    (root / ".git").mkdir()
     return root
 
 
