@@ -65,9 +65,14 @@ def metric_columns(rows: list[Row]) -> dict[str, list[str]]:
 
 def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
     """Rows by label: the method and its settings and options other than the preset's, then preset,
-    dataset (and the training dataset when another), image size and epochs when the rows span several."""
-    setting = ("preset", "dataset", "train_dataset", "image_size", "epochs")
+    dataset (and the training dataset when another), image size and epochs when the rows span several.
+    Only rows that differ in nothing but their seed share a label: a dataset name that stands for several
+    datasets (another rendering, a subset without bad objects) gets the first digits of each one's hash."""
+    setting = ("preset", "dataset", "dataset_hash", "train_dataset", "image_size", "epochs")
     settings = {tuple(row.get(column) for column in setting) for row in rows}
+    hashes: dict[str, set] = {}
+    for row in rows:
+        hashes.setdefault(str(row.get("dataset")), set()).add(row.get("dataset_hash"))
     groups: dict[str, list[Row]] = {}
     for row in rows:
         label = str(row.get("method"))
@@ -75,13 +80,41 @@ def group_rows(rows: list[Row]) -> dict[str, list[Row]]:
         if options:
             label += f" [{options}]"
         if len(settings) > 1:
+            dataset = str(row.get("dataset"))
+            if len(hashes[dataset]) > 1:
+                dataset += f" #{str(row.get('dataset_hash'))[:6]}"
             trained = f" (trained on {row['train_dataset']})" if row.get("train_dataset") else ""
             label += (
-                f"\n{row.get('preset')} {row.get('dataset')}{trained} {row.get('image_size')}px "
-                f"{row.get('epochs')}ep"
+                f"\n{row.get('preset')} {dataset}{trained} {row.get('image_size')}px {row.get('epochs')}ep"
             )
         groups.setdefault(label, []).append(row)
     return groups
+
+
+def one_line(label: str, most: int = 3 * 48) -> str:
+    """A group's label on one line (the trade-off figure's key), elided with "..." beyond `most`
+    characters."""
+    line = label.replace("\n", " ")
+    return line if len(line) <= most else line[: most - 3] + "..."
+
+
+#: Characters of a label shown per line, and lines shown, in the figures (the rest is elided).
+LABEL_WIDTH, LABEL_LINES = 48, 3
+
+
+def shown_label(label: str) -> str:
+    """A group's label as the figures show it: each line wrapped at LABEL_WIDTH characters (options
+    break at their ";"), at most LABEL_LINES lines, the rest elided with "..."."""
+    lines = []
+    for line in label.split("\n"):
+        while len(line) > LABEL_WIDTH:
+            cut = line.rfind(";", 0, LABEL_WIDTH) + 1 or line.rfind(" ", 0, LABEL_WIDTH) + 1 or LABEL_WIDTH
+            lines.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        lines.append(line)
+    if len(lines) > LABEL_LINES:
+        lines = [*lines[: LABEL_LINES - 1], lines[LABEL_LINES - 1][: LABEL_WIDTH - 3] + "..."]
+    return "\n".join(lines)
 
 
 def tradeoff_figure(groups: dict[str, list[Row]]) -> Figure:
@@ -92,17 +125,19 @@ def tradeoff_figure(groups: dict[str, list[Row]]) -> Figure:
     for numbered in (False, True):
         figure, axes = _figure(6.4, 4.8)
         for number, (label, point) in enumerate(points.items(), start=1):
-            axes.scatter(*point, s=40, label=f"{number}  {label.replace(chr(10), ' ')}")
+            axes.scatter(*point, s=40, label=f"{number}  {one_line(label)}")
         axes.set_xlabel("rotation R$^2$ (equivariant part, else full)")
         axes.set_ylabel("top-1 accuracy, % (invariant part, else full)")
         axes.set_title("Invariance-equivariance trade-off")
         axes.grid(alpha=0.3)
-        if not numbered and place_labels(axes, points, strict=True) is not None:
+        shown = {shown_label(label): point for label, point in points.items()}
+        if not numbered and len(shown) == len(points) and place_labels(axes, shown, strict=True) is not None:
             return figure
     names = {str(number): point for number, point in enumerate(points.values(), start=1)}
     place_labels(axes, names)
     figure.legend(loc="outside right upper", fontsize=7, frameon=False, handletextpad=0.2)
-    figure.set_size_inches(6.4 + 0.055 * max(len(label) for label in points), 4.8)
+    longest = max((len(one_line(label)) for label in points), default=0)
+    figure.set_size_inches(6.4 + 0.055 * longest, 4.8)
     return figure
 
 
@@ -172,7 +207,7 @@ def metric_figure(groups: dict[str, list[Row]], metric: str, columns: list[str])
             capsize=3,
             label=part,
         )
-    axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
+    axes.set_xticks(positions, [shown_label(label) for label in labels], rotation=30, ha="right", fontsize=8)
     unit = UNITS.get(metric)
     direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
     axes.set_ylabel(f"{metric}{f' ({unit})' if unit else ''}{direction}")

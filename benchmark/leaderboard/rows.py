@@ -37,9 +37,11 @@ PART_METRICS = {
     "colour_r2_spot": ("colour", "r2_spot", 1.0),
 }
 RETRIEVAL_METRICS = ("pre", "emb_dist", "mrr", "hit1", "hit2", "hit5", "hit10")
-#: Columns renamed since: a CSV with the old name and without the new one is read with the new name
-#: (`pre` was the embedding distance before the published PRE was computed).
+#: Columns renamed since: a CSV of the schema before the rename (none of `NEWER_THAN_RENAMES` in its
+#: header) is read with the new names (`pre` was the embedding distance before the published PRE was
+#: computed). A current CSV that leaves some columns out keeps its names.
 RENAMED_COLUMNS = {"pre": "emb_dist"}
+NEWER_THAN_RENAMES = ("emb_dist", "method_options", "train_options")
 IDENTITY_COLUMNS = {
     "method": str,
     "method_options": str,
@@ -67,6 +69,18 @@ def _iso_time(text: str) -> str:
     """An `evaluated_at` cell: an ISO 8601 time (rows are merged by it), kept as written."""
     datetime.datetime.fromisoformat(text)
     return text
+
+
+def _moment(text: str | None) -> datetime.datetime:
+    """The instant of an `evaluated_at` value, for ordering: a time without a zone is UTC (3die writes
+    UTC), a missing or unreadable one is before every other."""
+    try:
+        moment = datetime.datetime.fromisoformat(text) if text else None
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 _iso_time.__name__ = "an ISO 8601 time"
@@ -209,7 +223,7 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
     for row in rows:
         key = tuple(row.get(column) for column in KEY_COLUMNS)
         kept = newest.get(key)
-        newer = kept is None or (row.get("evaluated_at") or "") >= (kept.get("evaluated_at") or "")
+        newer = kept is None or _moment(row.get("evaluated_at")) >= _moment(kept.get("evaluated_at"))
         if kept is not None and echo is not None and kept.get("run") != row.get("run"):
             old, new = (kept, row) if newer else (row, kept)
             echo(
@@ -217,9 +231,27 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
                 f"{', '.join(KEY_COLUMNS)}): keeping the newer evaluation, of {new.get('run')}; give the "
                 "other another --seed or a leaderboard of its own to keep both"
             )
+        elif (
+            kept is not None
+            and echo is not None
+            and _same_moment(kept, row)
+            and _differing_metrics(kept, row)
+        ):
+            echo(
+                f"{row.get('run')}: two rows of one experiment, evaluated at the same time, with other "
+                f"numbers ({', '.join(_differing_metrics(kept, row)[:3])}); keeping the one given last"
+            )
         if newer:
             newest[key] = row
     return sorted(newest.values(), key=_sort_key)
+
+
+def _same_moment(first: Row, second: Row) -> bool:
+    return _moment(first.get("evaluated_at")) == _moment(second.get("evaluated_at"))
+
+
+def _differing_metrics(first: Row, second: Row) -> list[str]:
+    return [column for column in METRIC_COLUMNS if first.get(column) != second.get(column)]
 
 
 def append_row(csv_path: str | Path, row: Row, echo: Callable[[str], None] | None = None) -> list[Row]:
@@ -290,11 +322,38 @@ def load_rows(source: str | Path) -> list[Row]:
         return read_rows(path)
     results = read_results_file(path)
     try:
-        return [row_from_results(results)]
+        row = row_from_results(results)
     except (KeyError, TypeError, AttributeError) as error:
         raise LeaderboardError(
             f"{path}: incomplete results (no {error}); evaluate the run again (`3die evaluate`)"
         ) from None
+    problem = row_problem(row)
+    if problem is not None:
+        skipped = "; ".join(f"{task} skipped: {why}" for task, why in results.get("skipped", {}).items())
+        raise LeaderboardError(
+            f"{path}: {problem}{f' ({skipped})' if skipped else ''}; evaluate the tasks that score it "
+            "first (`3die evaluate`)"
+        )
+    return [row]
+
+
+def row_problem(row: Row) -> str | None:
+    """Why a row cannot be on a leaderboard (what `read_rows` would refuse it for), or None: no method,
+    no metric, a metric that is not a finite number, or a negative count."""
+    if not row.get("method"):
+        return "a row without a method"
+    metrics = [row[column] for column in METRIC_COLUMNS if row.get(column) is not None]
+    if not metrics:
+        return "no metric to put on a leaderboard"
+    bad = [
+        column for column in METRIC_COLUMNS if row.get(column) is not None and not math.isfinite(row[column])
+    ]
+    if bad:
+        return f"{bad[0]} is {row[bad[0]]}, not a finite number"
+    negative = [c for c, kind in COLUMNS.items() if kind is int and row.get(c) is not None and row[c] < 0]
+    if negative:
+        return f"{negative[0]} is {row[negative[0]]}, expected 0 or more"
+    return None
 
 
 def read_results_file(path: Path) -> dict[str, Any]:
@@ -356,11 +415,15 @@ def read_rows(path: str | Path) -> list[Row]:
             else "no method column"
         )
         raise LeaderboardError(f"{path}: {problem}; not a leaderboard CSV of this version of 3die")
-    renamed = {old: new for old, new in RENAMED_COLUMNS.items() if old in header and new not in header}
+    before_renames = not any(column in header for column in NEWER_THAN_RENAMES)
+    renamed = RENAMED_COLUMNS if before_renames else {}
     rows = []
     for line, record in enumerate(records, start=2):
         if None in record:  # csv.DictReader's key for the cells beyond the header's
             raise LeaderboardError(f"{path}:{line}: more cells than the header has columns")
+        if None in record.values():  # csv.DictReader's value for the columns a short line lacks
+            short = sum(value is None for value in record.values())
+            raise LeaderboardError(f"{path}:{line}: {short} cells fewer than the header has columns")
         record = {renamed.get(column, column): text for column, text in record.items()}
         row = {column: _parse(path, line, column, record.get(column)) for column in COLUMNS}
         if not row["method"] or not any(row[column] is not None for column in METRIC_COLUMNS):
@@ -380,8 +443,13 @@ def _cell(value: Any) -> str:
 def _parse(path: Path, line: int, column: str, text: str | None) -> Any:
     if text is None or text == "":
         return None
+    kind = COLUMNS[column]
+    if kind is int and not spec.is_decimal(text):  # int() would take "6_4", " 64" or other scripts' digits
+        raise LeaderboardError(
+            f"{path}:{line}: column {column} holds {text!r}, expected a whole number 0 or more"
+        )
     try:
-        value = COLUMNS[column](text)
+        value = kind(text)
     except ValueError:
         raise LeaderboardError(
             f"{path}:{line}: column {column} holds {text!r}, expected {COLUMNS[column].__name__}"
@@ -420,8 +488,8 @@ def _display(value: Any, column: str) -> str:
 
 
 def _sort_key(row: Row) -> tuple:
-    """Missing values sort last."""
-    settings = [
-        (row.get(column) is None, row.get(column) or 0) for column in ("dataset", "image_size", "epochs")
-    ]
-    return (*settings, str(row.get("method")), row.get("seed") or 0)
+    """Dataset, image size, epochs, method, seed, then the other key columns (a total order, so that the
+    file does not depend on the order rows were given in); missing values sort last."""
+    first = ("dataset", "image_size", "epochs", "method", "seed")
+    columns = [*first, *(column for column in KEY_COLUMNS if column not in first)]
+    return tuple((row.get(column) is None, row.get(column) or 0) for column in columns)

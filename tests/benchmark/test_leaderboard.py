@@ -103,10 +103,15 @@ def test_results_and_csvs_of_an_earlier_version_read_their_pre_as_the_embedding_
     header, line = board.read_text().splitlines()
     columns = header.split(",")
     cells = dict(zip(columns, line.split(","), strict=True))
-    kept = [column for column in columns if column != "emb_dist"]
+    newer = ("emb_dist", "method_options", "train_options")  # the columns added since the rename
+    kept = [column for column in columns if column not in newer]
     board.write_text(",".join(kept) + "\n" + ",".join(cells[column] for column in kept) + "\n")
     (read,) = read_rows(board)
     assert (read["pre"], read["emb_dist"]) == (None, 0.25) and read["mrr"] == new["mrr"]
+    trimmed = [column for column in columns if column != "emb_dist"]  # a current CSV without emb_dist
+    board.write_text(",".join(trimmed) + "\n" + ",".join(cells[column] for column in trimmed) + "\n")
+    (read,) = read_rows(board)
+    assert (read["pre"], read["emb_dist"]) == (new["pre"], None), "its pre is the published PRE"
     write_rows(board, [new])
     assert read_rows(board) == [new], "a CSV with both columns is read as written"
 
@@ -167,6 +172,43 @@ def test_merge_keeps_the_newest_row_of_each_experiment():
     assert merged[1]["top1_inv"] == pytest.approx(70.0)
     same_time = dict(new, top1_inv=1.0)
     assert merge_rows([new, same_time])[0]["top1_inv"] == 1.0
+
+
+def test_merge_orders_evaluation_times_as_instants_and_rows_whatever_order_they_come_in():
+    utc = row_from_results(_results(top1=0.5, evaluated_at="2026-11-23T19:33:54+00:00"))
+    earlier = dict(utc, top1_inv=1.0, evaluated_at="2026-11-23T20:00:00+05:00")  # 15:00 UTC
+    later_naive = dict(utc, top1_inv=2.0, evaluated_at="2026-11-23 23:00:00")  # no zone: UTC
+    assert merge_rows([utc, earlier]) == [utc] and merge_rows([earlier, utc]) == [utc]
+    assert merge_rows([later_naive, utc]) == [later_naive]
+    said = []
+    clash = dict(utc, top1_inv=3.0)  # the same run and time, other numbers: the one given last, said
+    assert merge_rows([utc, clash], said.append) == [clash]
+    clashed = "two rows of one experiment, evaluated at the same time, with other numbers (top1_inv)"
+    assert said == [f"{utc['run']}: {clashed}; keeping the one given last"]
+    variants = [
+        dict(utc, preset=preset, method_options=options)
+        for preset in ("mini", "paper")
+        for options in (None, "a=1")
+    ]
+    assert merge_rows(variants) == merge_rows(variants[::-1]), "the file does not depend on the order"
+
+
+def test_a_run_without_metrics_or_with_non_finite_ones_is_refused_before_it_reaches_a_board(tmp_path):
+    results = _results(split=False)
+    results["metrics"] = {}
+    results["skipped"] = {"retrieval": "method vicreg has no predictor"}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(LeaderboardError) as refused:
+        load_rows(tmp_path / "results.json")
+    assert str(refused.value) == (
+        f"{tmp_path / 'results.json'}: no metric to put on a leaderboard (retrieval skipped: method vicreg "
+        "has no predictor); evaluate the tasks that score it first (`3die evaluate`)"
+    )
+    results = _results()
+    results["metrics"]["rotation"]["equi"]["r2"] = float("nan")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(LeaderboardError, match=r"results.json: rot_r2_equi is nan, not a finite number"):
+        load_rows(tmp_path / "results.json")
 
 
 def test_other_presets_are_other_experiments_and_replaced_runs_are_named():
@@ -277,7 +319,9 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_rows(unknown)
     bad_cell = tmp_path / "bad.csv"
     bad_cell.write_text("method,seed\nsie,zero\n")
-    with pytest.raises(LeaderboardError, match=r"bad.csv:2: column seed holds 'zero', expected int"):
+    with pytest.raises(
+        LeaderboardError, match=r"bad.csv:2: column seed holds 'zero', expected a whole number 0 or more"
+    ):
         read_rows(bad_cell)
     with pytest.raises(LeaderboardError, match="not a run folder"):  # a dataset folder, say
         load_rows(tmp_path)
@@ -301,9 +345,26 @@ def test_bad_inputs_name_the_file(tmp_path):
         ("method\nsie\n", ":2: a row without a method or without any metric; not a leaderboard row"),
         ("method,top1_inv\n,50\n", ":2: a row without a method or without any metric"),
         ("method,top1_inv\nsie,nan\n", ":2: column top1_inv holds 'nan', expected a finite number"),
-        ("method,top1_inv,seed\nsie,50,-1\n", ":2: column seed holds '-1', expected 0 or more"),
+        (
+            "method,top1_inv,seed\nsie,50,-1\n",
+            ":2: column seed holds '-1', expected a whole number 0 or more",
+        ),
+        (
+            "method,top1_inv,seed\nsie,50,1_0\n",
+            ":2: column seed holds '1_0', expected a whole number 0 or more",
+        ),
+        ("method,top1_inv,seed,epochs\nsie,50,1\n", ":2: 1 cells fewer than the header has columns"),
     ],
-    ids=["repeated-column", "extra-cell", "method-only", "no-method", "nan", "negative-seed"],
+    ids=[
+        "repeated-column",
+        "extra-cell",
+        "method-only",
+        "no-method",
+        "nan",
+        "negative-seed",
+        "underscore",
+        "short",
+    ],
 )
 def test_a_csv_that_would_merge_a_wrong_or_empty_row_is_refused(tmp_path, text, problem):
     """Each of these was once merged: the last of two equal columns winning, extra cells dropped, an
@@ -457,6 +518,28 @@ def test_metric_bars_are_seed_means_with_the_seed_spread_per_part():
             assert heights[vicreg] == pytest.approx(80.0)
         else:  # vicreg has no invariant or equivariant part
             assert np.isnan(heights[vicreg])
+
+
+def test_rows_of_one_dataset_name_with_other_hashes_are_not_averaged_as_seeds():
+    first = row_from_results(_results(top1=0.8))
+    other = dict(first, dataset_hash="fedcba9876543210", top1_inv=10.0)  # re-rendered, same name
+    groups = group_rows([first, other, dict(first, seed=1)])
+    assert sorted(len(rows) for rows in groups.values()) == [1, 2]
+    assert sorted(label.split("\n")[1] for label in groups) == [
+        "mini procedural #012345 64px 20ep",
+        "mini procedural #fedcba 64px 20ep",
+    ]
+
+
+def test_long_labels_are_wrapped_and_elided_in_the_figures():
+    options = ";".join(f"option_{index}=0.{index}" for index in range(30))
+    row = row_from_results(_results())
+    groups = group_rows([dict(row, method_options=options), row])
+    figure = metric_figure(groups, "top1", ["top1_inv"])
+    ticks = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    assert all(len(line) <= 48 for tick in ticks for line in tick.split("\n"))
+    assert ticks[0].count("\n") == 2 and ticks[0].endswith("...") and ticks[1] == "sie"
+    assert tradeoff_figure(groups).get_size_inches()[0] < 16
 
 
 def test_trade_off_labels_of_nearby_points_do_not_overlap():
