@@ -551,7 +551,8 @@ def _read_packed_split(handle: h5py.File, path: Path, split: str) -> PackedViews
     )
     if len(labels) and not (labels.min() >= 0 and labels.max() < len(classes)):
         raise ValueError(f"labels outside 0..{len(classes) - 1} (the file's {len(classes)} classes)")
-    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets)
+    quality = int(handle.attrs.get("jpeg_quality", 0))
+    return PackedViews(path, split, keys, labels, views, classes, rows, latents, image_size, offsets, quality)
 
 
 #: dtype kinds of a pack's arrays (NumPy `dtype.kind`): integers for labels and offsets, floats for
@@ -594,6 +595,7 @@ class PackedViews(ObjectViews):
         latents: np.ndarray,
         image_size: int | None,
         jpeg_offsets: np.ndarray | None,
+        jpeg_quality: int = 0,
     ) -> None:
         self.path = Path(path)
         self.split = split
@@ -606,6 +608,7 @@ class PackedViews(ObjectViews):
         self.image_size = image_size
         self.jpeg_offsets = jpeg_offsets
         self.raw = jpeg_offsets is None
+        self.jpeg_quality = jpeg_quality  # 0: the rendered JPEGs (or raw pixels), else re-encoded so
         self._images: h5py.Dataset | None = None
         self._owner = -1
 
@@ -633,6 +636,11 @@ class PackedViews(ObjectViews):
 
     def stored_size(self) -> int | None:
         return self.image_size if self.raw else super().stored_size()
+
+    def reencoding(self) -> dict[str, int] | None:
+        if not self.jpeg_quality:
+            return None
+        return {"image_size": self.image_size or 0, "jpeg_quality": self.jpeg_quality}
 
     def image(self, index: int, view: int, size: int | None = None) -> np.ndarray:
         if not self.raw:

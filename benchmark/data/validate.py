@@ -246,6 +246,7 @@ def subset(views: ObjectViews, indices: list[int]) -> ObjectViews:
             views.latent_array[indices],
             views.image_size,
             offsets,
+            views.jpeg_quality,
         )
     raise TypeError(f"cannot take a subset of a {type(views).__name__}")
 

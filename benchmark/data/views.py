@@ -59,6 +59,11 @@ class ObjectViews:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def reencoding(self) -> dict[str, int] | None:
+        """How the images were re-encoded since rendering ({"image_size", "jpeg_quality"} of a pack made
+        with --size), None when they are the rendered JPEGs or exact pixels: re-encoded images differ."""
+        return None
+
     def jpeg(self, index: int, view: int) -> bytes:
         """The encoded JPEG of one view."""
         raise NotImplementedError

@@ -310,7 +310,9 @@ class Trainer:
                 self._save()
                 if writer is not None:
                     writer.flush()
-        return self._result(None, started)
+        # a signal after the last step's check (during the final save, say) still tells `3die benchmark`
+        # to stop before evaluating: the scheduler that sent it is about to end the job
+        return replace(self._result(None, started), stop_signal=signals.received)
 
     @contextlib.contextmanager
     def _batches(self) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
@@ -443,7 +445,8 @@ class Trainer:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.global_step)
+        # steps up to the checkpoint's are logged already; later ones (logged before a kill) are redone
+        writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.global_step + 1)
         try:
             yield writer
         finally:
@@ -547,6 +550,7 @@ def resolved_config(
             "num_classes": views.num_classes,
             "fingerprint": dataset_fingerprint(views),
             "rendering": rendering_settings(dataset_manifest(config.data)),
+            "reencoded": views.reencoding(),
         },
         "version": _version(),
     }
@@ -606,6 +610,11 @@ def check_resumable(checkpoint: LoadedCheckpoint, resolved: dict[str, Any]) -> N
     rendered = saved["dataset"].get("rendering"), resolved["dataset"]["rendering"]
     if None not in rendered:  # None: not recorded, or no manifest
         differences += _entry_changes("dataset ", *rendered)
+    reencoded = saved["dataset"].get("reencoded", _ABSENT), resolved["dataset"]["reencoded"]
+    if reencoded[0] is not _ABSENT and reencoded[0] != reencoded[1]:  # absent: not recorded
+        differences.append(
+            f"dataset images re-encoded: {_reencoding(reencoded[0])} -> {_reencoding(reencoded[1])}"
+        )
     if saved["world_size"] != resolved["world_size"] and checkpoint.payload["step_in_epoch"]:
         differences.append(
             f"world size: {saved['world_size']} -> {resolved['world_size']} in the middle of epoch "
@@ -633,6 +642,12 @@ def _entry_changes(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> lis
 
 
 _ABSENT = object()
+
+
+def _reencoding(entry: dict[str, int] | None) -> str:
+    if entry is None:
+        return "no (as rendered)"
+    return f"{entry['image_size']} px at JPEG quality {entry['jpeg_quality']}"
 
 
 def _shown(value: Any) -> str:

@@ -307,6 +307,22 @@ def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic
         assert torch.equal(tensor, from_packed[name]), name
 
 
+def test_a_resume_on_re_encoded_images_is_refused_and_on_exact_ones_accepted(synthetic_dataset, tmp_path):
+    """A pack made with --size re-encodes the JPEGs (other pixels, other weights); one with --raw holds the
+    pixels the folder gives at that size. A run may go on from the folder on the second, not the first."""
+    run = tmp_path / "run"
+    assert _train(synthetic_dataset.root, run, "--epochs", "1").exit_code == 0
+    reencoded, raw = tmp_path / "q50.h5", tmp_path / "raw.h5"
+    pack_dataset(synthetic_dataset.root, reencoded, size=16, quality=50)
+    pack_dataset(synthetic_dataset.root, raw, size=16, raw=True)
+    refused = _train(reencoded, run, "--epochs", "2")
+    assert refused.exit_code == 1
+    assert "dataset images re-encoded: no (as rendered) -> 16 px at JPEG quality 50" in refused.output
+    assert json.loads((run / "config.json").read_text())["dataset"]["reencoded"] is None
+    resumed = _train(raw, run, "--epochs", "2")
+    assert resumed.exit_code == 0 and "resuming from last.pt" in resumed.output, resumed.output
+
+
 def test_the_mixed_precision_step_trains_and_is_recorded(synthetic_dataset, tmp_path, monkeypatch):
     """The AMP path of the loop (autocast around the forward pass, the objective in float32), run on the
     CPU in bfloat16 since AMP is only switched on for CUDA: the run trains, its weights stay float32 and

@@ -73,9 +73,28 @@ main()
 """
 
 
-def _signalled_at_step(arguments: list[str], step: int, kill: str) -> subprocess.CompletedProcess:
+#: As SIGNAL_AT_STEP, but KILL runs while the checkpoint of step STEP is being saved (after the step's
+#: own check of the stop signals).
+SIGNAL_WHILE_SAVING = """
+import os, signal, sys
+from benchmark.train import loop
+real_save = loop.save_checkpoint
+def save(folder, payload):
+    if payload["global_step"] == {step}:
+        {kill}
+    return real_save(folder, payload)
+loop.save_checkpoint = save
+from benchmark.cli import main
+sys.argv[0] = "3die"
+main()
+"""
+
+
+def _signalled_at_step(
+    arguments: list[str], step: int, kill: str, template: str = SIGNAL_AT_STEP
+) -> subprocess.CompletedProcess:
     """The run of `3die ARGUMENTS` that executes `kill` when `step` optimisation steps are done."""
-    script = SIGNAL_AT_STEP.format(step=step, kill=kill)
+    script = template.format(step=step, kill=kill)
     return subprocess.run(
         [sys.executable, "-c", script, *arguments],
         capture_output=True,
@@ -123,6 +142,11 @@ def test_sigterm_saves_mid_epoch_and_the_rerun_reaches_the_uninterrupted_weights
     resumed = _run(_command(dataset.root, run))
     assert "resuming from last.pt at epoch 1, step 3" in resumed.stdout
     _assert_same_weights(read_checkpoint(run / "checkpoints" / "last.pt")["model"], reference)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()  # the checkpoint's own step stays logged, none twice
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
 
 
 @pytest.mark.slow
@@ -140,9 +164,11 @@ def test_sigterm_with_the_last_step_finishes_the_run(dataset, reference, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_benchmark_stopped_with_the_last_step_is_not_evaluated_until_rerun(tmp_path):
+@pytest.mark.parametrize("when", ["before-the-last-step", "while-saving-it"])
+def test_a_benchmark_stopped_with_the_last_step_is_not_evaluated_until_rerun(tmp_path, when):
     """The signal asks the process to end: `3die benchmark` keeps the finished training, skips the
-    evaluation (exit status 75), and the rerun evaluates without training."""
+    evaluation (exit status 75), and the rerun evaluates without training; also when the signal comes
+    after the last step's check, while its checkpoint is saved."""
     data = write_dataset(tmp_path / "data", classes=3, train_per_class=8, val_per_class=1, views=6, size=16)
     out, board = tmp_path / "out", tmp_path / "board.csv"
     arguments = [
@@ -150,8 +176,11 @@ def test_a_benchmark_stopped_with_the_last_step_is_not_evaluated_until_rerun(tmp
         "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--probe-epochs", "1",
         "--device", "cpu", "--leaderboard", str(board), "--no-progress",
     ]  # fmt: skip
-    last = STEPS_PER_EPOCH - 1
-    stopped = _signalled_at_step(arguments, last, "os.kill(os.getpid(), signal.SIGTERM)")
+    kill = "os.kill(os.getpid(), signal.SIGTERM)"
+    if when == "before-the-last-step":
+        stopped = _signalled_at_step(arguments, STEPS_PER_EPOCH - 1, kill)
+    else:
+        stopped = _signalled_at_step(arguments, STEPS_PER_EPOCH, kill, SIGNAL_WHILE_SAVING)
     assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
     assert "trained, then stopped by SIGTERM; rerun the same command to evaluate" in stopped.stdout
     assert not board.exists()
