@@ -673,6 +673,36 @@ def test_a_diverging_probe_stops_with_one_line_and_keeps_the_results(evaluated_s
     assert (run / "results.json").read_bytes() == before
 
 
+def test_features_of_re_encoded_images_are_cached_apart_from_the_rendered_ones(
+    evaluated_sie_run, synthetic_dataset, tmp_path
+):
+    """A pack re-encoded with --size is the same dataset for the leaderboard (same hash), but its pixels,
+    hence its features, differ: they get a cache of their own; a plain pack shares the folder's."""
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_sie_run, run)
+    folder_key = json.loads((run / "results.json").read_text())["features"]["key"]
+    plain, reencoded = tmp_path / "plain.h5", tmp_path / "q50.h5"
+    pack_dataset(synthetic_dataset.root, plain)
+    pack_dataset(synthetic_dataset.root, reencoded, size=16, quality=50)
+    keys = {}
+    for data in (plain, reencoded):
+        result = _evaluate(run, "--data", str(data), "--tasks", "classification")
+        assert result.exit_code == 0, result.output
+        results = json.loads((run / "results.json").read_text())
+        keys[data.name] = results["features"]["key"]
+        assert (
+            results["dataset"]["hash"]
+            == dataset_identity(
+                synthetic_dataset.root, *(open_dataset(synthetic_dataset.root, s) for s in ("train", "val"))
+            )["hash"]
+        )
+    assert keys["plain.h5"] == folder_key and keys["q50.h5"] != folder_key
+    rendered = np.load(run / "features" / folder_key / "val_representations.npy")
+    assert not np.array_equal(
+        np.load(run / "features" / keys["q50.h5"] / "val_representations.npy"), rendered
+    )
+
+
 def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):
     packed = tmp_path / "ours.h5"
     pack_dataset(synthetic_dataset.root, packed)
