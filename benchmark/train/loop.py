@@ -115,8 +115,12 @@ def train(
     TrainingError (non-finite loss, incompatible checkpoint) or ConfigError.
     """
     out = Path(config.out)
+    outside = "give --out a run folder of its own, outside any dataset"
     if (out / spec.MANIFEST_NAME).exists() or (out / "train_images.npy").exists():
-        raise ConfigError(f"{out}: is a dataset folder; give --out a run folder of its own")
+        raise ConfigError(f"{out}: is a dataset folder; {outside}")
+    for folder in out.absolute().parents:  # both files, as 3die render writes them: a dataset for sure
+        if (folder / spec.MANIFEST_NAME).is_file() and (folder / spec.OBJECTS_CSV_NAME).is_file():
+            raise ConfigError(f"{out}: is inside the dataset folder {folder}; {outside}")
     context = start_processes(config.device)
     say = (echo or _stderr) if context.is_main else _silent
     try:

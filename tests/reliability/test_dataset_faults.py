@@ -760,7 +760,13 @@ def test_a_run_and_a_dataset_never_share_a_folder(tmp_path):
     train = ["train", "--method", "vicreg", "--data", str(dataset.root), "--out", str(dataset.root)]
     result = CliRunner().invoke(main, [*train, "--preset", "tiny"])
     assert result.exit_code == 1 and result.output.strip() == (
-        f"Error: {dataset.root}: is a dataset folder; give --out a run folder of its own"
+        f"Error: {dataset.root}: is a dataset folder; give --out a run folder of its own, outside any dataset"
+    )
+    inside = dataset.root / dataset.splits["train"][0].split("/")[0] / "run"  # `3die check` would flag it
+    result = CliRunner().invoke(main, [*train[:-1], str(inside), "--preset", "tiny"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: {inside}: is inside the dataset folder {dataset.root}; give --out a run folder of its own, "
+        "outside any dataset"
     )
     assert sorted(path.relative_to(dataset.root) for path in dataset.root.rglob("*")) == before
     run = tmp_path / "run"
