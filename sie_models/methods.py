@@ -267,17 +267,21 @@ def build_method(name: str, **overrides: Any) -> Method:
     return method
 
 
-def check_method_options(name: str, options: dict[str, Any], *, refuse_ignored: bool = True) -> None:
+def check_method_options(
+    name: str, options: dict[str, Any], *, refuse_ignored: bool = True, unlisted: tuple[str, ...] = ()
+) -> None:
     """Raise MethodOptionError for the first option of `options` that method `name` does not have, or whose
     value does not have its default's type (an int passes for a float, a bool never for a number) or
     lies outside its OPTION_RANGES entry; with `refuse_ignored`, also for a changed option that the
     method's kind of predictor ignores (`PREDICTOR_KIND_OPTIONS`: a run asked for would not be the one
-    trained). `build_method` leaves those to the commands, so that a run saved with one still loads."""
+    trained). `build_method` leaves those to the commands, so that a run saved with one still loads.
+    `unlisted`: options the caller sets itself, left out of the list of valid ones in the message."""
     defaults = method_defaults(name)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise MethodOptionError(
-            f"method {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(defaults)}"
+            f"method {name!r} has no option {', '.join(unknown)}; valid options: "
+            f"{', '.join(option for option in defaults if option not in unlisted)}"
         )
     for key, value in options.items():
         expected = option_problem(key, value, defaults[key])

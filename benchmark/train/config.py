@@ -168,6 +168,14 @@ def settings_beyond_preset(preset: str | None, settings: dict[str, Any]) -> dict
     }
 
 
+#: Method options that training sets itself, and where each comes from.
+RESERVED_METHOD_OPTIONS = {
+    "image_size": "--image-size",
+    "width": "--width",
+    "num_classes": "the dataset (its number of classes)",
+}
+
+
 def check_options(method: str | None, options: dict[str, Any]) -> None:
     """ConfigError for a method option that `method` lacks, or a value of the wrong type or out of range,
     before anything is read or written (the network is built later)."""
@@ -175,8 +183,12 @@ def check_options(method: str | None, options: dict[str, Any]) -> None:
 
     if method is None:
         return
+    reserved = [name for name in RESERVED_METHOD_OPTIONS if name in options]
+    if reserved:
+        how = "; ".join(f"{name} comes from {RESERVED_METHOD_OPTIONS[name]}" for name in reserved)
+        raise ConfigError(f"--option {', '.join(reserved)}: {how}; remove it from --option")
     try:
-        check_method_options(method, options)
+        check_method_options(method, options, unlisted=tuple(RESERVED_METHOD_OPTIONS))
     except (MethodOptionError, UnknownMethodError) as error:
         raise ConfigError(str(error)) from None
 

@@ -487,20 +487,9 @@ def restore_cuda_rng(states: list[torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(states[0], device)
 
 
-#: Method options that training sets itself, and where each comes from.
-RESERVED_METHOD_OPTIONS = {
-    "image_size": "--image-size",
-    "width": "--width",
-    "num_classes": "the dataset (its number of classes)",
-}
-
-
 def build_configured_method(config: TrainConfig, num_classes: int) -> Method:
-    """The method of `config` with online probes for the dataset's classes."""
-    reserved = [name for name in RESERVED_METHOD_OPTIONS if name in config.method_options]
-    if reserved:
-        how = "; ".join(f"{name} comes from {RESERVED_METHOD_OPTIONS[name]}" for name in reserved)
-        raise ConfigError(f"--option {', '.join(reserved)}: {how}; remove it from --option")
+    """The method of `config` with online probes for the dataset's classes (its options are checked by
+    `config.check_options`, reserved ones included)."""
     try:
         return build_method(
             config.method,

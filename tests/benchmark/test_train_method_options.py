@@ -80,3 +80,7 @@ def test_an_option_training_sets_itself_names_where_it_comes_from(
     (line,) = result.output.splitlines()
     name = option.split("=")[0]
     assert line == f"Error: --option {name}: {name} comes from {source}; remove it from --option"
+    assert not (tmp_path / "run").exists(), "refused before the run folder is made"
+    unknown = _train("sie", synthetic_dataset.root, tmp_path / "run", "--option", "foo=1")
+    listed = unknown.output.split("valid options: ")[1].strip().split(", ")
+    assert "projector" in listed and not {"image_size", "width", "num_classes"} & set(listed)
