@@ -51,7 +51,7 @@ def split_dims(total: int, equivariant_fraction: float) -> tuple[int, int]:
     if not 0.0 < equivariant_fraction <= 1.0:
         raise ValueError(f"equivariant_fraction must be in (0, 1], got {equivariant_fraction}")
     equivariant = round(total * equivariant_fraction)
-    if equivariant < 1 or (equivariant < total and total - equivariant < 1):
+    if equivariant < 1 or (equivariant_fraction < 1.0 and equivariant >= total):
         raise ValueError(f"equivariant_fraction {equivariant_fraction} leaves an empty part of {total} dims")
     return total - equivariant, equivariant
 
@@ -153,8 +153,9 @@ class HypernetworkPredictor(nn.Module):
 class MLPPredictor(nn.Module):
     """MLP on [embedding, action]: (layers - 1) hidden Linear-ReLU layers of width d, then a Linear.
 
-    The published MLPPredictor defaults to one layer (a single Linear on [action, embedding], in which the
-    action only shifts the output); the SIE methods here default to 2 layers (`predictor_layers`).
+    The published training script's `--tf-num-layers` flag defaults to one layer (a single Linear on
+    [action, embedding], in which the action only shifts the output; its MLPPredictor class itself defaults
+    to 2); the SIE methods here default to 2 layers (`predictor_layers`).
     """
 
     def __init__(self, dim: int, action_dim: int, layers: int = 2) -> None:

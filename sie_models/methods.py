@@ -485,8 +485,8 @@ class VICReg(Method):
 
 
 class SimCLR(Method):
-    """SimCLR (Chen et al., 2020): one projector, NT-Xent over the global batch, temperature 0.1 (SIE code)
-    default)."""
+    """SimCLR (Chen et al., 2020): one projector, NT-Xent over the global batch, temperature 0.1 (the SIE
+    code's default)."""
 
     def __init__(self, common: CommonOptions, *, projector: str, temperature: float):
         super().__init__(common)

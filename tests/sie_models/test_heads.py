@@ -51,6 +51,9 @@ def test_sie_split_in_proportion():
     assert split_projector_spec("2048-2048-2048", 1.0) == (None, "2048-2048-2048")
     with pytest.raises(ValueError, match="equivariant_fraction"):
         split_dims(512, 0.0)
+    for total, fraction in ((512, 0.9995), (3, 0.9), (4, 0.1)):  # one part would round to no dimension
+        with pytest.raises(ValueError, match=f"equivariant_fraction {fraction} leaves an empty part"):
+            split_dims(total, fraction)
 
 
 # --- predictors -----------------------------------------------------------------------------------
