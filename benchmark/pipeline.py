@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.evaluate import EvaluationSettings, evaluate_run
-from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, read_results
+from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, dataset_name, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
 from benchmark.leaderboard.rows import check_writable
 from benchmark.train import presets, resolve_config, train
@@ -194,12 +194,15 @@ def run_benchmark(
 
 
 def run_name(method: str, preset: str, data: Path, seed: int, train_options: dict[str, Any]) -> str:
-    """METHOD-PRESET-DATASET-sSEED, followed by the training settings (`--width`, `--batch-size`) and method
-    options (`--option`) given that differ from the preset's, when there are any: a benchmark with other
-    settings trains a run of its own, and one whose settings only repeat the preset's is the preset's run
-    (as its leaderboard row's `train_options` and `method_options` say)."""
-    name = f"{method}-{preset}-{data.stem}-s{seed}"
+    """METHOD-PRESET-DATASET-sSEED (DATASET: the name results and leaderboards give it), followed by the
+    training settings (`--image-size`, `--width`, `--batch-size`, ...) and method options (`--option`)
+    given that differ from the preset's, when there are any: a benchmark with other settings trains a run
+    of its own, and one whose settings only repeat the preset's is the preset's run (as its leaderboard
+    row's `image_size`, `train_options` and `method_options` say)."""
+    name = f"{method}-{preset}-{dataset_name(data)}-s{seed}"
+    size = train_options.get("image_size")
     options = {
+        **({"image_size": size} if size is not None and size != presets()[preset].get("image_size") else {}),
         **settings_beyond_preset(preset, train_options),
         **options_beyond_preset(method, preset, train_options.get("method_options")),
     }

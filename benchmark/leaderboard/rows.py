@@ -488,8 +488,12 @@ def _display(value: Any, column: str) -> str:
 
 
 def _sort_key(row: Row) -> tuple:
-    """Dataset, image size, epochs, method, seed, then the other key columns (a total order, so that the
-    file does not depend on the order rows were given in); missing values sort last."""
+    """Dataset, image size, epochs, method, seed (missing values last), then the other key columns (a
+    total order, so that the file does not depend on the order rows were given in), where a missing
+    value comes first: the preset's run before those with other options."""
     first = ("dataset", "image_size", "epochs", "method", "seed")
-    columns = [*first, *(column for column in KEY_COLUMNS if column not in first)]
-    return tuple((row.get(column) is None, row.get(column) or 0) for column in columns)
+    rest = [column for column in KEY_COLUMNS if column not in first]
+    return (
+        *((row.get(column) is None, row.get(column) or 0) for column in first),
+        *((row.get(column) is not None, str(row.get(column) or "")) for column in rest),
+    )

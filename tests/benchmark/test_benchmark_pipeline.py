@@ -30,7 +30,8 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
     data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path), "--batch-size", "4"]
     first = _benchmark("--method", "sie", *data)
     assert first.exit_code == 0, first.output
-    run = tmp_path / "runs" / f"sie-tiny-{synthetic_dataset.root.name}-s0-batch_size=4"  # the preset's: 16
+    # batch size and image size beyond the preset's (16 and 32 px) name the run
+    run = tmp_path / "runs" / f"sie-tiny-{synthetic_dataset.root.name}-s0-batch_size=4_image_size=16"
     assert (run / "results.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
     (row,) = read_rows(tmp_path / "leaderboard.csv")
     assert row["train_options"] == "batch_size=4" and row["method_options"] is None
@@ -72,7 +73,7 @@ def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_d
     other = _benchmark("--method", "vicreg", *data, "--option", "projector=32-32-32")
     assert other.exit_code == 0, other.output
     runs = sorted(path.name for path in (tmp_path / "runs").iterdir())
-    name = f"vicreg-tiny-{synthetic_dataset.root.name}-s0-batch_size=4"
+    name = f"vicreg-tiny-{synthetic_dataset.root.name}-s0-batch_size=4_image_size=16"
     assert runs == [name, f"{name}_projector=32-32-32"]
     rows = read_rows(tmp_path / "leaderboard.csv")
     assert [(row["method"], row["method_options"]) for row in rows] == [

@@ -703,7 +703,7 @@ def test_benchmark_with_skip_bad_objects_trains_and_evaluates_without_them(datas
     assert benchmarked.exit_code == 0, benchmarked.output
     assert "skipping 1 of 6 train objects, which cannot be used" in benchmarked.output  # training
     assert "skipping 1 of 6 train and 1 of 2 val objects, which cannot be used" in benchmarked.output
-    run = tmp_path / "runs" / f"sie-tiny-{dataset.root.name}-s0-batch_size=2"
+    run = tmp_path / "runs" / f"sie-tiny-{dataset.root.name}-s0-batch_size=2_image_size=16"
     results = results_of(run)
     assert len(results["dataset"]["skipped_objects"]) == 2
     (row,) = read_rows(tmp_path / "leaderboard.csv")
