@@ -163,6 +163,9 @@ def run_benchmark(
     if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
         read_rows(leaderboard)
     check_writable(leaderboard)
+    check_device(config.device)
+    if config.data is None:
+        check_batch_fits(config.procedural, training.batch_size)
     if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
         render_procedural(procedural, config.procedural, render_size, progress, say)
 
@@ -243,6 +246,32 @@ def render_procedural(
     failed = f", {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
     echo(f"{out}: {summary.rendered} objects rendered, {summary.skipped} already there{failed}")
     return summary
+
+
+def check_device(device: str) -> None:
+    """ConfigError for --device cuda on a machine without CUDA, before anything is rendered."""
+    import torch
+
+    from benchmark.train import ConfigError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available on this machine; give --device auto or cpu")
+
+
+def check_batch_fits(settings: ProceduralData, batch_size: int) -> None:
+    """ConfigError when the procedural dataset to render would have fewer training objects than one batch
+    (training would refuse it, after the render)."""
+    from benchmark.train import ConfigError
+    from render import sources
+
+    objects = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed).objects()
+    train = sum(obj.split == "train" for obj in objects)
+    if batch_size > train:
+        raise ConfigError(
+            f"batch size {batch_size} is larger than the {train} training objects of the procedural dataset "
+            f"({len(objects)} objects, {settings.per_class} per class, the others validation objects); lower "
+            "--batch-size or raise --per-class"
+        )
 
 
 def _preset(name: str) -> dict[str, Any]:

@@ -10,12 +10,16 @@
 #   METHODS="sie vicreg" scripts/mini_benchmark.sh
 #
 # The other variables (OUT, CLASSES, PER_CLASS, VIEWS, SIZE, PRESET) size a smaller version of the same
-# pipeline, as the tests do; it then needs BOARD, a leaderboard CSV of its own.
+# pipeline, as the tests do; it then needs BOARD, a leaderboard CSV of its own. A method that fails does not
+# stop the others: the rows of those that finished are merged, then the script exits 1 naming it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-.venv/bin}
 PARALLEL=${PARALLEL:-2}
+case "$PARALLEL" in
+    '' | *[!0-9]* | 0) echo "Error: PARALLEL=$PARALLEL: give the number of methods to run at once, 1 or more" >&2; exit 2 ;;
+esac
 SIZING="${OUT-}${CLASSES-}${PER_CLASS-}${VIEWS-}${SIZE-}${PRESET-}"
 if [ -n "$SIZING" ] && [ -z "${BOARD-}" ]; then  # the committed leaderboard holds the mini benchmark only
     echo "Error: OUT, CLASSES, PER_CLASS, VIEWS, SIZE or PRESET set: give BOARD, a leaderboard CSV of its own" >&2
@@ -39,14 +43,22 @@ if [ ! -f "$DATA" ] || [ -e "$DATA.partial" ]; then  # packed once; an interrupt
 fi
 
 mkdir -p "$OUT/rows"
+rm -f "$OUT/failed.txt"
 export BIN OUT PRESET DATA
 # shellcheck disable=SC2016
 printf '%s\n' $METHODS | xargs -P "$PARALLEL" -I{} env OMP_NUM_THREADS=1 bash -c \
     '"$BIN/3die" benchmark --method {} --preset "$PRESET" --data "$DATA" --out "$OUT" \
         --leaderboard "$OUT/rows/{}.csv" --no-progress > "$OUT/{}.log" 2>&1 \
-        && tail -n 4 "$OUT/{}.log" || { echo "{} failed: see $OUT/{}.log"; exit 255; }'
+        && tail -n 4 "$OUT/{}.log" || { echo "{} failed: see $OUT/{}.log"; echo {} >> "$OUT/failed.txt"; }'
 
 mkdir -p "$(dirname "$BOARD")"
-"$BIN/3die" leaderboard "$OUT"/rows/*.csv --out "$BOARD" --plot "${BOARD%.csv}"
-cp "$OUT/data/manifest.json" "${BOARD%.csv}/dataset_manifest.json"
-cp "$OUT/data/objects.csv" "${BOARD%.csv}/dataset_objects.csv"
+rows=("$OUT"/rows/*.csv)
+if [ -e "${rows[0]}" ]; then
+    "$BIN/3die" leaderboard "${rows[@]}" --out "$BOARD" --plot "${BOARD%.csv}"
+    cp "$OUT/data/manifest.json" "${BOARD%.csv}/dataset_manifest.json"
+    cp "$OUT/data/objects.csv" "${BOARD%.csv}/dataset_objects.csv"
+fi
+if [ -s "$OUT/failed.txt" ]; then
+    echo "Error: $(sort "$OUT/failed.txt" | tr '\n' ' ')failed (logs: $OUT/METHOD.log); rerun the script to retry them" >&2
+    exit 1
+fi

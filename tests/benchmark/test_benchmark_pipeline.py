@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from benchmark.cli import main
@@ -114,6 +115,14 @@ def test_benchmark_errors_are_one_clear_line(tmp_path):
     ):
         result = _benchmark("--method", "sie", "--out", str(tmp_path), option, value)
         assert result.exit_code == 1 and f"Error: {option} {value}: {words}" in result.output, result.output
+    small = ["--classes", "mug,chair", "--per-class", "3", "--batch-size", "8"]  # 4 training objects
+    result = _benchmark("--method", "sie", "--out", str(tmp_path), *small)
+    assert result.exit_code == 1 and result.output.startswith(
+        "Error: batch size 8 is larger than the 4 training objects of the procedural dataset"
+    ), result.output
+    if not torch.cuda.is_available():
+        result = _benchmark("--method", "sie", "--out", str(tmp_path), "--device", "cuda")
+        assert result.exit_code == 1 and "--device cuda: CUDA is not available" in result.output
     assert not (tmp_path / "data").exists()
 
 

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path):
+    """Every method that finishes has its row, also when another fails (an unknown name here): the script
+    then exits 1 naming it."""
     board = tmp_path / "boards" / "mini.csv"
     sizing = {
         "CLASSES": "chair,mug,lamp,table",
@@ -24,9 +26,13 @@ def test_the_mini_benchmark_script_writes_a_leaderboard_of_every_method(tmp_path
         "SIZE": "32",
         "PRESET": "tiny",
     }
-    out = {"OUT": str(tmp_path / "out"), "BOARD": str(board), "METHODS": "sie vicreg"}
+    out = {"OUT": str(tmp_path / "out"), "BOARD": str(board), "METHODS": "sie nosuchmethod vicreg"}
     finished = run_script({**sizing, **out}, timeout=900)
-    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert finished.returncode == 1, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert finished.stderr.strip().endswith(
+        f"Error: nosuchmethod failed (logs: {tmp_path / 'out'}/METHOD.log); rerun the script to retry them"
+    )
+    assert "unknown method 'nosuchmethod'" in (tmp_path / "out" / "nosuchmethod.log").read_text()
 
     with board.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -51,6 +57,9 @@ def test_a_resized_mini_benchmark_needs_a_leaderboard_of_its_own(tmp_path):
         "Error: OUT, CLASSES, PER_CLASS, VIEWS, SIZE or PRESET set: give BOARD, a leaderboard CSV of its own"
     )
     assert not (tmp_path / "out").exists(), "nothing rendered"
+    for parallel in ("0", "two", "-1"):
+        finished = run_script({"PARALLEL": parallel}, timeout=60)
+        assert finished.returncode == 2 and finished.stderr.startswith(f"Error: PARALLEL={parallel}: give")
 
 
 def run_script(variables: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
