@@ -74,9 +74,13 @@ class ProceduralData:
             )
 
     def folder_name(self, size: int) -> str:
-        """A folder name that changes with every setting that changes the images."""
+        """A folder name that changes with every setting that changes the images, and only with those: the
+        classes are a set (their order, or naming every one instead of none, renders the same objects)."""
+        from render.procedural.library import CLASSES
+
+        chosen = sorted({name.strip() for name in self.classes or CLASSES if name.strip()})
         classes = (
-            "all" if self.classes is None else hashlib.sha256(",".join(self.classes).encode()).hexdigest()[:8]
+            "all" if chosen == sorted(CLASSES) else hashlib.sha256(",".join(chosen).encode()).hexdigest()[:8]
         )
         return f"procedural-{classes}-{self.per_class}x{self.views}-{size}px-{self.quality}-s{self.seed}"
 

@@ -103,6 +103,17 @@ def test_benchmark_renders_the_procedural_dataset_when_no_data_is_given(tmp_path
     assert row["dataset"] == dataset.name and row["image_size"] == 16
 
 
+def test_the_procedural_folder_name_follows_the_set_of_classes_not_their_spelling():
+    from render.procedural.library import CLASSES
+
+    name = ProceduralData(("chair", "mug")).folder_name(16)
+    assert (
+        ProceduralData(("mug", " chair")).folder_name(16) == name != ProceduralData(("mug",)).folder_name(16)
+    )
+    assert ProceduralData(tuple(reversed(CLASSES))).folder_name(16) == ProceduralData().folder_name(16)
+    assert ProceduralData().folder_name(16).startswith("procedural-all-")
+
+
 def test_benchmark_errors_are_one_clear_line(tmp_path):
     result = _benchmark("--method", "sie2", "--out", str(tmp_path))
     assert result.exit_code == 1 and "unknown method 'sie2'" in result.output
