@@ -262,6 +262,8 @@ def lost_manifest_problem(root: Path) -> str | None:
     root = Path(root)
     if (root / spec.MANIFEST_NAME).is_file() or not (root / spec.OBJECTS_CSV_NAME).is_file():
         return None
+    if (root / spec.TAXONOMY_NAME).is_file():  # a library of models (`3die objects`), not a dataset
+        return None
     return (
         f"{root / spec.MANIFEST_NAME}: missing, although {spec.OBJECTS_CSV_NAME} says 3die rendered this "
         "folder (without it the folder would be read as the official download: 50 views, ShapeNet labels); "

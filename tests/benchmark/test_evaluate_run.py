@@ -612,9 +612,15 @@ def test_a_run_whose_dataset_moved_asks_for_data(tmp_path):
     assert _evaluate(run, "--data", str(moved), "--tasks", "retrieval").exit_code == 0
 
 
-def test_an_object_in_both_splits_is_refused_before_any_probe(sie_run, synthetic_dataset, tmp_path):
+@pytest.mark.parametrize("object_list", [True, False])
+def test_an_object_in_both_splits_is_refused_before_any_probe(
+    sie_run, synthetic_dataset, tmp_path, object_list
+):
+    """Refused by the split files' disagreement with objects.csv where there is one, else by the leak."""
     leaky = tmp_path / "leaky"
     shutil.copytree(synthetic_dataset.root, leaky)
+    if not object_list:
+        (leaky / spec.OBJECTS_CSV_NAME).unlink()
     train, val = np.load(leaky / "train_images.npy"), np.load(leaky / "val_images.npy")
     np.save(leaky / "val_images.npy", np.concatenate([val, train[:2]]))
     labels = np.load(leaky / "train_labels.npy")[:2]
@@ -623,7 +629,12 @@ def test_an_object_in_both_splits_is_refused_before_any_probe(sie_run, synthetic
     result = _evaluate(sie_run, "--data", str(leaky), "--tasks", "classification")
     assert result.exit_code == 1 and "Traceback" not in result.output
     first = min(key.strip("/") for key in train[:2])
-    assert f"{leaky}: 2 objects are in both the train and the val split (first: {first})" in result.output
+    if object_list:
+        listed = str(train[0]).strip("/")
+        assert f"{leaky / 'val_images.npy'}: {listed} has label" in result.output
+        assert "split train in objects.csv; rerun `3die render`" in result.output
+    else:
+        assert f"{leaky}: 2 objects are in both the train and the val split (first: {first})" in result.output
     assert sorted((sie_run / "features").rglob("*")) == before, "refused before extracting anything"
 
 
