@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.evaluate import EvaluationSettings, evaluate_run
 from benchmark.evaluate.run import PAPER_PROBE_EPOCHS, PROBE_TASKS, RESULTS_NAME, dataset_name, read_results
 from benchmark.leaderboard import Row, append_row, read_rows, row_from_results
-from benchmark.leaderboard.rows import check_writable
+from benchmark.leaderboard.rows import LeaderboardError, check_writable, row_problem
 from benchmark.train import presets, resolve_config, train
 from benchmark.train.config import options_beyond_preset, settings_beyond_preset
 from benchmark.train.distributed import environment_ranks
@@ -196,6 +196,9 @@ def run_benchmark(
         skip_bad_objects=training.skip_bad_objects,
     )
     row = row_from_results(results)
+    problem = row_problem(row)
+    if problem is not None:  # e.g. every task skipped: a row the leaderboard could not read back
+        raise LeaderboardError(f"{run / RESULTS_NAME}: {problem}; no row written to {leaderboard}")
     rows = append_row(leaderboard, row, echo=say)
     return BenchmarkResult(data, run, True, results, row, leaderboard, len(rows))
 

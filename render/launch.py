@@ -29,7 +29,7 @@ from render import spec, writer
 from render.processes import check_workers, leave_signals_to_parent, usable_cores
 from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
-from render.sources import MeshError, ObjectSource, ObjectSpec, SourceError
+from render.sources import MeshError, ObjectSource, ObjectSpec, ShapeNetSource, SourceError
 
 RECYCLE_EVERY = 200
 CRASHES_BEFORE_FAILURE = 2  # an object whose worker dies this many times is recorded as failed
@@ -133,14 +133,20 @@ def render_dataset(
     check_counts(workers=workers, recycle_every=recycle_every)
     check_workers(workers)  # here, on the machine that renders (a SLURM node's cores)
     objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
-    check_out_outside_source(config.out, source)
+    check_out_outside_source(config.out, source, objects)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
     todo = pending_objects(config.out, mine, retry_failed)
     summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
-    if not retry_failed:
-        failed = writer.read_failures(config.out)
-        summary.failed_before = sum(o.key in failed for o in mine if o not in todo)
+    failed = {} if retry_failed else writer.read_failures(config.out)
+    if failed:  # recorded failures not tried again (an object completed since by --retry-failed is done)
+        pending = {o.key for o in todo}
+        summary.failed_before = sum(
+            o.key in failed
+            and o.key not in pending
+            and not writer.is_complete(writer.object_dir(config.out, o))
+            for o in mine
+        )
     summary.planned_splits = dict(Counter(o.split for o in objects))
     if todo:
         _render_with_workers(config, source, todo, workers, recycle_every, progress, summary)
@@ -156,14 +162,23 @@ def check_counts(**counts: int) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {count}")
 
 
-def check_out_outside_source(out: Path, source: ObjectSource) -> None:
-    """SourceError when the dataset folder `out` is the source's folder or inside it: the next run would
-    read the dataset as one of its classes or objects."""
+def check_out_outside_source(out: Path, source: ObjectSource, objects: list[ObjectSpec]) -> None:
+    """SourceError when the dataset folder `out` lies where the source would read it as models on the
+    next run: its root, a ShapeNet synset folder, or a mesh folder's class level (a folder directly in
+    ROOT, or under a folder of ROOT that is no class of `objects`). Deeper inside a class folder, or in a
+    ShapeNet folder's other folders, it is never read."""
     root = getattr(source, "root", None)
     if root is None:
         return
     inside, folder = Path(out).resolve(), Path(root).resolve()
-    if inside == folder or folder in inside.parents:
+    if inside != folder and folder not in inside.parents:
+        return
+    parts = inside.relative_to(folder).parts
+    if isinstance(source, ShapeNetSource):
+        read = not parts or parts[0] in spec.shapenet_synset_ids()
+    else:
+        read = len(parts) < 2 or parts[0] not in {obj.synset for obj in objects}
+    if read:
         raise SourceError(
             f"{out}: inside the folder of models {root}, where the next run would read the dataset as "
             "models; render into a folder outside it"
@@ -568,7 +583,7 @@ def submit_slurm(
             "or without --slurm to render here"
         )
     objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
-    check_out_outside_source(config.out, source)
+    check_out_outside_source(config.out, source, objects)
     prepare_dataset(config, source, objects)
     pending = pending_objects(config.out, objects, retry_failed)
     shards = sorted({shard_index(obj, options.jobs) for obj in pending})

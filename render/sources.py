@@ -111,13 +111,32 @@ def scan_obj(path: Path) -> tuple[str, ...]:
     return tuple(missing)
 
 
+def obj_names_texture(path: Path) -> bool:
+    """Whether one of the material libraries an OBJ names (those beside it) names a texture image
+    (a `map_...` statement)."""
+    folder, libraries = Path(path).parent, []
+    with Path(path).open("rb") as handle:
+        for line in handle:
+            if line.startswith(b"mtllib"):
+                libraries += line[len(b"mtllib") :].decode("utf-8", "replace").split()
+    for name in libraries:
+        try:
+            text = (folder / name).read_bytes()
+        except OSError:
+            continue
+        if any(line.strip().startswith(b"map_") for line in text.splitlines()):
+            return True
+    return False
+
+
 # --- mesh arrays -------------------------------------------------------------------------------------
-def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
+def mesh_arrays_from_trimesh(mesh, up_axis: str = "z", textured: bool = True) -> MeshArrays:
     """Normalised MeshArrays of a trimesh.Trimesh: turned Z up (from Y up when up_axis is "y"), bounding-box
     centre at the origin, bounding-box diagonal 1, colours kept when the mesh has vertex or face colours.
 
     Raises MeshError for a mesh without faces, with non-finite vertices, faces naming missing vertices, a
-    zero-size bounding box or a zero surface area (every face degenerate).
+    zero-size bounding box or a zero surface area (every face degenerate). `textured`: whether the file
+    names a texture image, so that texture visuals without colours mean a texture that did not load.
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -126,7 +145,7 @@ def mesh_arrays_from_trimesh(mesh, up_axis: str = "z") -> MeshArrays:
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise MeshError(f"faces name vertices outside 0..{len(vertices) - 1}")
     vertices = normalised_surface(turn_z_up(vertices, up_axis), faces)
-    colors, domain, warnings = _mesh_colours(mesh)
+    colors, domain, warnings = _mesh_colours(mesh, textured)
     return MeshArrays(vertices, faces, colors, domain, warnings)
 
 
@@ -188,10 +207,11 @@ def check_mesh_file_size(path: Path) -> None:
         )
 
 
-def _mesh_colours(mesh) -> tuple[np.ndarray | None, str, tuple[str, ...]]:
-    """sRGB colours in [0, 1] of a trimesh's visual, their Blender domain ("POINT" or "CORNER") and a
-    warning when a texture could not be read (the object then takes its material's colour, as a ShapeNet
-    object whose texture is missing does)."""
+def _mesh_colours(mesh, textured: bool = True) -> tuple[np.ndarray | None, str, tuple[str, ...]]:
+    """sRGB colours in [0, 1] of a trimesh's visual, their Blender domain ("POINT" or "CORNER") and, when
+    the file names a texture (`textured`) that could not be read, a warning (the object then takes its
+    material's colour, as a ShapeNet object whose texture is missing does; a material without texture
+    takes it silently)."""
     visual = getattr(mesh, "visual", None)
     kind = getattr(visual, "kind", None)
     if kind == "texture":
@@ -207,7 +227,8 @@ def _mesh_colours(mesh) -> tuple[np.ndarray | None, str, tuple[str, ...]]:
             )
             main = getattr(material, "main_color", None)
             main = np.asarray((204, 204, 204, 255) if main is None else main, dtype=np.float64)
-            return np.tile(main[:4] / 255.0, (len(mesh.vertices), 1)), "POINT", (warning,)
+            colours = np.tile(main[:4] / 255.0, (len(mesh.vertices), 1))
+            return colours, "POINT", (warning,) if textured else ()
         visual, kind = colours, "vertex"
     if kind == "vertex":
         return np.asarray(visual.vertex_colors, dtype=np.float64) / 255.0, "POINT", ()
@@ -230,7 +251,8 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
     check_mesh_file_size(path)
-    library_warnings = scan_obj(path) if path.suffix.lower() == ".obj" else ()
+    obj = path.suffix.lower() == ".obj"
+    library_warnings = scan_obj(path) if obj else ()
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for broken files
@@ -238,7 +260,7 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     if not isinstance(mesh, trimesh.Trimesh):
         raise MeshError(f"{path}: holds no triangle mesh")
     try:
-        arrays = mesh_arrays_from_trimesh(mesh, up_axis)
+        arrays = mesh_arrays_from_trimesh(mesh, up_axis, textured=not obj or obj_names_texture(path))
     except MeshError as error:
         raise MeshError(f"{path}: {error}") from None
     except Exception as error:  # trimesh's arrays of an unusual file: a failure of this object, not the run

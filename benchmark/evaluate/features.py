@@ -87,6 +87,12 @@ def use_cache(
     recorded = _read_json(folder / EXTRACTED_NAME)
     same = isinstance(recorded, dict) and all(recorded.get(k) == extracted_with[k] for k in EXTRACTED_BY)
     if same and not fresh:
+        version = extracted_with["code_version"]
+        if echo is not None and ("+g" not in version or version.endswith(".dirty")):
+            echo(
+                f"{folder}: reusing the features this uncommitted code ({version}) extracted earlier; "
+                "--recompute extracts them again after a change to resizing, normalisation or the network"
+            )
         return recorded
     _make_folder(folder, echo)
     stale = [path for path in folder.iterdir() if path.is_file() or path.is_symlink()]

@@ -194,7 +194,8 @@ def evaluate_run(
     skip_bad_objects: bool = False,
     recompute: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring).
+    """Evaluate a trained run; writes and returns RUN/results.json (see the module docstring; scores that
+    are not finite numbers are null in both).
 
     data: the dataset to evaluate on (default: the one the run trained on). train_seconds: the training
     time to record when the run's config lacks `train_seconds` (runs trained before it was recorded).
@@ -367,7 +368,7 @@ def _evaluate_locked(
             say(f"{run}: {task} skipped: {results['skipped'][task]}")
         else:
             say(f"{run}: {task} done in {results['seconds'][task]:.0f} s")
-    return results
+    return _finite(results)  # as written: a score that is not a number (a constant target's R^2) is null
 
 
 def evaluated_with(results: dict[str, Any]) -> dict[str, str]:

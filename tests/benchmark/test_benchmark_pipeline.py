@@ -68,6 +68,24 @@ def test_benchmark_trains_evaluates_and_adds_one_row_per_experiment(synthetic_da
     assert f"{tmp_path / 'leaderboard.csv'}: row of vicreg written (2 rows in all)" in baseline.output
 
 
+def test_a_benchmark_whose_results_hold_no_score_writes_no_row(synthetic_dataset, tmp_path, monkeypatch):
+    """A row the leaderboard could not read back (no metric: every task skipped) is refused, not written."""
+    from benchmark import pipeline
+
+    real = pipeline.evaluate_run
+
+    def nothing_scored(*arguments, **options):
+        results = real(*arguments, **options)
+        return {**results, "metrics": {}, "skipped": {"retrieval": "method vicreg has no predictor"}}
+
+    monkeypatch.setattr(pipeline, "evaluate_run", nothing_scored)
+    data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path), "--batch-size", "4"]
+    result = _benchmark("--method", "vicreg", *data, "--probe-epochs", "classification=1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "results.json: no metric to put on a leaderboard; no row written to" in result.output
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
 def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_dataset, tmp_path):
     data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path), "--batch-size", "4"]
     assert _benchmark("--method", "vicreg", *data).exit_code == 0

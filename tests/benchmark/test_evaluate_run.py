@@ -221,6 +221,12 @@ def test_features_extracted_by_another_code_version_are_extracted_again(
     again = json.loads((run / "results.json").read_text())
     assert again["features"]["extracted_with"]["code_version"] == "0.1.0+gbbbbbbbbbbbb"
     assert again["metrics"]["classification"] == results["metrics"]["classification"]
+    monkeypatch.setattr(evaluate_module, "code_version", lambda: "0.1.0+gbbbbbbbbbbbb.dirty")
+    assert _evaluate(run, "--tasks", "classification").exit_code == 0  # extracted by this uncommitted tree
+    reused = _evaluate(run, "--tasks", "classification")  # rescored (uncommitted code), features reused
+    assert (
+        f"{folder}: reusing the features this uncommitted code (0.1.0+gbbbbbbbbbbbb.dirty)" in reused.output
+    )
 
 
 def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(

@@ -131,17 +131,31 @@ def test_a_rerun_after_every_object_failed_says_so_and_how_to_retry(tmp_path):
     assert "(--retry-failed tries them again once the cause is mended)" in again.output
     retried = CliRunner().invoke(main, [*render, "--retry-failed"])
     assert retried.exit_code == 0 and "rendered 2 objects" in retried.output, retried.output
+    done = CliRunner().invoke(main, render)  # failures.jsonl still lists them: complete, they are done
+    assert done.exit_code == 0 and "2 already done; splits" in done.output, done.output
 
 
-@pytest.mark.parametrize("where", ["inside", "same"])
-def test_a_dataset_folder_inside_the_folder_of_models_is_refused(tmp_path, where):
+@pytest.mark.parametrize("where", ["same", "class-level", "new-class", "in-a-class"])
+def test_a_dataset_folder_where_the_next_run_would_read_it_as_models_is_refused(tmp_path, where):
+    """The root, a folder directly in it or under a folder that is no class would be read as a class of
+    meshes by the next run; a folder inside a class folder is never read (only files directly in it)."""
     folder = tmp_path / "meshes" / "thing"
     folder.mkdir(parents=True)
-    trimesh.creation.box().export(folder / "a.ply")
-    out = tmp_path / "meshes" / "rendered" if where == "inside" else tmp_path / "meshes"
-    result = CliRunner().invoke(
-        main, ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
-    )
+    for name in ("a", "b"):
+        trimesh.creation.box().export(folder / f"{name}.ply")
+    out = {
+        "same": tmp_path / "meshes",
+        "class-level": tmp_path / "meshes" / "rendered",
+        "new-class": tmp_path / "meshes" / "rendered" / "set",
+        "in-a-class": folder / "rendered",
+    }[where]
+    render = ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
+    result = CliRunner().invoke(main, render)
+    if where == "in-a-class":
+        assert result.exit_code == 0, result.output
+        again = CliRunner().invoke(main, render)  # the source still reads as it did
+        assert again.exit_code == 0 and "0 objects (0 images)" in again.output, again.output
+        return
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"Error: {out}: inside the folder of models {tmp_path / 'meshes'}" in result.output
     assert not (out / spec.MANIFEST_NAME).exists()
@@ -163,12 +177,14 @@ def test_mesh_dir_objs_with_missing_or_broken_textures_render_with_a_warning(tmp
         (folder / f"{name}.mtl").write_text(f"newmtl body\nKd 0.2 0.6 0.2\nmap_Kd {texture}\n")
         (folder / f"{name}.obj").write_text(TEXTURED_OBJ.format(library=f"{name}.mtl"))
     (folder / "no-material.obj").write_text(TEXTURED_OBJ.format(library="gone.mtl"))
+    (folder / "plain.mtl").write_text("newmtl body\nKd 0.2 0.6 0.2\n")  # a colour, no texture: no warning
+    (folder / "plain.obj").write_text(TEXTURED_OBJ.format(library="plain.mtl"))
     out = tmp_path / "out"
     result = CliRunner().invoke(
         main, ["render", "--out", str(out), "--mesh-dir", str(tmp_path / "meshes"), *TINY]
     )
     assert result.exit_code == 0, result.output
-    assert "rendered 4 objects" in result.output and not (out / spec.FAILURES_NAME).exists()
+    assert "rendered 5 objects" in result.output and not (out / spec.FAILURES_NAME).exists()
     assert f"; 3 rendered with warnings (see {out / writer.WARNINGS_NAME})" in result.output
     reasons = {key.split("/")[1]: reason for key, (reason,) in writer.read_warnings(out).items()}
     assert set(reasons) == {"no-texture", "bad-texture", "no-material"}
