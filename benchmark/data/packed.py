@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -637,7 +638,13 @@ class PackedViews(ObjectViews):
     def stored_size(self) -> int | None:
         return self.image_size if self.raw else super().stored_size()
 
-    def reencoding(self) -> dict[str, int] | None:
+    def reencoding(self, size: int | None = None) -> dict[str, Any] | None:
+        if self.raw:  # the folder's pixels at the pack's size; at another size, resized from those
+            return (
+                None
+                if size is None or size == self.image_size
+                else {"image_size": self.image_size, "raw": True}
+            )
         if not self.jpeg_quality:
             return None
         return {"image_size": self.image_size or 0, "jpeg_quality": self.jpeg_quality}

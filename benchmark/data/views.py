@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -59,9 +60,10 @@ class ObjectViews:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def reencoding(self) -> dict[str, int] | None:
-        """How the images were re-encoded since rendering ({"image_size", "jpeg_quality"} of a pack made
-        with --size), None when they are the rendered JPEGs or exact pixels: re-encoded images differ."""
+    def reencoding(self, size: int | None = None) -> dict[str, Any] | None:
+        """How the images read at `size` differ from the rendered ones read at that size: None when they
+        are the same pixels, else a description (a pack made with --size re-encodes its JPEGs; a --raw
+        pack read at another size than its own resizes stored pixels, not the JPEG)."""
         return None
 
     def jpeg(self, index: int, view: int) -> bytes:

@@ -287,7 +287,12 @@ def _evaluate_locked(
     dataset = dataset_identity(data_path, train_views, val_views, skipped)
     trained = config["checkpoint"]  # sha256: of the bytes loaded, whatever training has saved since
     checkpoint = {"path": str(Path(trained["path"]).resolve()), "sha256": trained["sha256"]}
-    key = features_key(checkpoint["sha256"], dataset["hash"], config["image_size"], val_views.reencoding())
+    key = features_key(
+        checkpoint["sha256"],
+        dataset["hash"],
+        config["image_size"],
+        val_views.reencoding(config["image_size"]),
+    )
     header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
     previous = read_results(run / RESULTS_NAME, say)
     results = continue_results(previous, header, run, say)

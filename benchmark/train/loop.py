@@ -543,7 +543,7 @@ def resolved_config(
             "num_classes": views.num_classes,
             "fingerprint": dataset_fingerprint(views),
             "rendering": rendering_settings(dataset_manifest(config.data)),
-            "reencoded": views.reencoding(),
+            "reencoded": views.reencoding(config.image_size),
         },
         "version": _version(),
     }
@@ -637,9 +637,11 @@ def _entry_changes(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> lis
 _ABSENT = object()
 
 
-def _reencoding(entry: dict[str, int] | None) -> str:
+def _reencoding(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "no (as rendered)"
+    if entry.get("raw"):
+        return f"resized from {entry['image_size']} px pixels"
     return f"{entry['image_size']} px at JPEG quality {entry['jpeg_quality']}"
 
 

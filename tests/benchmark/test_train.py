@@ -309,15 +309,20 @@ def test_training_from_the_packed_file_equals_training_from_the_folder(synthetic
 
 def test_a_resume_on_re_encoded_images_is_refused_and_on_exact_ones_accepted(synthetic_dataset, tmp_path):
     """A pack made with --size re-encodes the JPEGs (other pixels, other weights); one with --raw holds the
-    pixels the folder gives at that size. A run may go on from the folder on the second, not the first."""
+    pixels the folder gives at that size, and resizes them (other pixels) at another size. A run at 16 px
+    may go on from the folder on a raw pack of 16 px, not on a re-encoded one or a raw one of 32 px."""
     run = tmp_path / "run"
     assert _train(synthetic_dataset.root, run, "--epochs", "1").exit_code == 0
-    reencoded, raw = tmp_path / "q50.h5", tmp_path / "raw.h5"
+    reencoded, raw, raw32 = tmp_path / "q50.h5", tmp_path / "raw.h5", tmp_path / "raw32.h5"
     pack_dataset(synthetic_dataset.root, reencoded, size=16, quality=50)
     pack_dataset(synthetic_dataset.root, raw, size=16, raw=True)
+    pack_dataset(synthetic_dataset.root, raw32, raw=True)  # the rendered 32 px
     refused = _train(reencoded, run, "--epochs", "2")
     assert refused.exit_code == 1
     assert "dataset images re-encoded: no (as rendered) -> 16 px at JPEG quality 50" in refused.output
+    refused = _train(raw32, run, "--epochs", "2")
+    assert refused.exit_code == 1
+    assert "dataset images re-encoded: no (as rendered) -> resized from 32 px pixels" in refused.output
     assert json.loads((run / "config.json").read_text())["dataset"]["reencoded"] is None
     resumed = _train(raw, run, "--epochs", "2")
     assert resumed.exit_code == 0 and "resuming from last.pt" in resumed.output, resumed.output
