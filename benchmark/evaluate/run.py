@@ -126,8 +126,8 @@ class EvaluationSettings:
             raise ValueError(f"unknown tasks {given}; choose from {', '.join(TASKS)}")
         for task in PROBE_TASKS:
             self.probe(task)
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be from 0 to 2^63 - 1, got {self.seed}")
+        if not 0 <= self.seed < 2**32:  # SeedSequence: larger seeds alias smaller ones
+            raise ValueError(f"seed must be from 0 to 2^32 - 1, got {self.seed}")
         if self.workers < 0:
             raise ValueError(f"workers must be at least 0, got {self.workers}")
         if self.extract_batch < 1:

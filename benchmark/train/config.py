@@ -71,9 +71,9 @@ class TrainConfig:
                 f"batch_size must be at least 2 (batch norm and the variance terms need two samples), "
                 f"got {self.batch_size}"
             )
-        if self.workers < 0 or not 0 <= self.seed < 2**63:
+        if self.workers < 0 or not 0 <= self.seed < 2**32:  # SeedSequence: larger seeds alias smaller ones
             raise ConfigError(
-                f"workers must be 0 or more and seed from 0 to 2^63 - 1, got {self.workers} and {self.seed}"
+                f"workers must be 0 or more and seed from 0 to 2^32 - 1, got {self.workers} and {self.seed}"
             )
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(
