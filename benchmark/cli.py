@@ -209,7 +209,9 @@ def render_command(
         if slurm:
             if shard != "0/1":
                 raise ValueError("--shard and --slurm do not go together: --slurm submits every shard")
-            count = jobs or launch.estimate_jobs(len(launch.plan_objects(source, limit)))
+            count = (
+                jobs if jobs is not None else launch.estimate_jobs(len(launch.plan_objects(source, limit)))
+            )
             options = launch.SlurmOptions(
                 count, partition, time_min, gpus, cpus_per_task, array_parallelism, mem_gb=mem_gb
             )

@@ -13,9 +13,11 @@ import contextlib
 import io
 import math
 import multiprocessing
+import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -26,7 +28,7 @@ import submitit
 from tqdm import tqdm
 
 from render import spec, writer
-from render.processes import check_workers, leave_signals_to_parent, usable_cores
+from render.processes import check_workers, leave_signals_to_parent, take_slot, usable_cores
 from render.quality import quality_preset
 from render.sampling import ROTATION_RANGES, object_latents, stable_hash
 from render.sources import MeshError, ObjectSource, ObjectSpec, ShapeNetSource, SourceError
@@ -320,8 +322,9 @@ _WORKER: dict = {}
 def _start_worker(config: RenderConfig, source: ObjectSource, threads: int, started) -> None:
     """Build this worker process's one Blender scene (imports bpy here, never in the parent).
 
-    `started` is the pool's shared count of workers started: this worker's number picks its GPU on a
-    node with several (`render.scene.use_gpu_slot`), replacements of recycled workers included.
+    `started` is the pool's shared array of the PIDs holding each GPU slot: this worker takes the first
+    free one (`render.processes.take_slot`), which picks its GPU on a node with several
+    (`render.scene.use_gpu_slot`); a replacement of a recycled worker takes the slot it left.
 
     A failure is kept and raised by the first task, so the parent gets the reason instead of a dead pool.
     The worker ignores SLURM's signals, which this process answers, and exits when it is gone
@@ -333,8 +336,7 @@ def _start_worker(config: RenderConfig, source: ObjectSource, threads: int, star
         from render.scene import RenderSettings, Scene
 
         with started.get_lock():
-            slot = started.value
-            started.value += 1
+            slot = take_slot(started, os.getpid())
         settings = RenderSettings(
             config.size, quality_preset(config.quality), config.device, threads, gpu_slot=slot
         )
@@ -384,7 +386,7 @@ def _render_with_workers(
     suspects: list[ObjectSpec] = []
     crashes: dict[str, int] = {}
     threads = threads_per_worker(workers)
-    started = multiprocessing.get_context("spawn").Value("i", 0)  # workers started, for their GPU slots
+    started = multiprocessing.get_context("spawn").Array("q", workers)  # PIDs holding the GPU slots
     bar = tqdm(
         total=len(todo) * config.views, unit="img", desc="render", disable=not progress, smoothing=0.05
     )
@@ -412,8 +414,13 @@ def _render_with_workers(
                         del in_flight[future]
                         _count(outcome, summary, bar, config.views)
             except BrokenProcessPool:
-                for obj, outcome in settle_after_crash(in_flight, crashes, suspects):
-                    if outcome.failure is not None:
+
+                def finished(obj: ObjectSpec) -> ObjectOutcome | None:  # complete, its result lost
+                    done = writer.is_complete(writer.object_dir(config.out, obj))
+                    return ObjectOutcome(obj.key, views=config.views) if done else None
+
+                for obj, outcome in settle_after_crash(in_flight, crashes, suspects, finished):
+                    if outcome.failure == WORKER_DIED:  # a mesh's own failure is recorded by its worker
                         writer.record_failure(config.out, obj, outcome.failure)
                     _count(outcome, summary, bar, config.views)
             finally:
@@ -433,19 +440,27 @@ WORKER_DIED = "the render worker died while rendering it (Blender crashed)"
 
 
 def settle_after_crash(
-    in_flight: dict[Future, ObjectSpec], crashes: dict[str, int], suspects: list[ObjectSpec]
+    in_flight: dict[Future, ObjectSpec],
+    crashes: dict[str, int],
+    suspects: list[ObjectSpec],
+    finished: Callable[[ObjectSpec], ObjectOutcome | None] = lambda obj: None,
 ) -> list[tuple[ObjectSpec, ObjectOutcome]]:
     """Sort the objects in flight when a worker died: finished ones, failed ones, ones to try again.
 
     An object whose future holds a result finished before the pool broke (its worker was not the one
-    that died; both futures can complete at once) and is returned with that outcome. Every other object
-    gets one more crash in `crashes`: it goes to `suspects`, to be retried alone, or, at
-    CRASHES_BEFORE_FAILURE crashes, is returned as failed.
+    that died; both futures can complete at once) and is returned with that outcome, and so is one that
+    `finished` says is complete (its worker wrote it, but the pool broke before handing back the result).
+    Every other object gets one more crash in `crashes`: it goes to `suspects`, to be retried alone, or,
+    at CRASHES_BEFORE_FAILURE crashes, is returned as failed.
     """
     outcomes = []
     for future, obj in in_flight.items():
         if future.done() and not future.cancelled() and future.exception() is None:
             outcomes.append((obj, future.result()))
+            continue
+        done = finished(obj)
+        if done is not None:
+            outcomes.append((obj, done))
             continue
         crashes[obj.key] = crashes.get(obj.key, 0) + 1
         if crashes[obj.key] < CRASHES_BEFORE_FAILURE:

@@ -66,3 +66,29 @@ def leave_signals_to_parent() -> None:
     for number in PARENT_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     exit_with_parent()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (one of another user's counts: its slot stays taken)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_slot(holders, pid: int, alive=process_alive) -> int:
+    """The first index of `holders` (a shared array of the PIDs holding each slot; 0: none) whose holder is
+    gone, now held by `pid`; len(holders) when every holder lives. Call it holding the array's lock.
+
+    A worker's slot picks its GPU (render.scene.use_gpu_slot): a replacement of a recycled or crashed
+    worker takes the slot it left, so the live workers keep distinct GPUs whichever of them is replaced
+    first (a count of workers started would put two on one GPU once the newer one is recycled first).
+    """
+    for index, holder in enumerate(holders):
+        if holder == 0 or not alive(holder):
+            holders[index] = pid
+            return index
+    return len(holders)

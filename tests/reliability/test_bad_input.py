@@ -281,6 +281,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         (["--workers", "100000"], "--workers 100000 is more than 4 processes per CPU core ("),
         (["--recycle-every", "0"], "--recycle-every must be at least 1, got 0"),
         (["--slurm", "--jobs", "-2"], "--jobs must be at least 1, got -2"),
+        (["--slurm", "--jobs", "0"], "--jobs must be at least 1, got 0"),  # was: the estimate
     ],
 )
 def test_missing_misspelled_or_unusable_input_is_one_line(tmp_path, arguments, message):

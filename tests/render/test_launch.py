@@ -232,6 +232,46 @@ def test_after_a_crash_finished_objects_count_and_the_others_are_retried_then_fa
     assert suspects == [crashed] and crashes == {crashed.key: 1, pending.key: CRASHES_BEFORE_FAILURE}
 
 
+def test_after_a_crash_an_object_its_worker_completed_counts_as_rendered_not_crashed():
+    """The pool broke after the worker wrote the object and before it handed back the result."""
+    completed, crashed = SOURCE.objects()[:2]
+    in_flight = {
+        future_with(error=BrokenProcessPool("a worker died")): completed,
+        future_with(error=BrokenProcessPool("a worker died")): crashed,
+    }
+    crashes, suspects = {completed.key: CRASHES_BEFORE_FAILURE - 1}, []
+
+    def finished(obj):
+        return ObjectOutcome(obj.key, views=2) if obj is completed else None
+
+    outcomes = settle_after_crash(in_flight, crashes, suspects, finished)
+    assert outcomes == [(completed, ObjectOutcome(completed.key, views=2))]
+    assert suspects == [crashed] and crashes[completed.key] == CRASHES_BEFORE_FAILURE - 1
+
+
+def test_a_replacement_worker_takes_the_gpu_slot_its_predecessor_left():
+    """Slots are taken by the live workers' PIDs: whichever worker is recycled first, its replacement
+    takes its slot (a count of workers started put two workers on one GPU)."""
+    from render.processes import take_slot
+
+    holders, live = [0, 0], set()
+
+    def alive(pid):
+        return pid in live
+
+    for pid in (101, 102):
+        live.add(pid)
+        assert take_slot(holders, pid, alive) == pid - 101
+    live.discard(102)  # the newer worker is recycled first
+    live.add(103)
+    assert take_slot(holders, 103, alive) == 1 and holders == [101, 103]
+    live.discard(101)
+    live.add(104)
+    assert take_slot(holders, 104, alive) == 0 and holders == [104, 103]
+    live.add(105)
+    assert take_slot(holders, 105, alive) == 2, "no free slot: past the end (GPU slot % count)"
+
+
 class SimulatedPool:
     """Stands in for the worker pool: futures complete when `wait` is called, and a batch in flight that
     holds a crashing object breaks the pool (every future in flight fails, as with a dead worker), as does
