@@ -465,8 +465,10 @@ class ProceduralSource:
                 f"unknown procedural classes {', '.join(unknown)}; "
                 f"choose among {', '.join(procedural.CLASSES)}"
             )
-        if self.per_class < 1:
-            raise SourceError(f"--per-class must be at least 1, got {self.per_class}")
+        if not 1 <= self.per_class <= procedural.MAX_PER_CLASS:  # ids number instances with five digits
+            raise SourceError(
+                f"--per-class must be from 1 to {procedural.MAX_PER_CLASS}, got {self.per_class}"
+            )
         keys = [
             (procedural.SYNSETS[name], procedural.object_id(name, index, self.seed))
             for name in sorted(set(names))

@@ -6,6 +6,6 @@ the origin, bounding-box diagonal 1), and free of rotational symmetry so that th
 views of an instance is never ambiguous.
 """
 
-from render.procedural.library import CLASSES, SYNSETS, make_mesh, object_id, parse_object_id
+from render.procedural.library import CLASSES, MAX_PER_CLASS, SYNSETS, make_mesh, object_id, parse_object_id
 
-__all__ = ["CLASSES", "SYNSETS", "make_mesh", "object_id", "parse_object_id"]
+__all__ = ["CLASSES", "MAX_PER_CLASS", "SYNSETS", "make_mesh", "object_id", "parse_object_id"]

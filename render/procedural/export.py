@@ -26,7 +26,7 @@ from render.manifest import (
     write_bytes_atomically,
     write_manifest,
 )
-from render.procedural.library import CLASSES, SYNSETS, make_mesh, object_id, parse_object_id
+from render.procedural.library import CLASSES, MAX_PER_CLASS, SYNSETS, make_mesh, object_id, parse_object_id
 
 DEFAULT_PER_CLASS = 50
 MODEL_FILE = Path("models") / "model_normalized.obj"
@@ -85,17 +85,20 @@ def export_library(
 
 def _check_no_object_dropped(root: Path, entries: list[ObjectEntry]) -> None:
     """ValueError when ROOT/objects.csv lists objects that this export would not (another seed, fewer
-    classes or instances): their models would stay on disk unlisted, and a render of the folder would take
-    them in. A library grown by classes or instances keeps every listed object and is written."""
+    classes or instances), or ROOT holds models of such objects that an interrupted export left before it
+    wrote objects.csv: their models would stay on disk unlisted, and a render of the folder would take them
+    in. A library grown by classes or instances keeps every listed object and is written."""
     listed = root / spec.OBJECTS_CSV_NAME
-    if not listed.is_file():
-        return
-    dropped = sorted(
-        {(e.synset, e.object_id) for e in read_manifest(listed)} - {(e.synset, e.object_id) for e in entries}
-    )
+    planned = {(e.synset, e.object_id) for e in entries}
+    if listed.is_file():
+        present, where = {(e.synset, e.object_id) for e in read_manifest(listed)}, f"{listed}: lists"
+    else:  # an interrupted export: the models it wrote
+        present = {(path.parts[-4], path.parts[-3]) for path in root.glob(f"*/*/{MODEL_FILE}")}
+        where = f"{root}: holds the models of"
+    dropped = sorted(present - planned)
     if dropped:
         raise ValueError(
-            f"{listed}: lists {len(dropped)} objects that this export would not (e.g. "
+            f"{where} {len(dropped)} objects that this export would not (e.g. "
             f"{'/'.join(dropped[0])}: another --seed, fewer classes or fewer per class); write this library "
             "to a folder of its own"
         )
@@ -113,6 +116,8 @@ def library_manifest(
     classes = check_classes(CLASSES if classes is None else classes)
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"the number of objects per class must be at least 1, got {per_class!r}")
+    if per_class > MAX_PER_CLASS:  # object ids number instances with five digits
+        raise ValueError(f"the number of objects per class must be at most {MAX_PER_CLASS}, got {per_class}")
     labels = class_labels(SYNSETS[name] for name in classes)
     entries = [
         ObjectEntry(SYNSETS[name], object_id(name, index, seed), labels[SYNSETS[name]], "train", SOURCE)

@@ -61,6 +61,10 @@ def make_mesh(class_name: str, index: int, seed: int = 0) -> trimesh.Trimesh:
     return normalise(assemble(_BUILDERS[class_name](rng)))
 
 
+#: Instances per class an object id can number (`object_id`: five digits).
+MAX_PER_CLASS = 100_000
+
+
 def object_id(class_name: str, index: int, seed: int = 0) -> str:
     """Stable, filesystem-safe, unique id of an instance, e.g. 'chair-s0-i00012'."""
     _check_instance(class_name, index, seed)

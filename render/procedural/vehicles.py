@@ -246,7 +246,8 @@ def _car_body(length, width, floor, height, hood_drop):
 
 
 def _cabin(rear, front, base, height, width, rear_slant, windshield):
-    """Greenhouse: a trapezoid in side view, narrower on top, from `rear` to `front` along Y."""
+    """Greenhouse: a trapezoid in side view from `rear` to `front` along Y, its full width at the top as at
+    the base (the narrower top points fall inside the hull of the full-width ones)."""
     profile = np.array(
         [[rear, base], [front, base], [front - windshield, base + height], [rear + rear_slant, base + height]]
     )

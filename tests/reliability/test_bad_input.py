@@ -277,6 +277,7 @@ def test_shapenet_folder_with_missing_textures_materials_models_and_unknown_ids(
         (["--mesh-dir", "{tmp}/meshes", "--objects", "{tmp}/val_images.npy"], "for the mesh-dir source give"),
         (["--limit", "-1"], "--limit must be at least 1, got -1"),  # was: every object but the last
         (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--per-class", "100001"], "--per-class must be from 1 to 100000, got 100001"),
         (["--workers", "0"], "--workers must be at least 1, got 0"),
         (["--workers", "100000"], "--workers 100000 is more than 4 processes per CPU core ("),
         (["--recycle-every", "0"], "--recycle-every must be at least 1, got 0"),

@@ -33,6 +33,7 @@ def test_library_manifest_labels_and_split():
         ([" ", ""], 2, "no class given; valid classes"),
         (["chair"], 0, "at least 1, got 0"),
         (["chair"], -3, "at least 1, got -3"),
+        (["chair"], 100_001, "at most 100000, got 100001"),  # object ids have five digits
     ],
 )
 def test_library_manifest_rejects_bad_arguments(classes, per_class, message):
@@ -234,6 +235,23 @@ def test_an_export_that_would_leave_listed_objects_unlisted_is_refused(tmp_path)
     )
     assert grown.exit_code == 0, grown.output
     assert len((out / "objects.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_an_export_over_an_interrupted_one_with_other_options_is_refused(tmp_path):
+    """Killed before it wrote objects.csv, an export leaves models that no list names: another export into
+    the folder would leave them unlisted on disk, where a render would take them in."""
+
+    def interrupt(entry):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export.export_library(tmp_path, ["bottle"], per_class=3, on_object=interrupt)
+    with pytest.raises(
+        ValueError, match=r"holds the models of 1 objects that this export would not \(e\.g\. "
+    ):
+        export.export_library(tmp_path, ["mug"], per_class=2)
+    summary = export.export_library(tmp_path, ["bottle", "mug"], per_class=3)  # a superset finishes it
+    assert summary.kept == 1 and summary.written == 5
 
 
 def test_cli_objects_unwritable_folder(tmp_path):
