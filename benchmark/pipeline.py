@@ -168,9 +168,8 @@ def run_benchmark(
         read_rows(leaderboard)
     check_writable(leaderboard)
     check_device(config.device)
-    if config.data is None:
-        check_batch_fits(config.procedural, training.batch_size)
     if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
+        check_batch_fits(config.procedural, training.batch_size)
         render_procedural(procedural, config.procedural, render_size, progress, say)
 
     fresh = not (run / CHECKPOINTS_DIR).is_dir() or not any((run / CHECKPOINTS_DIR).iterdir())
@@ -212,7 +211,7 @@ def run_name(method: str, preset: str, data: Path, seed: int, train_options: dic
     name = f"{method}-{preset}-{dataset_name(data)}-s{seed}"
     size = train_options.get("image_size")
     options = {
-        **({"image_size": size} if size is not None and size != presets()[preset].get("image_size") else {}),
+        **({"image_size": size} if size is not None and size != _preset(preset)["image_size"] else {}),
         **settings_beyond_preset(preset, train_options),
         **options_beyond_preset(method, preset, train_options.get("method_options")),
     }

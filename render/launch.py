@@ -134,8 +134,7 @@ def render_dataset(
     start = time.monotonic()
     check_counts(workers=workers, recycle_every=recycle_every)
     check_workers(workers)  # here, on the machine that renders (a SLURM node's cores)
-    objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
-    check_out_outside_source(config.out, source, objects)
+    objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
     todo = pending_objects(config.out, mine, retry_failed)
@@ -201,13 +200,16 @@ def plan_objects(source: ObjectSource, limit: int | None = None) -> list[ObjectS
 
 
 def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[ObjectSpec]) -> None:
-    """Write manifest.json and objects.csv, or check that the existing ones describe the same dataset.
+    """Write manifest.json and objects.csv, or check that the existing ones describe the same dataset;
+    first refuse an output folder that is a run folder or lies where the source reads models
+    (`check_out_outside_source`).
 
     Both are written holding the dataset's lock, which first removes the temporary files that a run killed
     while writing a root file left behind (no live process has one while the lock is held).
     """
     from render import manifest as object_manifest
 
+    check_out_outside_source(config.out, source, objects)
     if writer.is_run_folder(config.out):
         raise writer.DatasetMismatchError(
             f"{config.out}: is a training run folder (checkpoints/, config.json); render into a folder of "
@@ -597,8 +599,7 @@ def submit_slurm(
             "--slurm: no SLURM on this machine (srun is not on PATH); run the command on a SLURM login node, "
             "or without --slurm to render here"
         )
-    objects = plan_objects(source, limit)  # first: a folder that is no source is the first thing to say
-    check_out_outside_source(config.out, source, objects)
+    objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     pending = pending_objects(config.out, objects, retry_failed)
     shards = sorted({shard_index(obj, options.jobs) for obj in pending})

@@ -90,7 +90,12 @@ def scan_obj(path: Path) -> tuple[str, ...]:
     warning per `mtllib` file it names that is not beside it (the importer then gives the object its
     default grey material, silently).
     """
-    folder, missing = Path(path).parent, []
+    return _scan_obj(path)[0]
+
+
+def _scan_obj(path: Path) -> tuple[tuple[str, ...], list[Path]]:
+    """`scan_obj`'s warnings, and the material libraries the OBJ names that are beside it."""
+    folder, missing, present = Path(path).parent, [], []
     with Path(path).open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if line.startswith(b"v "):
@@ -103,25 +108,21 @@ def scan_obj(path: Path) -> tuple[str, ...]:
                     raise MeshError(f"{path}:{number}: non-finite vertex coordinates ({text[:80]})")
             elif line.startswith(b"mtllib"):
                 for name in line[len(b"mtllib") :].decode("utf-8", "replace").split():
-                    if not (folder / name).is_file():
+                    if (folder / name).is_file():
+                        present.append(folder / name)
+                    else:
                         missing.append(
                             f"material library {folder / name} is missing: the object renders in the "
                             "importer's default grey"
                         )
-    return tuple(missing)
+    return tuple(missing), present
 
 
-def obj_names_texture(path: Path) -> bool:
-    """Whether one of the material libraries an OBJ names (those beside it) names a texture image
-    (a `map_...` statement)."""
-    folder, libraries = Path(path).parent, []
-    with Path(path).open("rb") as handle:
-        for line in handle:
-            if line.startswith(b"mtllib"):
-                libraries += line[len(b"mtllib") :].decode("utf-8", "replace").split()
-    for name in libraries:
+def libraries_name_texture(libraries: list[Path]) -> bool:
+    """Whether one of these material libraries names a texture image (a `map_...` statement)."""
+    for library in libraries:
         try:
-            text = (folder / name).read_bytes()
+            text = library.read_bytes()
         except OSError:
             continue
         if any(line.strip().startswith(b"map_") for line in text.splitlines()):
@@ -252,7 +253,7 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
         raise MeshError(f"{path}: no such file")
     check_mesh_file_size(path)
     obj = path.suffix.lower() == ".obj"
-    library_warnings = scan_obj(path) if obj else ()
+    library_warnings, libraries = _scan_obj(path) if obj else ((), [])
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for broken files
@@ -260,7 +261,9 @@ def load_mesh_file(path: Path, up_axis: str = "z") -> MeshArrays:
     if not isinstance(mesh, trimesh.Trimesh):
         raise MeshError(f"{path}: holds no triangle mesh")
     try:
-        arrays = mesh_arrays_from_trimesh(mesh, up_axis, textured=not obj or obj_names_texture(path))
+        arrays = mesh_arrays_from_trimesh(
+            mesh, up_axis, textured=not obj or libraries_name_texture(libraries)
+        )
     except MeshError as error:
         raise MeshError(f"{path}: {error}") from None
     except Exception as error:  # trimesh's arrays of an unusual file: a failure of this object, not the run

@@ -223,8 +223,12 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
     for row in rows:
         key = tuple(row.get(column) for column in KEY_COLUMNS)
         kept = newest.get(key)
-        newer = kept is None or _moment(row.get("evaluated_at")) >= _moment(kept.get("evaluated_at"))
-        if kept is not None and echo is not None and kept.get("run") != row.get("run"):
+        if kept is None:
+            newest[key] = row
+            continue
+        moment, kept_moment = _moment(row.get("evaluated_at")), _moment(kept.get("evaluated_at"))
+        newer = moment >= kept_moment
+        if echo is not None and kept.get("run") != row.get("run"):
             old, new = (kept, row) if newer else (row, kept)
             echo(
                 f"{new.get('run')} and {old.get('run')} are one experiment for the leaderboard (same "
@@ -232,26 +236,17 @@ def merge_rows(rows: Iterable[Row], echo: Callable[[str], None] | None = None) -
                 "other another --seed or a leaderboard of its own to keep both"
             )
         elif (
-            kept is not None
-            and echo is not None
-            and _same_moment(kept, row)
-            and _differing_metrics(kept, row)
+            echo is not None
+            and moment == kept_moment
+            and (differing := [c for c in METRIC_COLUMNS if kept.get(c) != row.get(c)])
         ):
             echo(
                 f"{row.get('run')}: two rows of one experiment, evaluated at the same time, with other "
-                f"numbers ({', '.join(_differing_metrics(kept, row)[:3])}); keeping the one given last"
+                f"numbers ({', '.join(differing[:3])}); keeping the one given last"
             )
         if newer:
             newest[key] = row
     return sorted(newest.values(), key=_sort_key)
-
-
-def _same_moment(first: Row, second: Row) -> bool:
-    return _moment(first.get("evaluated_at")) == _moment(second.get("evaluated_at"))
-
-
-def _differing_metrics(first: Row, second: Row) -> list[str]:
-    return [column for column in METRIC_COLUMNS if first.get(column) != second.get(column)]
 
 
 def append_row(csv_path: str | Path, row: Row, echo: Callable[[str], None] | None = None) -> list[Row]:
