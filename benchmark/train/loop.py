@@ -250,7 +250,8 @@ class Trainer:
                 f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {config.epochs} asked; "
                 f"give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another --out"
             )
-        self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
+        if (self.epoch, self.step_in_epoch) != (config.epochs, 0):  # a finished run's record stays as made
+            self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
     def _lock_run(self, held: contextlib.ExitStack) -> None:

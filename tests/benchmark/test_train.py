@@ -109,8 +109,10 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
 ):
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)
-    again = _train(synthetic_dataset.root, run, "--epochs", "2")
+    made = (run / "config.json").read_bytes()
+    again = _train(synthetic_dataset.root, run, "--epochs", "2", "--workers", "1")
     assert again.exit_code == 0 and "already trained for 2 epochs" in again.output
+    assert (run / "config.json").read_bytes() == made, "a finished run's config (its out, code version) stays"
     assert "resuming" not in again.output  # a finished run is not resumed "at epoch 3"
     fewer = _train(synthetic_dataset.root, run, "--epochs", "1")  # its scores would be of 2 epochs
     assert fewer.exit_code == 1 and fewer.output.strip() == (
