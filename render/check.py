@@ -28,6 +28,7 @@ from render.sampling import outside_range, range_text, rotation_range_of
 from render.sources import NPY_ERRORS, SourceError, model_library_problem, read_images_npy
 
 RANGE_TOLERANCE = 1e-9
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 MAX_MESSAGES_PER_OBJECT = 6
 ROOT_TEMP_MESSAGE = (
     "leftover temporary file of an interrupted `3die render`; rerun the same `3die render` command to "
@@ -189,7 +190,7 @@ def _check_image(path: Path, size: int | None, decode: bool) -> list[str]:
                 return [f"{path.name} is {image.format}, not JPEG"]
             if decode:
                 image.load()
-            elif not _ends_with_eoi(path):
+            elif jpeg_ends(path)[1] != JPEG_END:
                 return [f"{path.name} is truncated (no end-of-image marker)"]
             problems = []
             if image.mode != "RGB":
@@ -201,13 +202,25 @@ def _check_image(path: Path, size: int | None, decode: bool) -> list[str]:
         return [f"{path.name} does not decode ({error})"]
 
 
-def _ends_with_eoi(path: Path) -> bool:
+def jpeg_ends(path: Path) -> tuple[bytes, bytes, int]:
+    """The first two bytes, the last two bytes and the size of a file (OSError when it cannot be read)."""
     with path.open("rb") as handle:
-        handle.seek(0, 2)
-        if handle.tell() < 4:
-            return False
-        handle.seek(-2, 2)
-        return handle.read() == b"\xff\xd9"
+        start = handle.read(2)
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(size - 2, 0))
+        return start, handle.read(2), size
+
+
+def jpeg_markers_problem(start: bytes, end: bytes, size: int) -> str | None:
+    """Whether a JPEG of `size` bytes whose first and last two bytes are `start` and `end` is whole."""
+    if size < 4:
+        return f"cannot decode the image (truncated to {size} bytes)"
+    if start != JPEG_START:
+        return "cannot decode the image (not a JPEG)"
+    if end != JPEG_END:
+        return "cannot decode the image (truncated: no end-of-image marker)"
+    return None
 
 
 def _check_latent(path: Path, rotation: str) -> list[str]:
@@ -219,16 +232,27 @@ def _check_latent(path: Path, rotation: str) -> list[str]:
         return [f"{path.name} does not load ({error})"]
     if latent.shape != (spec.LATENT_DIM,):
         return [f"{path.name} has shape {latent.shape}, expected ({spec.LATENT_DIM},)"]
-    if not np.issubdtype(latent.dtype, np.floating):
-        return [f"{path.name} has dtype {latent.dtype}, expected float64"]
-    if not np.all(np.isfinite(latent)):
-        return [f"{path.name} holds non-finite values"]
-    outside = outside_range(latent, rotation, RANGE_TOLERANCE)
-    if outside.any():
-        fields = ", ".join(f"{spec.LATENT_FIELDS[i]}={latent[i]:.4g}" for i in np.flatnonzero(outside))
-        angles = f" (the {rotation} range of the Euler angles is {range_text(rotation)})"
-        return [f"{path.name} out of range: {fields}" + (angles if outside[spec.ROTATION].any() else "")]
-    return []
+    problem = latents_problem(latent[None], rotation)
+    return [] if problem is None else [f"{path.name} {problem.removeprefix('view 0 ')}"]
+
+
+def latents_problem(latents: np.ndarray, rotation: str) -> str | None:
+    """Problem of one object's (V, LATENT_DIM) latents: dtype, non-finite values, or values of its first
+    such view outside the sampling ranges of a `rotation` ("published" or "ood") dataset by more than
+    RANGE_TOLERANCE (`render.sampling.outside_range`)."""
+    if not np.issubdtype(latents.dtype, np.floating):
+        return f"has dtype {latents.dtype}, expected float64"
+    if not np.isfinite(latents).all():
+        return "holds non-finite values"
+    outside = outside_range(latents, rotation, RANGE_TOLERANCE)
+    if not outside.any():
+        return None
+    view = int(np.flatnonzero(outside.any(axis=1))[0])
+    fields = ", ".join(
+        f"{spec.LATENT_FIELDS[i]}={latents[view, i]:.4g}" for i in np.flatnonzero(outside[view])
+    )
+    angles = f" (the {rotation} range of the Euler angles is {range_text(rotation)})"
+    return f"view {view} out of range: {fields}" + (angles if outside[view, spec.ROTATION].any() else "")
 
 
 # --- dataset level -----------------------------------------------------------------------------------

@@ -34,15 +34,13 @@ from benchmark.data.folder import (
 from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
-from render.check import dataset_rotation_range
+from render.check import dataset_rotation_range, jpeg_ends, jpeg_markers_problem, latents_problem
 from render.manifest import SPLITS, ManifestError, read_manifest
 from render.processes import exit_with_parent
-from render.sampling import outside_range, range_text, rotation_range_of
+from render.sampling import rotation_range_of
 from render.sources import NPY_ERRORS
+from render.writer import COMPLETE_MARKER
 
-COMPLETE_MARKER = ".complete"  # render.writer.COMPLETE_MARKER (not imported: it would pull in the renderer)
-RANGE_TOLERANCE = 1e-9
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 #: Objects per task when the check runs in several processes.
 CHUNK = 64
 
@@ -295,27 +293,11 @@ def object_problem(folder: Path, views: int, rotation: str, marker: bool) -> str
 def jpeg_problem(path: Path) -> str | None:
     """Whether the file starts and ends like a JPEG (a truncated one lacks its end-of-image marker)."""
     try:
-        with path.open("rb") as handle:
-            start = handle.read(2)
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(size - 2, 0))
-            end = handle.read(2)
+        ends = jpeg_ends(path)
     except OSError as error:
         return f"{path}: cannot read the image ({error.strerror or error})"
-    problem = jpeg_markers_problem(start, end, size)
+    problem = jpeg_markers_problem(*ends)
     return None if problem is None else f"{path}: {problem}"
-
-
-def jpeg_markers_problem(start: bytes, end: bytes, size: int) -> str | None:
-    """Whether a JPEG of `size` bytes whose first and last two bytes are `start` and `end` is whole."""
-    if size < 4:
-        return f"cannot decode the image (truncated to {size} bytes)"
-    if start != JPEG_START:
-        return "cannot decode the image (not a JPEG)"
-    if end != JPEG_END:
-        return "cannot decode the image (truncated: no end-of-image marker)"
-    return None
 
 
 def latent_file_problem(path: Path, rotation: str) -> str | None:
@@ -328,23 +310,6 @@ def latent_file_problem(path: Path, rotation: str) -> str | None:
         return f"{path}: latent of shape {latent.shape}, expected ({spec.LATENT_DIM},)"
     problem = latents_problem(latent[None], rotation)
     return None if problem is None else f"{path}: latent {problem.removeprefix('view 0 ')}"
-
-
-def latents_problem(latents: np.ndarray, rotation: str) -> str | None:
-    """Problem of one object's (V, 7) latents: dtype, non-finite values, values outside the sampling
-    ranges of a `rotation` ("published" or "ood") dataset (`render.sampling.outside_range`)."""
-    if not np.issubdtype(latents.dtype, np.floating):
-        return f"has dtype {latents.dtype}, expected float64"
-    if not np.isfinite(latents).all():
-        return "holds non-finite values"
-    outside = outside_range(latents, rotation, RANGE_TOLERANCE)
-    if outside.any():
-        view, field = np.argwhere(outside)[0]
-        value = f"{spec.LATENT_FIELDS[field]}={latents[view, field]:.4g}"
-        if field in range(spec.LATENT_DIM)[spec.ROTATION]:
-            value += f" (the {rotation} range of the Euler angles is {range_text(rotation)})"
-        return f"view {view} out of range: {value}"
-    return None
 
 
 # --- the whole folder -------------------------------------------------------------------------------
