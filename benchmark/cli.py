@@ -242,7 +242,7 @@ def render_command(
             f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
             f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
-    failed = f"; {summary.failed} failed (see {out / 'failures.jsonl'})" if summary.failed else ""
+    failed = f"; {summary.failed} failed (see {out / spec.FAILURES_NAME})" if summary.failed else ""
     if summary.failed_before:
         failed += (
             f"; {summary.failed_before} recorded as failed by an earlier run, not tried again (see "
@@ -385,6 +385,7 @@ def objects_command(
 
     from tqdm import tqdm
 
+    from render import spec
     from render.procedural import export
 
     if list_classes:
@@ -410,7 +411,7 @@ def objects_command(
     val = sum(entry.split == "val" for entry in summary.objects)
     click.echo(
         f"{out}: {len(summary.objects)} objects ({summary.written} written, {summary.kept} already there), "
-        f"{len(summary.objects) - val} train / {val} val; manifest {out / 'objects.csv'}"
+        f"{len(summary.objects) - val} train / {val} val; manifest {out / spec.OBJECTS_CSV_NAME}"
     )
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmark.provenance import cpu_model
 from render import launch, spec, writer
 from render.quality import Quality, quality_preset
 from render.sources import ObjectSpec, ProceduralSource
@@ -288,14 +289,8 @@ def markdown_table(results: dict) -> str:
 
 def machine_description() -> dict:
     """CPU model, usable cores, bpy and Python versions, load average."""
-    model = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "bpy": metadata.version("bpy"),
         "python": platform.python_version(),

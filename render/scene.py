@@ -172,15 +172,6 @@ class Scene:
         ndc = np.array([world_to_camera_view(self.scene, self.camera, Vector(p))[:2] for p in points])
         return np.stack([ndc[:, 0] * size, (1.0 - ndc[:, 1]) * size], axis=1)
 
-    def camera_matrix_world(self) -> np.ndarray:
-        """The camera's 4x4 world matrix."""
-        return np.array(self.camera.matrix_world)
-
-    def camera_focal_pixels(self) -> float:
-        """The camera's focal length in pixels (square sensor fit, so horizontal = vertical)."""
-        data = self.camera.data
-        return data.lens / data.sensor_width * self.settings.size
-
     def close(self) -> None:
         """Drop the object and the scene's temporary folder."""
         self.clear_object()

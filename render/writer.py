@@ -155,14 +155,6 @@ def finish_object(folder: Path, views: int) -> None:
         handle.write(json.dumps({"views": views}).encode())
 
 
-def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files an interrupted write left in `folder`; returns what was deleted."""
-    leftovers = [p for p in Path(folder).glob(f"*{TEMP_TAG}*") if p.is_file()]
-    for path in leftovers:
-        path.unlink()
-    return leftovers
-
-
 def _is_ours(name: str) -> bool:
     return name == COMPLETE_MARKER or (
         (name.startswith("image_") and name.endswith(".jpg"))

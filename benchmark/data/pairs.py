@@ -29,7 +29,6 @@ QUATERNION_DIM = 4
 #: whose sizes `sie_models.ACTION_DIMS` gives); an action is identified by its size.
 ACTION_LAYOUTS = {QUATERNION_DIM + len(factors): factors for factors in spec.ACTION_FACTORS.values()}
 ROTATION_ACTION_DIM = QUATERNION_DIM + len(spec.ACTION_FACTORS["rotation"])
-ROTATION_COLOR_ACTION_DIM = QUATERNION_DIM + len(spec.ACTION_FACTORS["rotation+color"])
 # Tags keep the two random streams (epoch order, view pairs) apart for the same seed.
 ORDER_STREAM = 1
 PAIR_STREAM = 2

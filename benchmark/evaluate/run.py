@@ -30,12 +30,9 @@ import datetime
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +69,7 @@ from benchmark.evaluate.probes import (
     rotation_probe,
 )
 from benchmark.evaluate.retrieval import predict_views, retrieval_scores, view_zero_queries
+from benchmark.provenance import code_version, cpu_description
 from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
@@ -615,43 +613,7 @@ def describe_hardware(device: torch.device) -> str:
     """The GPU's name, or the CPU's model and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def code_version(root: Path = spec.REPO_ROOT) -> str:
-    """The package version, with the git commit of the source tree when it is a git checkout and
-    ".dirty" when tracked files of the toolkit differ from that commit (results a reviewer cannot rebuild
-    from the commit alone)."""
-    try:
-        version = metadata.version("3die")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        commit = _git(root, "rev-parse", "--short=12", "HEAD")
-        changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_FOLDERS)
-    except (OSError, subprocess.SubprocessError):
-        return version
-    if not commit:
-        return version
-    return f"{version}+g{commit}" + (".dirty" if changes else "")
-
-
-#: The folders whose tracked files make up the code that produces results.
-CODE_FOLDERS = ("render", "sie_models", "benchmark", "manifests", "pyproject.toml")
-
-
-def _git(root: Path, *arguments: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(root), *arguments], capture_output=True, text=True, timeout=10, check=True
-    ).stdout.strip()
+    return cpu_description()
 
 
 # --- results.json --------------------------------------------------------------------------------

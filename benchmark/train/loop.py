@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import random
 import signal
 import sys
@@ -24,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ from benchmark.data import (
     worker_error_line,
 )
 from benchmark.data.validate import damaged_image_remedy
+from benchmark.provenance import code_version, cpu_model, merged_sessions
 from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from benchmark.train.config import ConfigError, TrainConfig
 from benchmark.train.distributed import (
@@ -222,12 +221,15 @@ class Trainer:
         loaded = None if checkpoint is None else f"{checkpoint.path.name} {checkpoint.sha256[:12]}"
         check_same_checkpoint(self.run_dir, gather_objects(loaded, context))
         saved = {} if checkpoint is None else checkpoint.payload["config"]
-        # Training time and hardware add up over the sessions of a run (None: a run begun before they
-        # were recorded); this session's count from `run` and join at the first save.
+        # Training time, hardware and code versions add up over the sessions of a run (None: a run begun
+        # before they were recorded); this session's count from `run` and join at the first save.
         self.earlier_seconds = saved.get("train_seconds", 0.0 if checkpoint is None else None)
         self.earlier_hardware, self.session_hardware = saved.get("hardware"), training_hardware(context)
+        self.earlier_version, self.session_version = saved.get("version"), self.resolved["version"]
         self.resolved.update(
-            hardware=self.earlier_hardware or self.session_hardware, train_seconds=self.earlier_seconds
+            hardware=self.earlier_hardware or self.session_hardware,
+            version=self.earlier_version or self.session_version,
+            train_seconds=self.earlier_seconds,
         )
         self.session_started = time.perf_counter()
         if checkpoint is not None:
@@ -390,7 +392,8 @@ class Trainer:
         if self.earlier_seconds is not None:
             session = time.perf_counter() - self.session_started
             self.resolved["train_seconds"] = round(self.earlier_seconds + session, 3)
-        self.resolved["hardware"] = merged_hardware(self.earlier_hardware, self.session_hardware)
+        self.resolved["hardware"] = merged_sessions(self.earlier_hardware, self.session_hardware)
+        self.resolved["version"] = merged_sessions(self.earlier_version, self.session_version)
 
         def save() -> None:
             save_checkpoint(self.run_dir / CHECKPOINTS_DIR, self._payload())
@@ -546,7 +549,7 @@ def resolved_config(
             "rendering": rendering_settings(dataset_manifest(config.data)),
             "reencoded": views.reencoding(config.image_size),
         },
-        "version": _version(),
+        "version": code_version(),
     }
 
 
@@ -555,21 +558,6 @@ def training_hardware(context: ProcessContext) -> str:
     if context.device.type == "cuda":
         return f"{context.world_size}x {torch.cuda.get_device_name(context.device)}"
     return f"{context.world_size}x CPU ({cpu_model()}, {os.cpu_count()} cores)"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def merged_hardware(earlier: str | None, current: str) -> str:
-    """The hardware of every session of a run, in first-use order, joined by " + "."""
-    sessions = earlier.split(" + ") if earlier else []
-    return " + ".join(sessions if current in sessions else [*sessions, current])
 
 
 def dataset_fingerprint(views: ObjectViews) -> str:
@@ -708,13 +696,6 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("3die")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _stderr(line: str) -> None:

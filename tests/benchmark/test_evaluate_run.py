@@ -29,8 +29,9 @@ from benchmark.evaluate import (
     split_features,
 )
 from benchmark.evaluate import run as evaluate_module
-from benchmark.evaluate.run import check_finite_features, code_version, continue_results, dataset_identity
+from benchmark.evaluate.run import check_finite_features, continue_results, dataset_identity
 from benchmark.leaderboard import row_from_results
+from benchmark.provenance import code_version
 from benchmark.train import load_trained
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
 from render import spec

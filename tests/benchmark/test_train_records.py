@@ -8,9 +8,9 @@ import torch
 
 from benchmark.evaluate.run import results_header
 from benchmark.leaderboard import row_from_results
-from benchmark.train import load_trained, read_checkpoint, resolve_config, train
+from benchmark.provenance import merged_sessions
+from benchmark.train import load_trained, loop, read_checkpoint, resolve_config, train
 from benchmark.train.checkpoint import save_checkpoint
-from benchmark.train.loop import merged_hardware
 
 
 def _train(data: Path, out: Path, epochs: int):
@@ -45,11 +45,20 @@ def test_a_run_checkpointed_before_the_records_resumes_with_unknown_time(synthet
     assert resumed["train_seconds"] is None and resumed["hardware"].startswith("1x CPU (")
 
 
+def test_a_run_records_the_code_version_of_every_session(synthetic_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "code_version", lambda: "0.1.0+g0123456789ab")
+    assert _train(synthetic_dataset.root, tmp_path, epochs=1)["version"] == "0.1.0+g0123456789ab"
+    monkeypatch.setattr(loop, "code_version", lambda: "0.1.0+gba9876543210.dirty")
+    resumed = _train(synthetic_dataset.root, tmp_path, epochs=2)
+    assert resumed["version"] == "0.1.0+g0123456789ab + 0.1.0+gba9876543210.dirty"
+    assert load_trained(tmp_path)[1]["version"] == resumed["version"]
+
+
 def test_sessions_on_other_hardware_are_joined_once():
-    assert merged_hardware(None, "1x CPU (X, 2 cores)") == "1x CPU (X, 2 cores)"
-    assert merged_hardware("2x A", "2x A") == "2x A"
-    assert merged_hardware("2x A", "8x B") == "2x A + 8x B"
-    assert merged_hardware("2x A + 8x B", "2x A") == "2x A + 8x B"
+    assert merged_sessions(None, "1x CPU (X, 2 cores)") == "1x CPU (X, 2 cores)"
+    assert merged_sessions("2x A", "2x A") == "2x A"
+    assert merged_sessions("2x A", "8x B") == "2x A + 8x B"
+    assert merged_sessions("2x A + 8x B", "2x A") == "2x A + 8x B"
 
 
 def _row(config: dict, train_seconds: float | None) -> dict:

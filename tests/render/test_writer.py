@@ -63,14 +63,6 @@ def test_completion_marker_and_restart_from_scratch(tmp_path):
     assert json.loads((folder / writer.COMPLETE_MARKER).read_text()) == {"views": 1}
 
 
-def test_remove_temp_files(tmp_path):
-    (tmp_path / f".latent_0.npy{writer.TEMP_TAG}7").write_bytes(b"x")
-    (tmp_path / "latent_0.npy").write_bytes(b"x")
-    removed = writer.remove_temp_files(tmp_path)
-    assert [p.name for p in removed] == [f".latent_0.npy{writer.TEMP_TAG}7"]
-    assert [p.name for p in tmp_path.iterdir()] == ["latent_0.npy"]
-
-
 def test_remove_root_temp_files_removes_only_the_temporary_names_of_root_files(tmp_path):
     ours = [
         f".{spec.MANIFEST_NAME}{writer.TEMP_TAG}12",
@@ -201,4 +193,3 @@ def test_background_writer_finishes_queued_views_when_the_block_fails(tmp_path):
         *(f"image_{v}.jpg" for v in range(3)),
         *(f"latent_{v}.npy" for v in range(3)),
     ]
-    assert not writer.remove_temp_files(tmp_path)
