@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from render import spec, writer
-from render.manifest import SPLITS, read_manifest, shapenet_label
+from render.manifest import SPLITS, read_objects_csv, shapenet_label
 from render.processes import exit_with_parent
 from render.sampling import outside_range, range_text, rotation_range_of
 from render.sources import NPY_ERRORS, SourceError, model_library_problem, read_images_npy
@@ -270,7 +270,7 @@ def _listed_objects(root: Path) -> list[str]:
     """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk."""
     objects_csv = root / spec.OBJECTS_CSV_NAME
     if objects_csv.is_file():
-        return [f"{entry.synset}/{entry.object_id}" for entry in read_manifest(objects_csv)]
+        return [f"{entry.synset}/{entry.object_id}" for entry in read_objects_csv(objects_csv)]
     from_splits = [key for split in SPLITS for key in _split_keys(root, split) or []]
     if from_splits:
         return from_splits
@@ -332,7 +332,7 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
     list exactly the complete objects."""
     present = {}
     objects_csv = root / spec.OBJECTS_CSV_NAME
-    entries = read_manifest(objects_csv) if objects_csv.is_file() else []
+    entries = read_objects_csv(objects_csv) if objects_csv.is_file() else []
     listed_labels = {f"{entry.synset}/{entry.object_id}": entry.label for entry in entries}
     listed_splits = {f"{entry.synset}/{entry.object_id}": entry.split for entry in entries}
     shapenet = not objects_csv.is_file() and not (root / spec.MANIFEST_NAME).is_file()  # the official layout

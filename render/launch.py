@@ -224,8 +224,8 @@ def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[Ob
         writer.write_manifest(config.out, build_manifest(config, source, objects))
         csv_path = config.out / spec.OBJECTS_CSV_NAME
         if not csv_path.is_file():
-            object_manifest.write_manifest(csv_path, entries)
-        elif object_manifest.read_manifest(csv_path) != entries:
+            object_manifest.write_objects_csv(csv_path, entries)
+        elif object_manifest.read_objects_csv(csv_path) != entries:
             raise writer.DatasetMismatchError(
                 f"{csv_path}: the folder holds another object list; rerun with the same source, --objects "
                 "and --limit, or choose another --out"

@@ -51,7 +51,7 @@ class ObjectEntry:
 # --- reading and writing ----------------------------------------------------------------------------
 
 
-def read_manifest(path: str | Path) -> list[ObjectEntry]:
+def read_objects_csv(path: str | Path) -> list[ObjectEntry]:
     """The validated entries of a manifest CSV, in file order.
 
     Raises ManifestError ("FILE:LINE: problem") for a missing column, an empty or malformed value, an
@@ -71,7 +71,7 @@ def read_manifest(path: str | Path) -> list[ObjectEntry]:
     return entries
 
 
-def write_manifest(path: str | Path, entries: Iterable[ObjectEntry]) -> None:
+def write_objects_csv(path: str | Path, entries: Iterable[ObjectEntry]) -> None:
     """Validate the entries and write them as a manifest CSV, atomically (a temporary file then a rename),
     so that a reader never sees a half-written file."""
     entries = list(entries)

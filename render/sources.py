@@ -625,7 +625,7 @@ def _read_objects_csv(path: Path, kind: str) -> list:
             f"give an objects CSV ({','.join(manifest.COLUMNS)})"
         )
     try:
-        entries = manifest.read_manifest(path)
+        entries = manifest.read_objects_csv(path)
     except manifest.ManifestError as error:
         raise SourceError(str(error)) from None
     others = sorted({entry.source for entry in entries} - {kind})

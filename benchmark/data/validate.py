@@ -35,7 +35,7 @@ from benchmark.data.packed import PackedViews, SkippedObject, open_packed
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.check import dataset_rotation_range, jpeg_ends, jpeg_markers_problem, latents_problem
-from render.manifest import SPLITS, ManifestError, read_manifest
+from render.manifest import SPLITS, ManifestError, read_objects_csv
 from render.processes import exit_with_parent
 from render.sampling import rotation_range_of
 from render.sources import NPY_ERRORS
@@ -180,7 +180,7 @@ def check_object_list_agrees(root: Path, split: str, keys: list[str], labels: np
     if not listed.is_file():
         return
     try:
-        entries = {f"{entry.synset}/{entry.object_id}": entry for entry in read_manifest(listed)}
+        entries = {f"{entry.synset}/{entry.object_id}": entry for entry in read_objects_csv(listed)}
     except ManifestError as error:
         raise DatasetError(f"{error}; rerun `3die render` on this folder to rewrite it") from None
     for key, label in zip(keys, labels, strict=True):

@@ -21,10 +21,10 @@ from render import spec
 from render.manifest import (
     ObjectEntry,
     class_labels,
-    read_manifest,
+    read_objects_csv,
     stratified_split,
     write_bytes_atomically,
-    write_manifest,
+    write_objects_csv,
 )
 from render.procedural.library import CLASSES, MAX_PER_CLASS, SYNSETS, make_mesh, object_id, parse_object_id
 
@@ -79,7 +79,7 @@ def export_library(
     }
     taxonomy_text = json.dumps(taxonomy(counts), indent=2) + "\n"
     write_bytes_atomically(root / spec.TAXONOMY_NAME, taxonomy_text.encode("utf-8"))
-    write_manifest(root / spec.OBJECTS_CSV_NAME, entries)
+    write_objects_csv(root / spec.OBJECTS_CSV_NAME, entries)
     return ExportSummary(written=written, kept=kept, objects=entries)
 
 
@@ -91,7 +91,7 @@ def _check_no_object_dropped(root: Path, entries: list[ObjectEntry]) -> None:
     listed = root / spec.OBJECTS_CSV_NAME
     planned = {(e.synset, e.object_id) for e in entries}
     if listed.is_file():
-        present, where = {(e.synset, e.object_id) for e in read_manifest(listed)}, f"{listed}: lists"
+        present, where = {(e.synset, e.object_id) for e in read_objects_csv(listed)}, f"{listed}: lists"
     else:  # an interrupted export: the models it wrote
         present = {(path.parts[-4], path.parts[-3]) for path in root.glob(f"*/*/{MODEL_FILE}")}
         where = f"{root}: holds the models of"

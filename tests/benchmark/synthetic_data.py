@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from render import spec
-from render.manifest import SPLITS, ObjectEntry, class_labels, shapenet_label, write_manifest
+from render.manifest import SPLITS, ObjectEntry, class_labels, shapenet_label, write_objects_csv
 from render.sampling import fold_out_of_distribution
 
 #: Real ShapeNet synsets (airplane, bag, basket, bathtub) so that the official layout's labels are valid.
@@ -79,7 +79,7 @@ def write_dataset(
         np.save(root / f"{split}_images.npy", np.array([f"/{key}/" for key in splits[split]]))
         np.save(root / f"{split}_labels.npy", np.array(labels[split], dtype=np.int64))
     if layout == "ours":
-        write_manifest(root / spec.OBJECTS_CSV_NAME, entries)
+        write_objects_csv(root / spec.OBJECTS_CSV_NAME, entries)
         manifest = {
             "format": "3die-dataset/1",
             "source": {"kind": "synthetic", "seed": seed},

@@ -15,7 +15,7 @@ from benchmark.cli import main
 from benchmark.data import DatasetError, PackedViews, open_dataset, pack_dataset
 from benchmark.data import packed as packed_module
 from render import spec
-from render.manifest import read_manifest, write_manifest
+from render.manifest import read_objects_csv, write_objects_csv
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def test_a_resumed_pack_takes_the_splits_and_labels_of_the_folder_as_it_is_now(t
     np.save(root / "train_labels.npy", train_labels[:-1])
     np.save(root / "val_labels.npy", np.concatenate([train_labels[-1:], val_labels]))
     moved = "/".join(str(train[-1]).strip("/").split("/"))
-    entries = read_manifest(root / spec.OBJECTS_CSV_NAME)  # the object list says the same
-    write_manifest(
+    entries = read_objects_csv(root / spec.OBJECTS_CSV_NAME)  # the object list says the same
+    write_objects_csv(
         root / spec.OBJECTS_CSV_NAME,
         [dataclasses.replace(e, split="val") if f"{e.synset}/{e.object_id}" == moved else e for e in entries],
     )

@@ -27,7 +27,7 @@ from benchmark.train import CheckpointError, ConfigError, parse_method_options, 
 from render import spec, writer
 from render.check import check_dataset
 from render.launch import Shard
-from render.manifest import ManifestError, read_manifest
+from render.manifest import ManifestError, read_objects_csv
 from render.sources import SourceError, read_images_npy
 from sie_models import list_methods, method_defaults
 
@@ -208,7 +208,7 @@ CSV_TEXT = st.one_of(
 @FUZZ
 @given(text=CSV_TEXT)
 def test_objects_csv_reader_raises_only_manifest_errors(tmp_path, text):
-    _read_text(tmp_path / "objects.csv", text, read_manifest, ManifestError)
+    _read_text(tmp_path / "objects.csv", text, read_objects_csv, ManifestError)
 
 
 def _read_text(path, text, reader, kind):

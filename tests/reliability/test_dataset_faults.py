@@ -163,13 +163,13 @@ def test_split_files_that_disagree_with_objects_csv_are_named_and_refused_even_w
         np.save(dataset.root / "train_labels.npy", labels)
         checked = "train_labels.npy: 1 labels differ from objects.csv's"
     else:
-        from render.manifest import read_manifest, write_manifest
+        from render.manifest import read_objects_csv, write_objects_csv
 
-        entries = read_manifest(dataset.root / spec.OBJECTS_CSV_NAME)
+        entries = read_objects_csv(dataset.root / spec.OBJECTS_CSV_NAME)
         moved = [
             dataclasses.replace(e, split="val") if f"{e.synset}/{e.object_id}" == key else e for e in entries
         ]
-        write_manifest(dataset.root / spec.OBJECTS_CSV_NAME, moved)
+        write_objects_csv(dataset.root / spec.OBJECTS_CSV_NAME, moved)
         checked = f"{key}: listed in train_images.npy, but objects.csv puts it in the val split"
     status, lines = check(dataset.root)
     assert status == 1 and any(line.startswith(checked) for line in lines), lines

@@ -34,8 +34,8 @@ def test_write_then_read_round_trips(tmp_path):
         ObjectEntry("my-class", "thing 1", 1, "val", "mesh-dir"),
     ]
     path = tmp_path / "sub" / "objects.csv"
-    manifest.write_manifest(path, entries)
-    assert manifest.read_manifest(path) == entries
+    manifest.write_objects_csv(path, entries)
+    assert manifest.read_objects_csv(path) == entries
     assert path.read_text().splitlines()[0] == HEADER.strip()
     assert [p.name for p in path.parent.iterdir()] == ["objects.csv"]
 
@@ -43,13 +43,13 @@ def test_write_then_read_round_trips(tmp_path):
 def test_extra_columns_are_ignored(tmp_path):
     path = tmp_path / "objects.csv"
     path.write_text("source,split,label,object_id,synset,note\nshapenet,val,0,a1,02691156,hello\n")
-    assert manifest.read_manifest(path) == [entry(split="val")]
+    assert manifest.read_objects_csv(path) == [entry(split="val")]
 
 
 def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf_lines_reads_the_same(tmp_path):
     path = tmp_path / "objects.csv"
     path.write_bytes(("\ufeff" + HEADER + "02691156,a1,0,val,shapenet\n").replace("\n", "\r\n").encode())
-    assert manifest.read_manifest(path) == [entry(split="val")]
+    assert manifest.read_objects_csv(path) == [entry(split="val")]
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_read_errors_name_file_line_and_problem(tmp_path, text, message):
     path = tmp_path / "objects.csv"
     path.write_text(text)
     with pytest.raises(ManifestError) as caught:
-        manifest.read_manifest(path)
+        manifest.read_objects_csv(path)
     assert str(caught.value).startswith(str(path) + ":")
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -100,19 +100,19 @@ def test_read_errors_name_file_line_and_problem(tmp_path, text, message):
 
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(ManifestError, match=r"objects.csv: cannot read the object manifest"):
-        manifest.read_manifest(tmp_path / "objects.csv")
+        manifest.read_objects_csv(tmp_path / "objects.csv")
 
 
 def test_write_refuses_invalid_entries_and_keeps_the_old_file(tmp_path):
     path = tmp_path / "objects.csv"
-    manifest.write_manifest(path, [entry()])
+    manifest.write_objects_csv(path, [entry()])
     before = path.read_bytes()
     with pytest.raises(
         ManifestError, match=r"objects.csv: entry 2: duplicated object 02691156/a1 \(first on entry 1\)"
     ):
-        manifest.write_manifest(path, [entry(), entry()])
+        manifest.write_objects_csv(path, [entry(), entry()])
     with pytest.raises(ManifestError, match="entry 1: unknown split 'holdout'"):
-        manifest.write_manifest(path, [entry(split="holdout")])
+        manifest.write_objects_csv(path, [entry(split="holdout")])
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["objects.csv"]
 
@@ -126,7 +126,7 @@ def test_atomic_write_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch)
 
     monkeypatch.setattr(manifest.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        manifest.write_manifest(path, [entry()])
+        manifest.write_objects_csv(path, [entry()])
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["objects.csv"]
 
@@ -136,7 +136,7 @@ def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask):
     """Shared datasets: objects.csv (and the exported library) must be as readable as the images beside it."""
     previous = os.umask(umask)
     try:
-        manifest.write_manifest(tmp_path / "objects.csv", [entry()])
+        manifest.write_objects_csv(tmp_path / "objects.csv", [entry()])
         (tmp_path / "plain").write_text("")
     finally:
         os.umask(previous)

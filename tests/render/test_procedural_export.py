@@ -49,7 +49,7 @@ def test_export_writes_shapenet_layout(tmp_path):
         {"synsetId": procedural.SYNSETS["lamp"], "name": "lamp", "children": [], "numInstances": 3},
         {"synsetId": procedural.SYNSETS["mug"], "name": "mug", "children": [], "numInstances": 3},
     ]
-    entries = manifest.read_manifest(tmp_path / spec.OBJECTS_CSV_NAME)
+    entries = manifest.read_objects_csv(tmp_path / spec.OBJECTS_CSV_NAME)
     assert entries == summary.objects
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     expected = sorted(f"{e.synset}/{e.object_id}/models/model_normalized.obj" for e in entries)
@@ -158,7 +158,7 @@ def test_cli_objects_writes_a_library_that_trimesh_loads(tmp_path):
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["objects", "--out", str(out), "--per-class", "3"])
     assert result.exit_code == 0, result.output
-    entries = manifest.read_manifest(out / "objects.csv")
+    entries = manifest.read_objects_csv(out / "objects.csv")
     assert len(entries) == 3 * len(procedural.CLASSES)
     assert {e.split for e in entries} == {"train", "val"}
     assert f"{len(entries)} objects ({len(entries)} written, 0 already there)" in result.output
