@@ -273,7 +273,7 @@ def render_command(
         raise click.ClickException(
             f"{out}: no object of the dataset could be rendered; {out / spec.FAILURES_NAME} says why{retry}"
         )
-    empty = [split for split in ("train", "val") if summary.objects and not summary.planned_splits.get(split)]
+    empty = [split for split in spec.SPLITS if summary.objects and not summary.planned_splits.get(split)]
     if empty:
         click.echo(
             f"{out}: note: no object of this dataset is in the {' or '.join(empty)} split, which training "

@@ -282,7 +282,7 @@ def _listed_objects(root: Path) -> list[str]:
 
 def _split_keys(root: Path, split: str) -> list[str] | None:
     """ "SYNSET/OBJECT_ID" keys of ROOT/{split}_images.npy, None when the file is absent."""
-    path = root / f"{split}_images.npy"
+    path = root / spec.split_images_name(split)
     return (
         [f"{synset}/{object_id}" for synset, object_id in read_images_npy(path)] if path.is_file() else None
     )
@@ -348,7 +348,7 @@ def _check_split_files(root: Path, listed: list[str], classes: int, report: Chec
         if shapenet:
             listed_labels.update((key, shapenet_label(key.split("/")[0])) for key in keys)
         present[split] = keys
-        labels_path = root / f"{split}_labels.npy"
+        labels_path = root / spec.split_labels_name(split)
         if not labels_path.is_file():
             report.add(f"{split}_labels.npy", "missing")
             continue

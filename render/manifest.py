@@ -23,7 +23,7 @@ from pathlib import Path
 from render import spec
 
 COLUMNS = ("synset", "object_id", "label", "split", "source")
-SPLITS = ("train", "val")
+SPLITS = spec.SPLITS
 SOURCES = ("shapenet", "mesh-dir", "procedural")
 OFFICIAL_COLUMNS = ("synset", "object_id", "label")
 

@@ -557,7 +557,7 @@ def model_library_problem(root: Path) -> str | None:
     """What is wrong with reading `root` as a rendered dataset when it is a ShapeNet-style folder of models
     (a taxonomy.json, as `3die objects` writes and ShapeNet unpacks into, and no dataset manifest or split
     files), with the command that renders it; None for any other folder."""
-    dataset_files = (spec.MANIFEST_NAME, *(f"{split}_images.npy" for split in ("train", "val")))
+    dataset_files = (spec.MANIFEST_NAME, *map(spec.split_images_name, spec.SPLITS))
     if not (root / spec.TAXONOMY_NAME).is_file() or any((root / name).is_file() for name in dataset_files):
         return None
     return (

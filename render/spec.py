@@ -31,6 +31,10 @@ FAILURES_NAME = "failures.jsonl"
 TAXONOMY_NAME = "taxonomy.json"
 
 
+#: The dataset splits, each listed at the root by its images and labels files.
+SPLITS = ("train", "val")
+
+
 def image_name(view: int) -> str:
     """File name of a view's image inside its object folder."""
     return f"image_{view}.jpg"
@@ -39,6 +43,16 @@ def image_name(view: int) -> str:
 def latent_name(view: int) -> str:
     """File name of a view's latent vector inside its object folder."""
     return f"latent_{view}.npy"
+
+
+def split_images_name(split: str) -> str:
+    """File name of a split's object list at the dataset root ("/SYNSET/OBJECT_ID/" strings)."""
+    return f"{split}_images.npy"
+
+
+def split_labels_name(split: str) -> str:
+    """File name of a split's labels at the dataset root (int64, one per object of its images file)."""
+    return f"{split}_labels.npy"
 
 
 # --- latent vector (LATENT_DIM float64 per view) -------------------------------------------------

@@ -367,7 +367,7 @@ def write_split_files(root: Path, objects: Iterable[ObjectSpec]) -> dict[str, in
         chosen = [o for o in objects if o.split == split]
         images = np.array([f"/{o.synset}/{o.object_id}/" for o in chosen], dtype=str)
         labels = np.array([o.label for o in chosen], dtype=np.int64)
-        for name, array in ((f"{split}_images.npy", images), (f"{split}_labels.npy", labels)):
+        for name, array in ((spec.split_images_name(split), images), (spec.split_labels_name(split), labels)):
             with _atomic(Path(root) / name) as handle:
                 np.save(handle, array)
         counts[split] = len(chosen)

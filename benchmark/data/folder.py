@@ -35,7 +35,7 @@ def open_folder(root: Path, split: str = "train") -> FolderViews:
     manifest = read_dataset_manifest(root)
     keys, labels = read_split_files(root, split)
     classes = manifest_classes(root, manifest)
-    check_labels(root / f"{split}_labels.npy", labels, len(classes), None if manifest else keys)
+    check_labels(root / spec.split_labels_name(split), labels, len(classes), None if manifest else keys)
     views = manifest_views(root, manifest)
     for key in keys:
         check_object_folder(root / key, views)
@@ -126,7 +126,7 @@ def manifest_views(root: Path, manifest: dict | None) -> int:
 def read_split_files(root: Path, split: str, unique: bool = True) -> tuple[list[str], np.ndarray]:
     """("SYNSET/OBJECT_ID" keys, (N,) int64 labels) of one split; DatasetError for a missing or
     misaligned file, or (`unique`) an object listed twice."""
-    images_path, labels_path = root / f"{split}_images.npy", root / f"{split}_labels.npy"
+    images_path, labels_path = root / spec.split_images_name(split), root / spec.split_labels_name(split)
     library = model_library_problem(root)
     if library is not None:
         raise DatasetError(f"{root}: {library} and give DATA")

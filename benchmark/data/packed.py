@@ -129,7 +129,7 @@ def pack_dataset(
     _check_replaceable(out, root)
     if root.is_dir() and not is_official_download(root):
         for split in SPLITS:  # a pack of one split would train or evaluate on nothing, much later
-            if not (root / f"{split}_images.npy").is_file():
+            if not (root / spec.split_images_name(split)).is_file():
                 raise DatasetError(
                     f"{root / f'{split}_images.npy'}: missing; a dataset folder needs both split files "
                     "(rerun `3die render` on it to write them)"

@@ -165,7 +165,7 @@ def open_unchecked(path: Path, split: str) -> ObjectViews:
     manifest = read_dataset_manifest(path)
     keys, labels = read_split_files(path, split, unique=False)
     classes = manifest_classes(path, manifest)
-    check_labels(path / f"{split}_labels.npy", labels, len(classes), None if manifest else keys)
+    check_labels(path / spec.split_labels_name(split), labels, len(classes), None if manifest else keys)
     check_object_list_agrees(path, split, keys, labels)
     reader = FolderViews(path, split, keys, labels, manifest_views(path, manifest), classes)
     reader.manifest = manifest  # read again by find_bad_objects (latent range, completion markers)

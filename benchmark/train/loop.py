@@ -115,7 +115,7 @@ def train(
     """
     out = Path(config.out)
     outside = "give --out a run folder of its own, outside any dataset"
-    if (out / spec.MANIFEST_NAME).exists() or (out / "train_images.npy").exists():
+    if (out / spec.MANIFEST_NAME).exists() or (out / spec.split_images_name("train")).exists():
         raise ConfigError(f"{out}: is a dataset folder; {outside}")
     for folder in out.resolve().parents:  # both files, as 3die render writes them: a dataset for sure
         if (folder / spec.MANIFEST_NAME).is_file() and (folder / spec.OBJECTS_CSV_NAME).is_file():
