@@ -31,10 +31,12 @@ from benchmark.train.loop import (
     STOP_SIGNALS,
     StopSignals,
     Trainer,
+    build_configured_method,
     check_resumable,
     check_same_checkpoint,
     cuda_rng_states,
     restore_cuda_rng,
+    seed_everything,
 )
 from render import spec
 from sie_models import list_methods, losses
@@ -236,6 +238,17 @@ def test_every_method_trains_a_step(synthetic_dataset, tmp_path, method):
     assert all(
         torch.isfinite(tensor).all() for tensor in payload["model"].values() if tensor.is_floating_point()
     )
+    seed_everything(config.seed, torch.device("cpu"))  # the initial weights, as training draws them
+    initial = build_configured_method(config, synthetic_dataset.num_classes)
+    # At the first step the zero-initialised last BN gamma of each residual block gives the block's inner
+    # layers no gradient, so only weight decay moves them: their first BN's bias (zero) stays.
+    unchanged = [
+        name
+        for name, parameter in initial.named_parameters()
+        if name.startswith("backbone.") and not name.endswith(".bn1.bias")
+        if torch.equal(parameter, payload["model"][name])
+    ]
+    assert not unchanged, f"the optimisation step left {unchanged} at their initial values"
 
 
 def test_presets_live_in_one_file_and_options_override_them(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from initial_weights import parameters_left_at_initial
 from torch import nn
 
 from benchmark.train import read_checkpoint
@@ -25,9 +26,12 @@ def _environment() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synthetic_dataset, tmp_path):
+    """Both processes end with the same weights (DDP averages their gradients, batch norm is synchronised),
+    which process 0 saves, and they differ from the initial ones."""
     run = tmp_path / "run"
     command = [
-        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "3die"), "train",
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2",
+        str(Path(__file__).parent / "rank_weights.py"), str(tmp_path), "train",
         "--method", "sie", "--data", str(synthetic_dataset.root), "--out", str(run), "--preset", "tiny",
         "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress",
     ]  # fmt: skip
@@ -39,6 +43,10 @@ def test_torchrun_with_two_gloo_processes_trains_and_writes_one_checkpoint(synth
     payload = read_checkpoint(run / "checkpoints" / "last.pt")
     assert (payload["epoch"], payload["global_step"]) == (1, 2)
     assert any(name.endswith("running_mean") for name in payload["model"]), "batch-norm buffers saved"
+    assert not parameters_left_at_initial(payload)
+    ranks = [torch.load(tmp_path / f"rank-{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, saved in payload["model"].items():
+        assert torch.equal(ranks[0][name], saved) and torch.equal(ranks[1][name], saved), name
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from initial_weights import parameters_left_at_initial
 from synthetic_data import write_dataset
 
 from benchmark.train import INTERRUPTED_EXIT_STATUS, read_checkpoint
@@ -30,6 +31,7 @@ def reference(dataset, tmp_path_factory):
     _run(_command(dataset.root, run))
     payload = read_checkpoint(run / "checkpoints" / "last.pt")
     assert payload["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    assert not parameters_left_at_initial(payload), "the runs compared must have learned"
     return payload["model"]
 
 

@@ -26,6 +26,7 @@ from benchmark.train import read_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmark"))
 from faults import obey_permissions
+from initial_weights import parameters_left_at_initial
 from synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,9 @@ def reference(dataset, tmp_path_factory):
     """The weights of an uninterrupted run."""
     folder = tmp_path_factory.mktemp("train-faults") / "reference"
     trained(train_arguments(dataset.root, folder))
-    return read_checkpoint(folder / "checkpoints" / "last.pt")["model"]
+    payload = read_checkpoint(folder / "checkpoints" / "last.pt")
+    assert not parameters_left_at_initial(payload), "the runs compared must have learned"
+    return payload["model"]
 
 
 def assert_same_weights(run_dir, reference) -> None:
