@@ -67,6 +67,37 @@ def _tied_vectors(rng, shape, dim=8, nonzero=4):
     return vectors
 
 
+def _ranks_by_definition(predicted, embeddings, targets):
+    """The rank of each query's target written from the metric's definition, independently of the library:
+    1 + the number of the object's other views whose float64 cosine to the prediction is at least the
+    target's minus TIE_TOLERANCE (ties count against the prediction)."""
+    ranks = np.zeros(targets.shape, np.int64)
+    for obj, queries in enumerate(targets):
+        for query, target in enumerate(queries):
+            prediction = predicted[obj, query].astype(np.float64)
+            cosines = [
+                float(view @ prediction)
+                / (max(np.linalg.norm(view), 1e-12) * max(np.linalg.norm(prediction), 1e-12))
+                for view in embeddings[obj].astype(np.float64)
+            ]
+            ranks[obj, query] = 1 + sum(
+                cosine >= cosines[target] - TIE_TOLERANCE
+                for view, cosine in enumerate(cosines)
+                if view != target
+            )
+    return ranks
+
+
+def test_the_reference_loop_and_the_batched_ranks_follow_the_definition():
+    rng = np.random.default_rng(11)
+    random_case = _random_case(objects=8, seed=3)
+    tied_case = (_tied_vectors(rng, (8, 49)), _tied_vectors(rng, (8, 50)), np.tile(np.arange(1, 50), (8, 1)))
+    for predicted, embeddings, targets in (random_case, tied_case, _near_tie_case(objects=4)):
+        expected = _ranks_by_definition(predicted, embeddings, targets)
+        np.testing.assert_array_equal(retrieval_ranks_loop(predicted, embeddings, targets), expected)
+        np.testing.assert_array_equal(retrieval_ranks(predicted, embeddings, targets, chunk=3), expected)
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 256])
 def test_batched_ranks_equal_the_loop_on_random_embeddings(chunk):
     predicted, embeddings, targets = _random_case()

@@ -5,13 +5,17 @@ import json
 import os
 import shutil
 import signal
+import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from render import launch, spec, writer
 from render.check import check_dataset
@@ -475,3 +479,35 @@ def test_slurm_without_slurm_or_refused_by_sbatch_is_one_line(tmp_path):
     refused = CliRunner().invoke(main, [*command, "--partition", "nosuch", "--mem-gb", "8"], env=with_slurm)
     assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.output
     assert refused.output.strip() == f"Error: sbatch refused the job array: {refusal}"
+
+
+def test_every_rendered_view_shows_the_pose_and_floor_of_its_own_latent(tmp_path):
+    """Through the whole pipeline (source, worker, writer), each image_i.jpg is rendered with latent_i.npy:
+    a red marker at one end of a bar lands where scipy's extrinsic XYZ rotation of that latent puts it, and
+    the far floor has that latent's floor hue."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_scene import corner_hue, pinhole_pixel, red_centroid
+
+    bar = trimesh.creation.box((0.6, 0.12, 0.12))
+    bar.visual.face_colors = [128, 128, 128, 255]
+    marker = trimesh.creation.box((0.12, 0.12, 0.12))
+    marker.apply_translation((0.36, 0.0, 0.0))
+    marker.visual.face_colors = [255, 0, 0, 255]
+    (tmp_path / "meshes" / "bar").mkdir(parents=True)
+    trimesh.util.concatenate([bar, marker]).export(tmp_path / "meshes" / "bar" / "marker.ply")
+    # the marker's centre once the source normalises the mesh (bounding-box centre at 0, diagonal 1)
+    low, high = np.array([-0.3, -0.06, -0.06]), np.array([0.42, 0.06, 0.06])
+    centre = (np.array([0.36, 0.0, 0.0]) - (low + high) / 2) / np.linalg.norm(high - low)
+    out, size = tmp_path / "out", 64
+    summary = render_dataset(
+        config(out, views=4, size=size, quality="fast"), MeshDirSource(tmp_path / "meshes"), progress=False
+    )
+    assert summary.rendered == 1, summary
+    (folder,) = (path for path in out.glob("bar/*") if path.is_dir())
+    for view in range(4):
+        latent = np.load(folder / spec.latent_name(view))
+        image = np.asarray(Image.open(folder / spec.image_name(view)).convert("RGB"))
+        expected = pinhole_pixel(Rotation.from_euler("xyz", latent[spec.ROTATION]).apply(centre), size)
+        assert np.linalg.norm(red_centroid(image) - expected) < 0.05 * size, (view, latent)
+        hue, _ = corner_hue(image)
+        assert abs((hue - latent[spec.FLOOR_HUE] + 0.5) % 1.0 - 0.5) < 0.05, (view, hue, latent)
