@@ -325,11 +325,11 @@ def _check_packed_file(path: Path, workers: int, quick: bool) -> None:
 
     try:
         objects, problems = check_packed_file(path, decode=not quick, workers=workers)
+        left_out = len(read_skipped_objects(path))
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
     for line in problems:
         click.echo(line)
-    left_out = len(read_skipped_objects(path))
     packed_without = f" (left out when packed, unusable: {left_out}, see skipped_objects)" if left_out else ""
     click.echo(f"{path}: {objects} objects checked: {len(problems)} with problems{packed_without}")
     if problems:

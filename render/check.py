@@ -267,17 +267,21 @@ def _no_objects_reason(root: Path, listed: list[str]) -> str:
 
 
 def _listed_objects(root: Path) -> list[str]:
-    """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk."""
+    """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk.
+    Without manifest.json (the official download) a split without its images file is, for the readers,
+    every folder on disk outside the other split: those folders are listed too."""
     objects_csv = root / spec.OBJECTS_CSV_NAME
     if objects_csv.is_file():
         return [f"{entry.synset}/{entry.object_id}" for entry in read_objects_csv(objects_csv)]
-    from_splits = [key for split in SPLITS for key in _split_keys(root, split) or []]
-    if from_splits:
+    splits = [_split_keys(root, split) for split in SPLITS]
+    from_splits = [key for keys in splits for key in keys or []]
+    if from_splits and (None not in splits or (root / spec.MANIFEST_NAME).is_file()):
         return from_splits
     try:
-        return sorted(_folders_on_disk(root)[0])
+        on_disk = _folders_on_disk(root)[0]
     except OSError:  # an unreadable dataset folder: `_check_unlisted` says so
-        return []
+        return from_splits
+    return from_splits + sorted(on_disk - set(from_splits))
 
 
 def _split_keys(root: Path, split: str) -> list[str] | None:

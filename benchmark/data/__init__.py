@@ -8,14 +8,11 @@ rotation between them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from benchmark.data.folder import FolderViews, open_folder, read_dataset_manifest
-from benchmark.data.packed import PackedViews, PackSummary, open_packed, pack_dataset
+from benchmark.data.packed import PackedViews, PackSummary, open_packed, pack_dataset, read_packed_manifest
 from benchmark.data.pairs import (
     EpochsSampler,
     ObjectSampler,
@@ -46,14 +43,7 @@ def open_dataset(path: str | Path, split: str = "train") -> ObjectViews:
 def dataset_manifest(path: str | Path) -> dict | None:
     """manifest.json of a dataset folder, or the copy a packed file keeps; None for the official download."""
     path = Path(path)
-    if path.is_dir():
-        return read_dataset_manifest(path)
-    try:
-        with h5py.File(path, "r") as handle:
-            text = handle["manifest"].asstr()[()] if "manifest" in handle else ""
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read the packed manifest ({error})") from None
-    return json.loads(text) if text else None
+    return read_dataset_manifest(path) if path.is_dir() else read_packed_manifest(path)
 
 
 def rendering_settings(manifest: dict | None) -> dict[str, Any] | None:

@@ -218,7 +218,15 @@ def check_labels(path: Path, labels: np.ndarray, num_classes: int, keys: list[st
         )
     for key, label in zip(keys or (), labels, strict=False):
         synset = key.split("/")[0]
-        expected = shapenet_label(synset)
+        try:
+            expected = shapenet_label(synset)
+        except ManifestError:
+            images = path.with_name(spec.split_images_name(path.name.removesuffix("_labels.npy")))
+            raise DatasetError(
+                f"{images}: {key}: {synset!r} is not a ShapeNetCore v2 synset id, and without "
+                f"{spec.MANIFEST_NAME} the classes are the 55 ShapeNet synsets; list ShapeNet objects only, "
+                "or render the dataset with 3die (its manifest.json lists the classes)"
+            ) from None
         if label != expected:  # a chair under label 0 would be scored as an airplane
             raise DatasetError(
                 f"{path}: {key} has label {int(label)}, but without {spec.MANIFEST_NAME} the labels are "

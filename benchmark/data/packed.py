@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -462,7 +463,28 @@ def read_skipped_objects(path: Path) -> list[SkippedObject]:
         raise damaged_pack(path, error) from None
 
 
-def damaged_pack(path: Path, error: Exception) -> DatasetError:
+def read_packed_manifest(path: Path) -> dict | None:
+    """The source folder's manifest.json kept in the packed file `path`, None when the folder had none (the
+    official download); DatasetError when it cannot be read or is not a JSON object."""
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle["manifest"].asstr()[()] if "manifest" in handle else ""
+        manifest = json.loads(text) if text else None
+    except OSError as error:
+        raise unopenable(path, error) from None
+    except (KeyError, ValueError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+        raise damaged_pack(path, f"its manifest: {error}") from None
+    if manifest is not None and not isinstance(manifest, dict):
+        raise damaged_pack(path, "its manifest is not a JSON object")
+    return manifest
+
+
+#: What reading a packed file with a piece missing or cut short raises, or one whose piece is a group where
+#: a dataset belongs (AttributeError) or an array of another shape or type.
+PACK_DAMAGE = (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError)
+
+
+def damaged_pack(path: Path, error: Exception | str) -> DatasetError:
     """The error for a packed file with a piece missing, cut short or out of range."""
     return DatasetError(f"{path}: damaged packed file ({error}); pack the dataset again")
 
@@ -487,7 +509,7 @@ def open_packed(path: Path, split: str = "train", check_latents: bool = True) ->
     with handle:
         try:
             views = _read_packed_split(handle, path, split)
-        except (KeyError, ValueError, TypeError, IndexError, OSError) as error:  # a piece missing or cut
+        except PACK_DAMAGE as error:
             raise damaged_pack(path, error) from None
     latents = views.latent_array
     if check_latents and not np.isfinite(latents).all():
@@ -516,7 +538,7 @@ def _read_packed_split(handle: h5py.File, path: Path, split: str) -> PackedViews
     if views < 1 or handle.attrs.get("storage", "jpeg") not in ("jpeg", "raw"):
         raise ValueError(f"views {views}, storage {handle.attrs.get('storage')!r}")
     raw = handle.attrs.get("storage") == "raw"
-    expected = {"latents": (count, views, spec.LATENT_DIM)}
+    expected = {"labels": (count,), "packed": (count,), "latents": (count, views, spec.LATENT_DIM)}
     if raw:
         expected["pixels"] = (count, views, image_size, image_size, 3)
     else:

@@ -14,7 +14,6 @@ Problems of the whole split (split files missing or misaligned, labels outside t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +30,7 @@ from benchmark.data.folder import (
     read_dataset_manifest,
     read_split_files,
 )
-from benchmark.data.packed import PackedViews, SkippedObject, open_packed
+from benchmark.data.packed import PackedViews, SkippedObject, open_packed, read_packed_manifest
 from benchmark.data.views import DatasetError, ObjectViews, decode_jpeg
 from render import spec
 from render.check import dataset_rotation_range, jpeg_ends, jpeg_markers_problem, latents_problem
@@ -210,15 +209,23 @@ def find_bad_objects(
     """
     bad = {}
     seen: set[str] = set()
+    folder = isinstance(views, FolderViews)
+    where = "" if folder else f"{views.path}:"  # a packed file's problems name it, a folder's their file
+    listing = spec.split_images_name if folder else "the {} split".format
     for index, key in enumerate(views.keys):
         if key in seen:
-            bad[index] = f"{key}: listed more than once in {views.split}_images.npy"
+            bad[index] = f"{where}{key}: listed more than once in {listing(views.split)}"
         seen.add(key)
+    if views.split == "train":  # a validation object trained on would inflate every score
+        validation = set(_split_keys(views.path, "val"))
+        for index, key in enumerate(views.keys):
+            if key in validation:
+                bad.setdefault(index, f"{where}{key}: listed in both {listing('train')} and {listing('val')}")
     indices = range(share[0], len(views), share[1])
     if isinstance(views, FolderViews):
         problems = _folder_problems(views, indices, workers)
     else:
-        rotation = _rotation(views, packed_manifest(views.path))
+        rotation = _rotation(views, read_packed_manifest(views.path))
         problems = [_packed_problem(views, index, rotation) for index in indices]
     found = {index: problem for index, problem in zip(indices, problems, strict=True) if problem is not None}
     for index, problem in (found if merge is None else merge(found)).items():
@@ -250,20 +257,17 @@ def subset(views: ObjectViews, indices: list[int]) -> ObjectViews:
 
 
 def check_packed_file(path: Path, decode: bool = True, workers: int = 1) -> tuple[int, list[str]]:
-    """`3die check FILE.h5`: (objects in the file, one line per unusable object of each split, then one
-    per object listed in both splits). Objects are checked as before training; `decode` also decodes
-    every JPEG, in `workers` processes. DatasetError when the file is no complete 3die pack."""
-    objects, problems, listed = 0, [], []
+    """`3die check FILE.h5`: (objects in the file, one line per unusable object of each split, an object
+    of both splits among those of the train split). Objects are checked as before training; `decode` also
+    decodes every JPEG, in `workers` processes. DatasetError when the file is no complete 3die pack."""
+    objects, problems = 0, []
     for split in SPLITS:
         views = open_unchecked(Path(path), split)
         objects += len(views)
-        listed.append(set(views.keys))
         bad = find_bad_objects(views)
         if decode and not views.raw:
             bad.update(_decoding_problems(views, usable_indices(views, bad), workers))
         problems += [bad[index] for index in sorted(bad)]
-    both = sorted(set.intersection(*listed))
-    problems += [f"{path}:{key}: listed in both the train and the val split" for key in both]
     return objects, problems
 
 
@@ -310,6 +314,15 @@ def latent_file_problem(path: Path, rotation: str) -> str | None:
         return f"{path}: latent of shape {latent.shape}, expected ({spec.LATENT_DIM},)"
     problem = latents_problem(latent[None], rotation)
     return None if problem is None else f"{path}: latent {problem.removeprefix('view 0 ')}"
+
+
+def _split_keys(path: Path, split: str) -> list[str]:
+    """The objects the dataset at `path` lists in `split`, [] when it has no readable such split (that
+    split's own reading says what is wrong with it)."""
+    try:
+        return open_unchecked(path, split).keys
+    except DatasetError:
+        return []
 
 
 # --- the whole folder -------------------------------------------------------------------------------
@@ -376,16 +389,6 @@ def _open_in_worker(path: str, split: str) -> None:
 
 def _decoding_problem_in_worker(index: int) -> str | None:
     return _decoding_problem(_worker_views[0], index)
-
-
-def packed_manifest(path: Path) -> dict | None:
-    """The manifest.json copied into a packed file, None when its source folder had none."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        text = handle["manifest"][()] if "manifest" in handle else b""
-    text = text.decode() if isinstance(text, bytes) else str(text)
-    return json.loads(text) if text else None
 
 
 def _rotation(views: ObjectViews, manifest: dict | None) -> str:

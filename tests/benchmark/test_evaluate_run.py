@@ -623,7 +623,8 @@ def test_a_run_whose_dataset_moved_asks_for_data(tmp_path):
 def test_an_object_in_both_splits_is_refused_before_any_probe(
     sie_run, synthetic_dataset, tmp_path, object_list
 ):
-    """Refused by the split files' disagreement with objects.csv where there is one, else by the leak."""
+    """Refused by the split files' disagreement with objects.csv where there is one, else as unusable
+    objects (--skip-bad-objects would leave their train listing out)."""
     leaky = tmp_path / "leaky"
     shutil.copytree(synthetic_dataset.root, leaky)
     if not object_list:
@@ -641,7 +642,8 @@ def test_an_object_in_both_splits_is_refused_before_any_probe(
         assert f"{leaky / 'val_images.npy'}: {listed} has label" in result.output
         assert "split train in objects.csv; rerun `3die render`" in result.output
     else:
-        assert f"{leaky}: 2 objects are in both the train and the val split (first: {first})" in result.output
+        both = f"(first: {first}: listed in both train_images.npy and val_images.npy)"
+        assert f"{leaky}: 2 of 14 objects cannot be used {both}" in result.output
     assert sorted((sie_run / "features").rglob("*")) == before, "refused before extracting anything"
 
 

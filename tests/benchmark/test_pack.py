@@ -402,6 +402,11 @@ def test_pack_replaces_only_a_pack_of_the_same_folder(tmp_path):
         lambda handle: _replace(handle, "latents", handle["latents"][()].astype(np.int64)),
         lambda handle: _replace(handle, "split", [b"Train", *handle["split"][1:]]),  # its object dropped
         lambda handle: _replace(handle, "jpeg_offsets", _swap_views(handle["jpeg_offsets"][()])),
+        lambda handle: _replace(handle, "manifest", "{not json"),
+        lambda handle: _replace(handle, "labels", handle["labels"][()][:, None]),
+        lambda handle: _replace(handle, "packed", np.ones(len(handle["packed"]) - 1, bool)),
+        lambda handle: _replace(handle, "manifest", "[1, 2]"),
+        lambda handle: (handle.__delitem__("latents"), handle.create_group("latents")),
     ],
     ids=[
         "labels",
@@ -418,6 +423,11 @@ def test_pack_replaces_only_a_pack_of_the_same_folder(tmp_path):
         "integer-latents",
         "split-value",
         "decreasing-offsets",
+        "manifest-not-json",
+        "labels-2d",
+        "packed-short",
+        "manifest-not-object",
+        "latents-group",
     ],
 )
 def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(packed_file, tmp_path, damage):
@@ -432,6 +442,23 @@ def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(pack
         (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert line.startswith(f"Error: {damaged}: ") and "pack" in line, line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_record_of_skipped_objects_is_one_line_in_check(packed_file, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(packed_file.read_bytes())
+    with h5py.File(damaged, "r+") as handle:
+        _skipped_record(handle, problems=["a", "b"])  # two problems for one object
+    result = CliRunner().invoke(main, ["check", str(damaged)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {damaged}: damaged packed file")
+
+
+def _skipped_record(handle, problems: list[str]) -> None:
+    """A record of one object left out when packed, whose problems column says `problems`."""
+    for name, values in (("skipped_split", ["train"]), ("skipped_objects", ["02691156/x"])):
+        _replace(handle, name, values)
+    _replace(handle, "skipped_problems", problems)
 
 
 def _shorten(handle, name: str) -> None:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset, training_split
-from benchmark.data.packed import read_skipped_objects
+from benchmark.data.packed import open_packed, read_skipped_objects
 from benchmark.evaluate.run import dataset_identity
 from benchmark.leaderboard import read_rows
 from benchmark.train import read_checkpoint
@@ -150,6 +150,66 @@ def test_labels_longer_than_images_are_named_and_refused_even_with_skip(dataset,
         assert "train_labels.npy: 7 labels for 6 objects in train_images.npy (longer)" in line
 
 
+@pytest.mark.parametrize("listed", ["/99999999/x/", "/../data/"])
+def test_an_official_layout_object_outside_the_shapenet_synsets_is_one_line(tmp_path, listed):
+    """Without manifest.json the classes are the 55 ShapeNet synsets: another synset (or a path) listed in
+    the images file is named by training and packing, not raised from the synset table."""
+    dataset = write_dataset(
+        tmp_path / "data", classes=2, train_per_class=2, val_per_class=1, views=50, size=8, layout="official"
+    )
+    root = dataset.root
+    for name, extra in (("train_images.npy", listed), ("train_labels.npy", 0)):
+        np.save(root / name, np.append(np.load(root / name), extra))
+    for command in (
+        ["train", "--method", "sie", "--data", str(root), "--out", str(tmp_path / "run"), *TRAIN],
+        ["pack", str(root), "--out", str(tmp_path / "d.h5")],
+    ):
+        line = error_line(CliRunner().invoke(main, command).output)
+        assert (
+            line.startswith(f"Error: {root / 'train_images.npy'}: ")
+            and "not a ShapeNetCore v2 synset" in line
+        )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "d.h5").exists()
+
+
+def test_an_object_in_both_splits_is_named_and_kept_out_of_training(tmp_path):
+    """The official layout has no objects.csv to catch it: a validation object also listed for training
+    would be trained on. Check names it; training and packing refuse it, or leave its train listing out."""
+    dataset = write_dataset(
+        tmp_path / "data", classes=2, train_per_class=3, val_per_class=1, views=50, size=8, layout="official"
+    )
+    root, key = dataset.root, dataset.splits["train"][1]
+    for name, extra in (("val_images.npy", f"/{key}/"), ("val_labels.npy", dataset.labels["train"][1])):
+        np.save(root / name, np.append(np.load(root / name), extra))
+    status, lines = check(root)
+    assert status == 1 and any(
+        f"{key}: listed in both train_images.npy and val_images.npy" in line for line in lines
+    )
+    both = f"{key}: listed in both train_images.npy and val_images.npy"
+    assert f"1 of 6 train objects cannot be used (first: {both})" in error_line(
+        train(root, tmp_path / "run").output
+    )
+    said = []
+    assert key not in training_split(root, skip_bad_objects=True, echo=said.append).keys and len(said) == 1
+    refused = CliRunner().invoke(main, ["pack", str(root), "--out", str(tmp_path / "d.h5")])
+    assert "1 of 9 objects cannot be used" in error_line(refused.output)
+    packed = CliRunner().invoke(
+        main, ["pack", str(root), "--out", str(tmp_path / "d.h5"), "--skip-bad-objects"]
+    )
+    assert packed.exit_code == 0, packed.output
+    assert (
+        key not in open_packed(tmp_path / "d.h5", "train").keys
+        and key in open_packed(tmp_path / "d.h5", "val").keys
+    )
+    val_key = next(k for k in dataset.splits["val"] if k.split("/")[0] == key.split("/")[0])
+    with h5py.File(tmp_path / "d.h5", "r+") as handle:  # a train row renamed after a val object of its class
+        handle["object_ids"][packed_row(handle, dataset.splits["train"][0])] = val_key.split("/")[1]
+    words = f"{tmp_path / 'd.h5'}:{val_key}: listed in both the train split and the val split"
+    assert words in error_line(train(tmp_path / "d.h5", tmp_path / "run").output)
+    status, lines = check(tmp_path / "d.h5")
+    assert status == 1 and lines.count(words) == 1, lines
+
+
 @pytest.mark.parametrize("disagreement", ["label", "split"])
 def test_split_files_that_disagree_with_objects_csv_are_named_and_refused_even_with_skip(
     dataset, tmp_path, disagreement
@@ -233,7 +293,7 @@ def test_a_lost_manifest_is_named_not_read_as_the_official_download(dataset, tmp
         assert error_line(command.output).startswith(f"Error: {lost}")
 
 
-def test_an_object_in_both_splits_is_named_by_check(dataset):
+def test_an_object_in_both_splits_of_our_layout_is_named_by_check(dataset):
     images = np.load(dataset.root / "val_images.npy")
     np.save(dataset.root / "val_images.npy", np.append(images[:-1], f"/{dataset.splits['train'][0]}/"))
     status, lines = check(dataset.root)

@@ -204,6 +204,19 @@ def test_official_layout_labels_that_are_not_the_synsets_are_found(tmp_path):
     assert found["train_labels.npy"][0].startswith("2 labels differ from the ShapeNet synsets' (first ")
 
 
+def test_official_layout_with_only_the_validation_list_checks_every_object_on_disk(tmp_path):
+    """The published val_images.npy beside the download's folders: the readers train on every other folder,
+    so the check covers them too instead of calling them unlisted."""
+    root = make_dataset(tmp_path, views=50)
+    for name in (spec.MANIFEST_NAME, spec.OBJECTS_CSV_NAME, "train_images.npy", "train_labels.npy"):
+        (root / name).unlink()
+    report, found = problems(root)
+    assert report.ok and report.objects == 3, found
+    latent = root / "04379243" / "c" / spec.latent_name(7)  # a train object, listed by no split file
+    np.save(latent, np.zeros(2))
+    assert list(problems(root)[1]) == ["04379243/c"]
+
+
 def test_a_model_library_is_not_a_dataset_to_render_into(tmp_path):
     from render.procedural.export import export_library
 
