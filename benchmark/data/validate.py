@@ -115,11 +115,23 @@ def refusal_line(path: str | Path, counted: str, first: str, skip_verb: str | No
     )
 
 
-def damaged_image_remedy(data: str | Path, kept: str = "") -> str:
+def damaged_image_remedy(data: str | Path, kept: str = "", training: bool = False) -> str:
     """What to do when an image of the dataset `data` (a folder or a packed file) turns out not to decode
     while it is used (the checks before reading look at each JPEG's markers only); `kept` names what was
-    kept, e.g. "the checkpoints are kept"."""
+    kept, e.g. "the checkpoints are kept". `training`: a run resumes only on the objects it trained on,
+    so leaving objects out starts another run."""
     kept = f" ({kept})" if kept else ""
+    if training:
+        mend = (
+            "rerender those objects"
+            if Path(data).is_dir()
+            else "pack its folder again once they are rerendered"
+        )
+        return (
+            f"run `3die check {data}` to list every damaged image, {mend}, and rerun to resume{kept}; "
+            "a run resumes only on the objects it trained on, so training without them "
+            "(--skip-bad-objects) needs a new --out"
+        )
     if Path(data).is_dir():
         return (
             f"run `3die check {data}` to list every damaged file, then rerender those objects, or delete "

@@ -141,8 +141,9 @@ def decode_jpeg(data: bytes, size: int | None, origin: str) -> np.ndarray:
             if size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             return np.array(image)
-    except DECODE_ERRORS as error:
-        raise DatasetError(f"{origin}: cannot decode the image ({error})") from None
+    except DECODE_ERRORS as error:  # PIL names the in-memory file: "<_io.BytesIO object at 0x...>"
+        said = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error)) or type(error).__name__
+        raise DatasetError(f"{origin}: cannot decode the image ({said})") from None
 
 
 def resize_pixels(pixels: np.ndarray, size: int | None) -> np.ndarray:

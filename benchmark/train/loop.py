@@ -124,8 +124,11 @@ def train(
     say = (echo or _stderr) if context.is_main else _silent
     try:
         with contextlib.ExitStack() as held:
+            # from the start: a stop signal while the dataset is checked or the checkpoint loaded stops the
+            # run at its first step, saved, as one during training does
+            signals = held.enter_context(StopSignals())
             trainer = Trainer(config, context, say, held)
-            return trainer.run(progress and context.is_main)
+            return trainer.run(progress and context.is_main, signals)
     finally:
         stop_processes(context)
 
@@ -284,7 +287,9 @@ class Trainer:
                 "started training"
             ) from None
 
-    def run(self, progress: bool) -> TrainResult:
+    def run(self, progress: bool, signals: StopSignals | None = None) -> TrainResult:
+        """Train to the configured epochs, saving a checkpoint every epoch; stop, saved, at the first step
+        after a stop signal (`signals`: handlers already installed, else installed here)."""
         started = self.session_started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
         if self.epoch == self.config.epochs:
@@ -292,7 +297,8 @@ class Trainer:
             return self._result(None, started)
         done = self.epoch * self.steps_per_epoch + self.step_in_epoch
         bar = tqdm(total=total, initial=done, unit="step", disable=not progress, dynamic_ncols=True)
-        with StopSignals() as signals, bar, self._tensorboard() as writer, self._batches() as batches:
+        stops = contextlib.nullcontext(signals) if signals is not None else StopSignals()
+        with stops as signals, bar, self._tensorboard() as writer, self._batches() as batches:
             meter = Throughput(self.config.batch_size)
             for epoch in range(self.epoch, self.config.epochs):
                 while self.step_in_epoch < self.steps_per_epoch:
@@ -345,7 +351,7 @@ class Trainer:
         except DatasetError as error:  # a file the check before training passed (it reads JPEG ends only)
             raise DatasetError(
                 f"{worker_error_line(error)}; "
-                f"{damaged_image_remedy(self.config.data, 'the checkpoints are kept')}"
+                f"{damaged_image_remedy(self.config.data, 'the checkpoints are kept', training=True)}"
             ) from None
         finally:
             stop_workers = getattr(batches, "_shutdown_workers", None)  # DataLoader has no public call

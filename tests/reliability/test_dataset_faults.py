@@ -405,17 +405,13 @@ def test_a_jpeg_damaged_inside_stops_training_with_the_way_on_for_a_folder_or_a_
     result = train(data, tmp_path / "run")
     line = error_line(result.output)
     assert result.exit_code == 1 and "image_1.jpg: cannot decode the image" in line and key in line
-    if kind == "packed":
-        assert (
-            f"run `3die check {data}` to list every damaged image, then pack its dataset folder again" in line
-        )
-        assert (
-            f"`3die pack FOLDER --out {data} --skip-bad-objects`), and rerun (the checkpoints are kept)"
-            in line
-        )
-    else:
-        assert f"run `3die check {data}` to list every damaged file, then rerender those objects" in line
-        assert line.endswith("rerun with --skip-bad-objects (the checkpoints are kept)")
+    mend = "pack its folder again once they are rerendered" if kind == "packed" else "rerender those objects"
+    assert line.endswith(
+        f"run `3die check {data}` to list every damaged image, {mend}, and rerun to resume (the checkpoints "
+        "are kept); a run resumes only on the objects it trained on, so training without them "
+        "(--skip-bad-objects) needs a new --out"
+    )
+    assert "BytesIO" not in line
 
 
 def test_a_clean_dataset_is_used_whole(dataset):

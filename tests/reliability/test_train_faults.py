@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 
 from benchmark.cli import main
-from benchmark.train import read_checkpoint, save_checkpoint
+from benchmark.train import INTERRUPTED_EXIT_STATUS, read_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmark"))
 from faults import obey_permissions
@@ -108,6 +108,37 @@ def test_sigkill_while_saving_a_checkpoint_then_rerun(dataset, reference, tmp_pa
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt", "previous.pt"], (
         "temporary file removed"
     )
+
+
+#: Runs `3die train` that receives SIGNAL (the first argument) while it checks the dataset, before its
+#: first step, as a scheduler's preemption signal may arrive while a resumed job starts up.
+SIGNALLED_WHILE_STARTING = """
+import os, signal, sys
+from benchmark.train import loop
+received = getattr(signal, sys.argv.pop(1))
+check = loop.training_split
+def training_split(*arguments, **options):
+    os.kill(os.getpid(), received)
+    return check(*arguments, **options)
+loop.training_split = training_split
+from benchmark.cli import main
+sys.argv[0] = "3die"
+main()
+"""
+
+
+@pytest.mark.parametrize("received", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_while_the_run_starts_stops_it_saved_at_its_first_step(
+    dataset, reference, tmp_path, received
+):
+    folder = tmp_path / "run"
+    stopped = run([received, *train_arguments(dataset.root, folder)], script=SIGNALLED_WHILE_STARTING)
+    assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
+    said = f"{folder}: stopped by {received} at epoch 1, step 1; checkpoint saved, rerun the same command"
+    assert said in stopped.stdout, stopped.stdout + stopped.stderr[-3000:]
+    assert read_checkpoint(folder / "checkpoints" / "last.pt")["global_step"] == 1
+    trained(train_arguments(dataset.root, folder))
+    assert_same_weights(folder, reference)
 
 
 def test_a_corrupted_last_checkpoint_resumes_from_the_previous_one(dataset, reference, tmp_path):
