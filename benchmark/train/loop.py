@@ -46,7 +46,13 @@ from benchmark.data import (
 )
 from benchmark.data.validate import damaged_image_remedy
 from benchmark.provenance import code_version, cpu_model, merged_sessions
-from benchmark.train.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+from benchmark.train.checkpoint import (
+    LAST,
+    CheckpointError,
+    LoadedCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from benchmark.train.config import ConfigError, TrainConfig
 from benchmark.train.distributed import (
     PeerFailed,
@@ -286,6 +292,11 @@ class Trainer:
                 f"{self.run_dir}: process 0 could not lock the run folder (its error says why); no process "
                 "started training"
             ) from None
+        self._on_main(self._check_folders)  # now, not when the first epoch ends, as a save would
+
+    def _check_folders(self) -> None:
+        for name in (CHECKPOINTS_DIR, TENSORBOARD_DIR):
+            writable_folder(self.run_dir / name)
 
     def run(self, progress: bool, signals: StopSignals | None = None) -> TrainResult:
         """Train to the configured epochs, saving a checkpoint every epoch; stop, saved, at the first step
@@ -559,6 +570,17 @@ def resolved_config(
     }
 
 
+def writable_folder(folder: Path) -> None:
+    """Make `folder` if needed and write and delete a file in it; OSError naming the folder otherwise."""
+    folder.mkdir(exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(folder)) from None
+
+
 def training_hardware(context: ProcessContext) -> str:
     """Processes x device model: "8x NVIDIA A100-SXM4-80GB", "1x CPU (AMD EPYC 7763, 2 cores)"."""
     if context.device.type == "cuda":
@@ -648,10 +670,12 @@ def non_finite_message(trainer: Trainer, stats: dict[str, torch.Tensor], finite_
     """Where the loss became non-finite and the loss terms of this process at that step."""
     terms = ", ".join(f"{name}={float(value):.6g}" for name, value in sorted(stats.items()))
     terms = f"on another process (here: {terms})" if finite_here else terms
+    saved = (trainer.run_dir / CHECKPOINTS_DIR / LAST).exists()
+    kept = "and the last checkpoint is kept" if saved else "(no checkpoint was saved yet)"
     return (
         f"non-finite loss at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch + 1} "
         f"(global step {trainer.global_step + 1}): {terms}. Training stopped before updating the weights "
-        "and the last checkpoint is kept; try a lower --lr or --no-amp, or check the data."
+        f"{kept}; try a lower --lr or --no-amp, or check the data."
     )
 
 

@@ -15,8 +15,8 @@ from benchmark.train import loop
 def keep_weights(folder: Path) -> None:
     run = loop.Trainer.run
 
-    def run_and_keep(self, progress):
-        result = run(self, progress)
+    def run_and_keep(self, *arguments, **options):
+        result = run(self, *arguments, **options)
         torch.save(self.method.state_dict(), folder / f"rank-{os.environ['RANK']}.pt")
         return result
 

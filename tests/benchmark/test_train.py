@@ -167,13 +167,16 @@ def test_resume_with_another_method_is_refused(tiny_run, synthetic_dataset):
     )
 
 
-def test_non_finite_loss_stops_naming_the_step_and_the_loss_terms(synthetic_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("nan_call", [3, 1])
+def test_non_finite_loss_stops_naming_the_step_and_the_loss_terms(
+    synthetic_dataset, tmp_path, monkeypatch, nan_call
+):
     real_loss, calls = losses.sie_loss, []
 
     def loss_becoming_nan(*args, **kwargs):
         total, terms = real_loss(*args, **kwargs)
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == nan_call:
             terms = {**terms, "equivariance": terms["equivariance"] * float("nan")}
             total = total * float("nan")
         return total, terms
@@ -190,8 +193,14 @@ def test_non_finite_loss_stops_naming_the_step_and_the_loss_terms(synthetic_data
     with pytest.raises(NonFiniteLossError) as raised:
         train(config, progress=False)
     message = str(raised.value)
-    assert "non-finite loss at epoch 2, step 1 (global step 3)" in message
     assert "equivariance=nan" in message and "invariance=" in message and "loss=nan" in message
+    if nan_call == 1:  # nothing saved yet: the line does not promise a checkpoint
+        assert "non-finite loss at epoch 1, step 1 (global step 1)" in message
+        assert "weights (no checkpoint was saved yet); try a lower --lr" in message
+        assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+        return
+    assert "non-finite loss at epoch 2, step 1 (global step 3)" in message
+    assert "weights and the last checkpoint is kept; try a lower --lr" in message
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2, "epoch 1 kept"
 
 

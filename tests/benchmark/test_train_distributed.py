@@ -73,9 +73,9 @@ def test_benchmark_under_torchrun_trains_on_both_processes_and_evaluates_once(sy
 
 @pytest.mark.slow
 def test_a_save_that_fails_on_process_0_stops_every_process_with_one_line(synthetic_dataset, tmp_path):
-    """The checkpoints folder turns read-only between two sessions of a 2-process run: process 0's save
-    fails and says why, process 1 says that process 0 failed instead of waiting for it at the next
-    collective; the checkpoint saved before stays."""
+    """The checkpoints folder turns read-only between two sessions of a 2-process run: process 0's write
+    (checked as the run starts, with the writes of saves) fails and says why, process 1 says that process 0
+    failed instead of waiting for it at the next collective; the checkpoint saved before stays."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))
     from faults import obey_permissions
 

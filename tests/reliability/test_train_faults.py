@@ -201,7 +201,8 @@ def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
 
 
 def test_a_file_where_the_run_needs_a_folder_is_named_as_in_the_way(dataset, tmp_path):
-    """A file in place of RUN/tensorboard is neither a full disk nor a permission: the line says so."""
+    """A file in place of RUN/tensorboard is neither a full disk nor a permission: the line says so, as
+    the run starts."""
     folder = tmp_path / "run"
     trained(train_arguments(dataset.root, folder, epochs=1))
     shutil.rmtree(folder / "tensorboard")
@@ -241,9 +242,9 @@ def test_an_allocation_beyond_the_memory_limit_is_one_line(dataset, tmp_path):
 def test_a_read_only_checkpoints_folder_stops_training_with_one_line_and_keeps_the_checkpoints(
     dataset, tmp_path
 ):
-    """The checkpoints folder turns read-only after epoch 1 (a quota, a remount): the next save fails, and
-    `3die train` ends with one line naming the folder, the epoch 1 checkpoint intact; once writable again
-    a rerun finishes the run."""
+    """The checkpoints folder turns read-only after epoch 1 (a quota, a remount): the resumed run stops as
+    it starts, before training an epoch it could not save, with one line naming the folder, the epoch 1
+    checkpoint intact; once writable again a rerun finishes the run."""
     folder = tmp_path / "run"
     trained(train_arguments(dataset.root, folder, epochs=1))
     checkpoints = folder / "checkpoints"
