@@ -13,14 +13,13 @@ import csv
 import hashlib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
 from render import spec
+from render.files import write_text_atomically
 
 COLUMNS = ("synset", "object_id", "label", "split", "source")
 SPLITS = spec.SPLITS
@@ -153,64 +152,6 @@ def split_by_official_list(
     (default: `read_official_val()`), `train` otherwise. Order is kept."""
     listed = {entry.key for entry in (read_official_val() if official is None else official)}
     return [replace(entry, split="val" if entry.key in listed else "train") for entry in objects]
-
-
-# --- files ------------------------------------------------------------------------------------------
-
-
-def write_text_atomically(path: Path, text: str, sync: bool = True) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    write_bytes_atomically(path, text.encode("utf-8"), sync)
-
-
-def write_bytes_atomically(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename, both synced to
-    disk unless `sync` is False (a file rewritten at every step, cheap to lose); the temporary file is
-    removed if anything fails. The file gets the permissions of any new file (0666 less the umask), not
-    the owner-only ones of a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o666 & ~current_umask())
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            if sync:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(temporary, path)
-        if sync:
-            sync_folder(path.parent)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def sync_folder(folder: Path) -> None:
-    """Flush a folder's entries (the renames of an atomic write) to disk, where the system allows it, so
-    that a machine that crashes after a save comes back with the new file, not the one it replaced."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some file systems cannot sync a folder
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def current_umask() -> int:
-    """The process's umask, read from /proc where there is one (setting and restoring it, elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # --- helpers ----------------------------------------------------------------------------------------

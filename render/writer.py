@@ -399,7 +399,7 @@ def dataset_lock(root: Path):
 
 # --- temporary files at the dataset root ------------------------------------------------------------
 #: The dataset-root files written atomically: under `.NAME.tmp-PID` (`_atomic`) or `.NAME.XXXXXXXX.tmp`
-#: (render.manifest.write_bytes_atomically, for objects.csv) before the rename.
+#: (render.files.write_bytes_atomically, for objects.csv) before the rename.
 ROOT_FILES = (
     spec.MANIFEST_NAME,
     spec.OBJECTS_CSV_NAME,

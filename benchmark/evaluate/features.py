@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from benchmark.data import ObjectViews, normalise_views
 from render import spec
-from render.manifest import write_text_atomically
+from render.files import write_text_atomically
 from sie_models import Method
 
 FEATURES_DIR = "features"

@@ -74,8 +74,8 @@ from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
 from render import spec
+from render.files import write_text_atomically
 from render.locks import exclusive_lock
-from render.manifest import write_text_atomically
 from sie_models import Method
 
 TASKS = ("classification", "rotation", "colour", "retrieval")

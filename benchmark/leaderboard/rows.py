@@ -18,8 +18,8 @@ from typing import Any
 
 from benchmark.evaluate.run import PROBE_TASKS, RESULTS_FORMAT, RESULTS_NAME, results_problem, upgrade_results
 from render import spec
+from render.files import write_text_atomically
 from render.locks import exclusive_lock
-from render.manifest import write_text_atomically
 from render.writer import link_target
 
 #: Representation parts, in column order.

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from render.manifest import sync_folder
+from render.files import sync_folder
 
 MAGIC = b"3die-checkpoint"
 FORMAT_VERSION = 1

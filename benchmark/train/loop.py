@@ -67,8 +67,8 @@ from benchmark.train.distributed import (
     union_over_processes,
 )
 from render import spec
+from render.files import write_text_atomically
 from render.locks import LockBusy, exclusive_lock
-from render.manifest import write_text_atomically
 from sie_models import Method, build_method
 
 CONFIG_NAME = "config.json"

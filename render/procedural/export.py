@@ -18,12 +18,12 @@ import numpy as np
 import trimesh
 
 from render import spec
+from render.files import write_bytes_atomically
 from render.manifest import (
     ObjectEntry,
     class_labels,
     read_objects_csv,
     stratified_split,
-    write_bytes_atomically,
     write_objects_csv,
 )
 from render.procedural.library import CLASSES, MAX_PER_CLASS, SYNSETS, make_mesh, object_id, parse_object_id

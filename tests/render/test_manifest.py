@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from render import manifest, spec
+from render import files, manifest, spec
 from render.manifest import ManifestError, ObjectEntry
 
 HEADER = "synset,object_id,label,split,source\n"
@@ -124,7 +124,7 @@ def test_atomic_write_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch)
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(manifest.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         manifest.write_objects_csv(path, [entry()])
     assert path.read_text() == "old\n"

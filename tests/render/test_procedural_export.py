@@ -10,7 +10,7 @@ import trimesh
 from click.testing import CliRunner
 
 from benchmark.cli import main
-from render import manifest, procedural, spec
+from render import files, manifest, procedural, spec
 from render.procedural import export
 
 
@@ -51,9 +51,9 @@ def test_export_writes_shapenet_layout(tmp_path):
     ]
     entries = manifest.read_objects_csv(tmp_path / spec.OBJECTS_CSV_NAME)
     assert entries == summary.objects
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     expected = sorted(f"{e.synset}/{e.object_id}/models/model_normalized.obj" for e in entries)
-    assert files == sorted([*expected, "objects.csv", "taxonomy.json"])
+    assert written == sorted([*expected, "objects.csv", "taxonomy.json"])
 
 
 def test_exported_obj_is_y_up_and_loads_with_trimesh(tmp_path):
@@ -97,18 +97,18 @@ def test_interrupted_export_leaves_no_partial_files(tmp_path, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         export.export_library(tmp_path, ["bottle", "car"], per_class=3, on_object=interrupt)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 3 and all(p.name == "model_normalized.obj" for p in files)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) == 3 and all(p.name == "model_normalized.obj" for p in written)
     assert not (tmp_path / "objects.csv").exists()
     # A failing rename (e.g. the process killed between write and rename) leaves no temporary file.
-    real_replace = manifest.os.replace
+    real_replace = files.os.replace
 
     def failing_replace(source, target):
         if str(target).endswith(".obj") and "car-s0-i00002" in str(target):
             raise OSError(28, "No space left on device")
         return real_replace(source, target)
 
-    monkeypatch.setattr(manifest.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError):
         export.export_library(tmp_path, ["bottle", "car"], per_class=3)
     assert not [p for p in tmp_path.rglob("*.tmp")]
