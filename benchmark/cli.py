@@ -242,22 +242,7 @@ def render_command(
             f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
             f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
-    failed = f"; {summary.failed} failed (see {out / spec.FAILURES_NAME})" if summary.failed else ""
-    if summary.failed_before:
-        failed += (
-            f"; {summary.failed_before} recorded as failed by an earlier run, not tried again (see "
-            f"{out / spec.FAILURES_NAME}; --retry-failed tries them again)"
-        )
-    warned = len(writer.read_warnings(out))
-    failed += f"; {warned} rendered with warnings (see {out / writer.WARNINGS_NAME})" if warned else ""
-    elsewhere = (
-        f"; {summary.elsewhere} left to another process that was rendering them" if summary.elsewhere else ""
-    )
-    click.echo(
-        f"{out}: rendered {summary.rendered} objects ({summary.images} images) in {summary.seconds:.0f} s, "
-        f"{summary.skipped - summary.elsewhere - summary.failed_before} already done{failed}{elsewhere}; "
-        f"splits {summary.splits}"
-    )
+    click.echo(summary.line(out))
     if (
         isinstance(source, sources.ShapeNetSource)
         and objects_file is None

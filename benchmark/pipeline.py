@@ -233,7 +233,7 @@ def render_procedural(
     instead of training on a half-rendered dataset, and it waits on the claims of objects that another
     process (a `3die render` into the same folder) is rendering, then renders those it left.
     """
-    from render import launch, sources, spec, writer
+    from render import launch, sources, writer
     from render.locks import exclusive_lock
 
     source = sources.ProceduralSource(settings.classes, settings.per_class, settings.seed)
@@ -249,8 +249,7 @@ def render_procedural(
                 with exclusive_lock(writer.object_dir(out, obj) / writer.CLAIM_NAME):  # until it lets go
                     pass
             summary = launch.render_dataset(config, source, workers=settings.workers, progress=progress)
-    failed = f", {summary.failed} failed (see {out / spec.FAILURES_NAME})" if summary.failed else ""
-    echo(f"{out}: {summary.rendered} objects rendered, {summary.skipped} already there{failed}")
+    echo(summary.line(out))
     return summary
 
 

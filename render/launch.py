@@ -113,6 +113,27 @@ class RunSummary:
     splits: dict[str, int] = field(default_factory=dict)  # complete objects per split
     planned_splits: dict[str, int] = field(default_factory=dict)  # objects of the plan per split
 
+    def line(self, out: Path) -> str:
+        """What the run did, in one line: rendered, already done, failed (now and before), rendered with
+        warnings, left to another process, complete objects per split (`out`: the dataset folder)."""
+        failures = out / spec.FAILURES_NAME
+        failed = f"; {self.failed} failed (see {failures})" if self.failed else ""
+        if self.failed_before:
+            failed += (
+                f"; {self.failed_before} recorded as failed by an earlier run, not tried again (see "
+                f"{failures}; --retry-failed tries them again)"
+            )
+        warned = len(writer.read_warnings(out))
+        failed += f"; {warned} rendered with warnings (see {out / writer.WARNINGS_NAME})" if warned else ""
+        elsewhere = (
+            f"; {self.elsewhere} left to another process that was rendering them" if self.elsewhere else ""
+        )
+        return (
+            f"{out}: rendered {self.rendered} objects ({self.images} images) in {self.seconds:.0f} s, "
+            f"{self.skipped - self.elsewhere - self.failed_before} already done{failed}{elsewhere}; "
+            f"splits {self.splits}"
+        )
+
 
 def shard_index(obj: ObjectSpec, count: int) -> int:
     """The shard of an object among `count`: a stable hash of "SYNSET/OBJECT_ID", independent of order."""

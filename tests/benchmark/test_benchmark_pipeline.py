@@ -242,5 +242,7 @@ def test_the_procedural_dataset_is_complete_before_training_starts(tmp_path):
                 holder.communicate("", timeout=30)
         rendering.join(timeout=120)
     assert not rendering.is_alive()
-    assert said[-1] == f"{out}: 1 objects rendered, 1 already there"
+    assert (
+        said[-1].startswith(f"{out}: rendered 1 objects (2 images) in ") and "s, 1 already done; " in said[-1]
+    )
     assert all(len(list(writer.object_dir(out, o).glob("image_*.jpg"))) == 2 for o in objects)
