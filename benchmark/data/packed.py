@@ -459,7 +459,7 @@ def read_skipped_objects(path: Path) -> list[SkippedObject]:
             return [SkippedObject(*entry) for entry in zip(*columns, strict=True)]
     except OSError as error:
         raise unopenable(path, error) from None
-    except (KeyError, ValueError, TypeError) as error:
+    except PACK_DAMAGE as error:
         raise damaged_pack(path, error) from None
 
 
@@ -472,7 +472,7 @@ def read_packed_manifest(path: Path) -> dict | None:
         manifest = json.loads(text) if text else None
     except OSError as error:
         raise unopenable(path, error) from None
-    except (KeyError, ValueError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+    except PACK_DAMAGE as error:  # JSONDecodeError is a ValueError
         raise damaged_pack(path, f"its manifest: {error}") from None
     if manifest is not None and not isinstance(manifest, dict):
         raise damaged_pack(path, "its manifest is not a JSON object")

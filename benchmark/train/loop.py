@@ -58,6 +58,7 @@ from benchmark.train.distributed import (
     PeerFailed,
     ProcessContext,
     any_process,
+    first_rank,
     gather_objects,
     mean_over_processes,
     start_processes,
@@ -131,7 +132,7 @@ def train(
     try:
         with contextlib.ExitStack() as held:
             # from the start: a stop signal while the dataset is checked or the checkpoint loaded stops the
-            # run at its first step, saved, as one during training does
+            # run before its first step, with the exit status of a stopped run
             signals = held.enter_context(StopSignals())
             trainer = Trainer(config, context, say, held)
             return trainer.run(progress and context.is_main, signals)
@@ -261,8 +262,9 @@ class Trainer:
                 f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {config.epochs} asked; "
                 f"give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another --out"
             )
-        if (self.epoch, self.step_in_epoch) != (config.epochs, 0):  # a finished run's record stays as made
-            self._on_main(lambda: write_json_atomically(self.run_dir / CONFIG_NAME, self.resolved))
+        # a finished run's record is its last checkpoint's (mended if lost or stale), not this session's
+        record = saved if (self.epoch, self.step_in_epoch) == (config.epochs, 0) else self.resolved
+        self._on_main(lambda: write_json_if_changed(self.run_dir / CONFIG_NAME, record))
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
     def _lock_run(self, held: contextlib.ExitStack) -> None:
@@ -306,6 +308,14 @@ class Trainer:
         if self.epoch == self.config.epochs:
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
             return self._result(None, started)
+        stopped = first_rank(signals is not None and signals.received is not None, self.context)
+        if stopped is not None:  # while the run started: nothing trained this session, nothing to save
+            received = (signals.received if signals is not None else None) or f"a signal to process {stopped}"
+            self.echo(
+                f"{self.run_dir}: stopped by {received} before its first step; nothing was trained or saved "
+                "by this session, rerun the same command to train"
+            )
+            return self._result(received, started)
         done = self.epoch * self.steps_per_epoch + self.step_in_epoch
         bar = tqdm(total=total, initial=done, unit="step", disable=not progress, dynamic_ncols=True)
         stops = contextlib.nullcontext(signals) if signals is not None else StopSignals()
@@ -725,7 +735,17 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON with sorted keys, atomically."""
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_json_if_changed(path: Path, data: dict[str, Any]) -> None:
+    """`write_json_atomically` unless the file already holds exactly that text."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text() == text:
+            return
+    write_text_atomically(path, text)
 
 
 def _stderr(line: str) -> None:

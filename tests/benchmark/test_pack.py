@@ -444,11 +444,15 @@ def test_a_packed_file_with_a_piece_missing_or_wrong_is_one_line_everywhere(pack
     assert not (tmp_path / "run").exists()
 
 
-def test_a_damaged_record_of_skipped_objects_is_one_line_in_check(packed_file, tmp_path):
+@pytest.mark.parametrize("damage", ["two-problems-for-one-object", "a-group-for-the-problems"])
+def test_a_damaged_record_of_skipped_objects_is_one_line_in_check(packed_file, tmp_path, damage):
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(packed_file.read_bytes())
     with h5py.File(damaged, "r+") as handle:
-        _skipped_record(handle, problems=["a", "b"])  # two problems for one object
+        _skipped_record(handle, problems=["a", "b"])
+        if damage == "a-group-for-the-problems":
+            del handle["skipped_problems"]
+            handle.create_group("skipped_problems")
     result = CliRunner().invoke(main, ["check", str(damaged)])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {damaged}: damaged packed file")

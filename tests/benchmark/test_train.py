@@ -115,6 +115,12 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
     again = _train(synthetic_dataset.root, run, "--epochs", "2", "--workers", "1")
     assert again.exit_code == 0 and "already trained for 2 epochs" in again.output
     assert (run / "config.json").read_bytes() == made, "a finished run's config (its out, code version) stays"
+    (run / "config.json").write_text('{"epochs": 1}')  # stale: a kill between the last save's two writes
+    assert _train(synthetic_dataset.root, run, "--epochs", "2").exit_code == 0
+    assert (
+        json.loads((run / "config.json").read_text())
+        == read_checkpoint(run / "checkpoints" / "last.pt")["config"]
+    )
     assert "resuming" not in again.output  # a finished run is not resumed "at epoch 3"
     fewer = _train(synthetic_dataset.root, run, "--epochs", "1")  # its scores would be of 2 epochs
     assert fewer.exit_code == 1 and fewer.output.strip() == (

@@ -111,7 +111,7 @@ def test_sigkill_while_saving_a_checkpoint_then_rerun(dataset, reference, tmp_pa
 
 
 #: Runs `3die train` that receives SIGNAL (the first argument) while it checks the dataset, before its
-#: first step, as a scheduler's preemption signal may arrive while a resumed job starts up.
+#: first step, as a scheduler's preemption signal (or a Ctrl-C) may arrive while a job starts up.
 SIGNALLED_WHILE_STARTING = """
 import os, signal, sys
 from benchmark.train import loop
@@ -127,16 +127,24 @@ main()
 """
 
 
-@pytest.mark.parametrize("received", ["SIGTERM", "SIGUSR1"])
-def test_a_stop_signal_while_the_run_starts_stops_it_saved_at_its_first_step(
+@pytest.mark.parametrize("received", ["SIGTERM", "SIGUSR1", "SIGINT"])
+def test_a_stop_signal_while_the_run_starts_stops_it_before_its_first_step(
     dataset, reference, tmp_path, received
 ):
+    """Caught from the start, the signal stops the run with the status of a stopped run (75, which a
+    scheduler requeues) before it trains or saves anything, fresh or resumed; the rerun trains as usual."""
     folder = tmp_path / "run"
-    stopped = run([received, *train_arguments(dataset.root, folder)], script=SIGNALLED_WHILE_STARTING)
-    assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
-    said = f"{folder}: stopped by {received} at epoch 1, step 1; checkpoint saved, rerun the same command"
-    assert said in stopped.stdout, stopped.stdout + stopped.stderr[-3000:]
-    assert read_checkpoint(folder / "checkpoints" / "last.pt")["global_step"] == 1
+    for epochs in (EPOCHS, 1, EPOCHS):  # a fresh run, then one resumed from its epoch 1 checkpoint
+        if epochs == 1:
+            trained(train_arguments(dataset.root, folder, epochs=1))
+            saved = (folder / "checkpoints" / "last.pt").read_bytes()
+            continue
+        stopped = run([received, *train_arguments(dataset.root, folder)], script=SIGNALLED_WHILE_STARTING)
+        assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
+        said = f"{folder}: stopped by {received} before its first step; nothing was trained or saved"
+        assert said in stopped.stdout, stopped.stdout + stopped.stderr[-3000:]
+        last = folder / "checkpoints" / "last.pt"
+        assert (last.read_bytes() == saved) if last.exists() else epochs == EPOCHS
     trained(train_arguments(dataset.root, folder))
     assert_same_weights(folder, reference)
 
