@@ -242,6 +242,12 @@ def render_command(
             f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
             f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
+    except KeyboardInterrupt:
+        click.echo(
+            f"{out}: interrupted; the objects already complete are kept, rerun the same command to resume",
+            err=True,
+        )
+        raise SystemExit(130) from None
     click.echo(summary.line(out))
     if (
         isinstance(source, sources.ShapeNetSource)

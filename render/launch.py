@@ -54,12 +54,12 @@ class RenderConfig:
         quality_preset(self.quality)
         if self.rotation not in ROTATION_RANGES:
             raise ValueError(f"rotation range must be one of {ROTATION_RANGES}, got {self.rotation!r}")
-        for option, value, most in (
-            ("--views", self.views, spec.MAX_VIEWS),
-            ("--size", self.size, spec.MAX_IMAGE_SIZE),
+        for option, value, least, most in (
+            ("--views", self.views, 1, spec.MAX_VIEWS),
+            ("--size", self.size, spec.MIN_IMAGE_SIZE, spec.MAX_IMAGE_SIZE),
         ):
-            if not 1 <= value <= most:
-                raise ValueError(f"{option} must be from 1 to {most}, got {value}")
+            if not least <= value <= most:
+                raise ValueError(f"{option} must be from {least} to {most}, got {value}")
 
     def settings(self) -> dict:
         """The settings that define the images (recorded in manifest.json; a resumed run must match them)."""
@@ -446,10 +446,21 @@ def _render_with_workers(
                     if outcome.failure == WORKER_DIED:  # a mesh's own failure is recorded by its worker
                         writer.record_failure(config.out, obj, outcome.failure)
                     _count(outcome, summary, bar, config.views)
+            except KeyboardInterrupt:  # Ctrl-C: stop now, not after the objects in flight
+                terminate_workers(pool)
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+def terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to the pool's worker processes (ProcessPoolExecutor has no public call for it before
+    Python 3.14); their objects, incomplete, are redone by the next run."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
 
 
 def _submit_last(pool: ProcessPoolExecutor, pending: list[ObjectSpec], in_flight: dict) -> None:

@@ -5,7 +5,7 @@ open themselves, so a worker whose parent is killed (SIGKILL, the OOM killer, a 
 waits forever, and a render worker holds a whole Blender. Every pool of 3die starts its workers with
 `exit_with_parent`; render workers also ignore the signal that SLURM sends to every process of a job
 step before its time limit (SIGUSR2, which submitit asks for), which the parent's handler (submitit's)
-answers for the whole task. They do not ignore SIGTERM: a pool terminates the workers of a broken pool
+answers for the whole task, and a terminal's Ctrl-C (SIGINT), on which the parent terminates them. They do not ignore SIGTERM: a pool terminates the workers of a broken pool
 with it, and a worker that went on rendering would hold its object's claim against the retry.
 """
 
@@ -16,9 +16,10 @@ import os
 import signal
 import threading
 
-#: Signals a render worker ignores: SLURM's time-limit warning (submitit asks for SIGUSR2) and SIGUSR1
-#: (the other common --signal choice); the parent decides, and the worker then goes with it.
-PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+#: Signals a render worker ignores: SLURM's time-limit warning (submitit asks for SIGUSR2), SIGUSR1 (the
+#: other common --signal choice) and SIGINT (a terminal's Ctrl-C reaches the whole process group); the
+#: parent decides, and the worker then goes with it (on Ctrl-C the parent terminates its workers).
+PARENT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 #: Exit status of a worker whose parent has gone.
 ORPHANED_EXIT = 70
 #: Worker processes allowed per usable CPU core (`check_workers`): beyond it they only queue for the

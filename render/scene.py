@@ -18,8 +18,10 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import dataclasses
+import errno
 import math
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -69,7 +71,9 @@ class Scene:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         self.settings = settings
         self.scene = bpy.context.scene
-        self._tmp = tempfile.TemporaryDirectory(prefix="3die-scene-", dir=memory_tmp_dir())
+        self._tmp = tempfile.TemporaryDirectory(
+            prefix="3die-scene-", dir=memory_tmp_dir(render_file_bytes(settings.size))
+        )
         self.device = _configure_cycles(self.scene, settings)
         self.floor_colour = _build_floor(self.scene)
         _build_world(self.scene)
@@ -146,10 +150,22 @@ class Scene:
         """Render the current view: (size, size, 3) uint8, true RGB."""
         path = Path(self._tmp.name) / RENDER_FILE
         self.scene.render.filepath = str(path)
-        with _quiet_stdout():
-            bpy.ops.render.render(write_still=True)
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        try:
+            with _quiet_stdout():
+                bpy.ops.render.render(write_still=True)
+        except RuntimeError as error:  # Blender says "cannot save", not why: a full (in-memory) folder
+            if "cannot save" not in str(error):
+                raise
+            raise OSError(
+                errno.ENOSPC, "Blender could not write its render here (no space?)", str(path)
+            ) from None
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as error:  # cut short: a file size limit, a full folder
+            raise OSError(
+                errno.EIO, f"Blender's render could not be read back ({error})", str(path)
+            ) from None
 
     # --- geometry queries (used by tests and checks) ------------------------------------------------
     def object_matrix_world(self) -> np.ndarray:
@@ -179,9 +195,22 @@ class Scene:
 
 
 # --- pure helpers ----------------------------------------------------------------------------------
-def memory_tmp_dir() -> str | None:
-    """/dev/shm when it is a writable folder (files there live in memory), else the system default."""
-    return str(MEMORY_TMP) if MEMORY_TMP.is_dir() and os.access(MEMORY_TMP, os.W_OK) else None
+def memory_tmp_dir(needed: int = 0) -> str | None:
+    """/dev/shm when it is a writable folder (files there live in memory) with room for a few files of
+    `needed` bytes (a container's /dev/shm may hold only 64 MB, shared by every worker), else the system
+    default."""
+    if not (MEMORY_TMP.is_dir() and os.access(MEMORY_TMP, os.W_OK)):
+        return None
+    try:
+        free = shutil.disk_usage(MEMORY_TMP).free
+    except OSError:
+        return None
+    return str(MEMORY_TMP) if free >= 8 * needed else None
+
+
+def render_file_bytes(size: int) -> int:
+    """Bytes of one render written as RENDER_FILE (24-bit BMP: rows padded to 4 bytes, 54-byte header)."""
+    return 54 + size * ((3 * size + 3) // 4 * 4)
 
 
 def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[float, float, float]:

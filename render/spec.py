@@ -22,6 +22,8 @@ IMAGE_SIZE = 256
 #: that a slip (an extra zero or three) is one clear line instead of an out-of-memory traceback.
 MAX_VIEWS = 10_000
 MAX_IMAGE_SIZE = 4096
+#: Blender renders no image smaller than 4 x 4 pixels (a smaller size gives 4 x 4).
+MIN_IMAGE_SIZE = 4
 MANIFEST_NAME = "manifest.json"
 #: The `format` of the manifest.json this version writes and reads.
 DATASET_FORMAT = "3die-dataset/1"

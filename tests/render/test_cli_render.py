@@ -67,14 +67,15 @@ def test_bad_options_give_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "unknown quality preset 'ultra'" in result.output
     result = runner.invoke(main, ["render", "--out", str(tmp_path), "--shard", "2/2"])
     assert result.exit_code == 1 and "0 <= K < N" in result.output
-    for option, value, most in (
-        ("--size", "0", 4096),
-        ("--views", "0", 10000),
-        ("--views", "1000000000", 10000),
+    for option, value, least, most in (
+        ("--size", "0", 4, 4096),
+        ("--size", "3", 4, 4096),  # Blender would render 4 x 4 pixels: a dataset `3die check` refuses
+        ("--views", "0", 1, 10000),
+        ("--views", "1000000000", 1, 10000),
     ):
         result = runner.invoke(main, ["render", "--out", str(tmp_path / "d"), option, value])
         assert result.exit_code == 1, result.output
-        assert result.output.strip() == f"Error: {option} must be from 1 to {most}, got {value}"
+        assert result.output.strip() == f"Error: {option} must be from {least} to {most}, got {value}"
     assert not (tmp_path / "d").exists(), (
         "a refused render records no settings (a rerun is not bound by them)"
     )
@@ -130,6 +131,44 @@ def test_sigkill_mid_object_then_resume(tmp_path):
     report = check_dataset(out)
     assert report.ok, report.lines()
     assert report.objects == 2 and report.images == 2 * views
+
+
+def test_ctrl_c_stops_the_render_at_once_with_one_line_and_the_rerun_resumes(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the workers leave it to the main
+    process, which terminates them instead of waiting for their objects, says so in one line and exits
+    130; the complete objects stay and the rerun finishes the dataset."""
+    out, views = tmp_path / "data", 30
+    arguments = ["render", "--out", str(out), *PROCEDURAL, "--views", str(views), "--size", "48"]
+    process = subprocess.Popen(
+        faults.cli_command(*arguments, "--quality", "fast", "--workers", "2"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=faults.child_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored as in a background job
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(f"*/*/{spec.image_name(1)}")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        _, errors = process.communicate(timeout=30)  # not the rest of the objects in flight
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, errors[-3000:]
+    assert "Traceback" not in errors, errors[-3000:]
+    assert f"{out}: interrupted; the objects already complete are kept, rerun the same command" in errors
+    assert not all(writer.is_complete(folder) for folder in out.glob("*/*/")), "stopped mid-object"
+    resumed = subprocess.run(
+        faults.cli_command(*arguments, "--quality", "fast"), capture_output=True, text=True,
+        timeout=300, env=faults.child_env(),
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    from render.check import check_dataset
+
+    assert check_dataset(out).ok and not list(out.rglob(f"*{writer.TEMP_TAG}*"))
 
 
 def test_slurm_signals_reaching_a_worker_leave_it_rendering(tmp_path):

@@ -369,3 +369,31 @@ def test_render_goes_through_an_uncompressed_file_in_memory(scene):
     assert written.suffix == ".bmp" and scene.scene.render.image_settings.file_format == "BMP"
     if Path("/dev/shm").is_dir():
         assert memory_tmp_dir() == "/dev/shm" and written.parent.parent == Path("/dev/shm")
+
+
+def test_a_render_blender_cannot_write_or_that_is_cut_short_is_an_os_error_naming_it(scene, tmp_path):
+    """Blender says only "cannot save" when its output folder is full (a container's small /dev/shm):
+    an OSError naming the file, which `3die render` turns into one line, instead of a traceback."""
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("")
+    real = scene._tmp
+    try:
+        scene._tmp = type("Folder", (), {"name": str(in_the_way)})()  # a file where the folder should be
+        with pytest.raises(OSError, match="Blender could not write its render here") as raised:
+            scene.render()
+        assert raised.value.filename == str(in_the_way / "view.bmp")
+    finally:
+        scene._tmp = real
+
+
+def test_the_memory_folder_is_used_only_with_room_for_the_renders(monkeypatch, tmp_path):
+    from render import scene as scene_module
+
+    monkeypatch.setattr(scene_module, "MEMORY_TMP", tmp_path)
+    needed = scene_module.render_file_bytes(256)
+    assert needed == 54 + 256 * 256 * 3
+    assert scene_module.render_file_bytes(5) == 54 + 5 * 16  # rows padded to 4 bytes
+    free = type("Usage", (), {"free": 8 * needed})
+    monkeypatch.setattr(scene_module.shutil, "disk_usage", lambda path: free)
+    assert scene_module.memory_tmp_dir(needed) == str(tmp_path)
+    assert scene_module.memory_tmp_dir(needed + 1) is None  # the system's temporary folder instead
