@@ -5,8 +5,9 @@ open themselves, so a worker whose parent is killed (SIGKILL, the OOM killer, a 
 waits forever, and a render worker holds a whole Blender. Every pool of 3die starts its workers with
 `exit_with_parent`; render workers also ignore the signal that SLURM sends to every process of a job
 step before its time limit (SIGUSR2, which submitit asks for), which the parent's handler (submitit's)
-answers for the whole task, and a terminal's Ctrl-C (SIGINT), on which the parent terminates them. They do not ignore SIGTERM: a pool terminates the workers of a broken pool
-with it, and a worker that went on rendering would hold its object's claim against the retry.
+answers for the whole task, and a terminal's Ctrl-C (SIGINT), on which the parent terminates them. They
+do not ignore SIGTERM: a pool terminates the workers of a broken pool with it, and a worker that went on
+rendering would hold its object's claim against the retry.
 """
 
 from __future__ import annotations
