@@ -238,8 +238,9 @@ def render_command(
     ) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:  # a full disk, a read-only folder: complete objects stay, a rerun resumes
+        where = error.filename or f"{out} (or the temporary folder: /dev/shm, TMPDIR)"
         raise click.ClickException(
-            f"{error.filename or out}: {error.strerror or error}; the render stopped and the objects already "
+            f"{where}: {error.strerror or error}; the render stopped and the objects already "
             f"complete are kept: {_write_remedy(error)}, then rerun the same command"
         ) from None
     except KeyboardInterrupt:

@@ -149,7 +149,10 @@ def check_object(folder: Path, expectations: Expectations, decode: bool = True) 
         messages.append("incomplete: no completion marker (rerun `3die render` to redo it)")
     for name in sorted(names):
         if writer.TEMP_TAG in name:
-            messages.append(f"leftover temporary file {name}")
+            messages.append(
+                f"leftover temporary file {name} of an interrupted write; delete it (a rerun of "
+                "`3die render` redoes an incomplete object, not a complete one)"
+            )
         match = VIEW_FILE.match(name)
         if match and int(match.group(2) or match.group(3)) >= expectations.views:
             messages.append(f"unexpected view file {name} (dataset has {expectations.views} views)")
