@@ -236,6 +236,11 @@ def prepare_dataset(config: RenderConfig, source: ObjectSource, objects: list[Ob
             f"{config.out}: is a training run folder (checkpoints/, config.json); render into a folder of "
             "its own"
         )
+    if config.out.is_symlink() and not config.out.exists():
+        raise RenderSetupError(
+            f"{config.out}: a symbolic link to {os.readlink(config.out)}, which does not exist; create that "
+            "folder, or give another --out"
+        )
     config.out.mkdir(parents=True, exist_ok=True)
     entries = [
         object_manifest.ObjectEntry(o.synset, o.object_id, o.label, o.split, o.source) for o in objects

@@ -226,3 +226,16 @@ def test_a_worker_that_cannot_set_up_blender_stops_the_run_with_the_reason(tmp_p
         assert result.exit_code == 1
         assert "could not set up Blender" in result.output and "found no OptiX, CUDA" in result.output
         assert not (tmp_path / spec.FAILURES_NAME).exists()  # not blamed on the object
+
+
+def test_an_out_that_is_a_dangling_link_is_named(tmp_path):
+    link = tmp_path / "data"
+    link.symlink_to(tmp_path / "elsewhere" / "data")
+    result = CliRunner().invoke(
+        main, ["render", "--out", str(link), *PROCEDURAL, "--views", "2", "--size", "16"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        f"Error: {link}: a symbolic link to {tmp_path / 'elsewhere' / 'data'}, which does not exist; create "
+        "that folder, or give another --out"
+    )
