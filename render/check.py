@@ -122,6 +122,8 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     expected = [key for key in listed if key not in report.failures]
     if not expected:
         report.add(str(root), _no_objects_reason(root, listed))
+        if not listed:  # not a dataset (a parent folder, say): its subfolders are no objects to list
+            return report
     _check_unlisted(root, set(listed), report)
     expectations = _expectations(root, manifest, expected)
     check = partial(_check_object_folder, root, expectations=expectations, decode=decode)
@@ -272,7 +274,8 @@ def _no_objects_reason(root: Path, listed: list[str]) -> str:
 def _listed_objects(root: Path) -> list[str]:
     """Object keys the dataset says it holds: objects.csv, else the split files, else the folders on disk.
     Without manifest.json (the official download) a split without its images file is, for the readers,
-    every folder on disk outside the other split: those folders are listed too."""
+    every SYNSET/OBJECT_ID folder on disk of a ShapeNetCore v2 synset outside the other split: those
+    folders are listed too."""
     objects_csv = root / spec.OBJECTS_CSV_NAME
     if objects_csv.is_file():
         return [f"{entry.synset}/{entry.object_id}" for entry in read_objects_csv(objects_csv)]
@@ -284,7 +287,9 @@ def _listed_objects(root: Path) -> list[str]:
         on_disk = _folders_on_disk(root)[0]
     except OSError:  # an unreadable dataset folder: `_check_unlisted` says so
         return from_splits
-    return from_splits + sorted(on_disk - set(from_splits))
+    synsets = {entry.synset for entry in spec.shapenet_synsets()}
+    official = {key for key in on_disk if key.split("/")[0] in synsets}
+    return from_splits + sorted(official - set(from_splits))
 
 
 def _split_keys(root: Path, split: str) -> list[str] | None:

@@ -304,3 +304,12 @@ def test_a_temporary_file_left_at_the_root_is_found(tmp_path):
     *lines, summary = result.stdout.splitlines()
     assert lines == [f"{name}: {ROOT_TEMP_MESSAGE}" for name in sorted(strays)]
     assert summary.endswith("3 objects, 6 images checked: 2 with problems")
+
+
+def test_the_folder_above_a_dataset_is_not_a_dataset(tmp_path):
+    """`3die check out/` for `3die check out/data`: one line saying there is no dataset here, not a
+    report on "objects" made of the dataset's class folders."""
+    make_dataset(tmp_path / "data")
+    report, found = problems(tmp_path)
+    assert list(found) == [str(tmp_path)] and "no objects" in found[str(tmp_path)][0]
+    assert report.objects == 0
