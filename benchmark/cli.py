@@ -626,6 +626,11 @@ def evaluate_command(
         raise click.ClickException(str(error)) from None
     except DatasetError as error:
         raise click.ClickException(worker_error_line(error)) from None
+    except OSError as error:  # a full disk, a file where the feature cache's folder belongs
+        raise click.ClickException(
+            f"{error.filename or run}: {error.strerror or error}; the evaluation stopped and the scores "
+            f"already in results.json are kept: {_write_remedy(error)}, then rerun the same command"
+        ) from None
     click.echo(format_table([row_from_results(results)]))
     click.echo(f"{run / 'results.json'}: {', '.join(results['metrics'])}")
 
@@ -803,6 +808,11 @@ def benchmark_command(
         raise click.ClickException(str(error)) from None
     except DatasetError as error:
         raise click.ClickException(worker_error_line(error)) from None
+    except OSError as error:  # a full disk, a read-only folder: what each stage finished is kept
+        raise click.ClickException(
+            f"{error.filename or out}: {error.strerror or error}; the benchmark stopped and what its stages "
+            f"finished is kept: {_write_remedy(error)}, then rerun the same command"
+        ) from None
     if not result.trained:
         raise SystemExit(INTERRUPTED_EXIT_STATUS)
     if result.row is not None:  # None on torchrun's processes other than 0, which do not evaluate

@@ -28,7 +28,12 @@ def write_bytes_atomically(path: Path, data: bytes, sync: bool = True) -> None:
             if sync:
                 stream.flush()
                 os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # name the file being written (a folder in its place), not the temporary
+            if error.errno is None:
+                raise
+            raise OSError(error.errno, error.strerror, str(path)) from None
         if sync:
             sync_folder(path.parent)
     except BaseException:

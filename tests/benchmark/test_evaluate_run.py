@@ -735,3 +735,16 @@ def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, of
     root = official_dataset.root
     other = dataset_identity(root, *(open_dataset(root, split) for split in ("train", "val")))
     assert other["hash"] != folder_identity["hash"] and other["name"] == "official"
+
+
+@pytest.mark.parametrize("in_the_way", ["features", "results.json"])
+def test_a_file_or_folder_in_the_way_of_the_evaluation_is_one_line(sie_run, tmp_path, in_the_way):
+    """A file where the feature cache's folder belongs, or a folder where results.json belongs."""
+    run = tmp_path / "run"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("features", "results*.json"))
+    (run / in_the_way).mkdir() if in_the_way == "results.json" else (run / in_the_way).write_text("")
+    result = _evaluate(run, "--tasks", "classification")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: {run / in_the_way}") and "the evaluation stopped" in line, line
+    assert "move away the file or folder in the way" in line, line
