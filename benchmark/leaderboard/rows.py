@@ -322,6 +322,8 @@ def load_rows(source: str | Path) -> list[Row]:
         raise LeaderboardError(
             f"{path}: incomplete results (no {error}); evaluate the run again (`3die evaluate`)"
         ) from None
+    except ValueError as error:  # a score that is no number
+        raise LeaderboardError(f"{path}: {error}; evaluate the run again (`3die evaluate`)") from None
     problem = row_problem(row)
     if problem is not None:
         skipped = "; ".join(f"{task} skipped: {why}" for task, why in results.get("skipped", {}).items())
@@ -329,7 +331,12 @@ def load_rows(source: str | Path) -> list[Row]:
             f"{path}: {problem}{f' ({skipped})' if skipped else ''}; evaluate the tasks that score it "
             "first (`3die evaluate`)"
         )
-    return [row]
+    # each cell as a leaderboard CSV would give it back: a value of another type is refused here, not
+    # written into a CSV that the next merge could not read
+    try:
+        return [{column: _parse(path, None, column, _cell(value)) for column, value in row.items()}]
+    except LeaderboardError as error:
+        raise LeaderboardError(f"{error}; evaluate the run again (`3die evaluate`)") from None
 
 
 def row_problem(row: Row) -> str | None:
@@ -345,7 +352,9 @@ def row_problem(row: Row) -> str | None:
     ]
     if bad:
         return f"{bad[0]} is {row[bad[0]]}, not a finite number"
-    negative = [c for c, kind in COLUMNS.items() if kind is int and row.get(c) is not None and row[c] < 0]
+    negative = [
+        c for c, kind in COLUMNS.items() if kind is int and isinstance(row.get(c), int) and row[c] < 0
+    ]
     if negative:
         return f"{negative[0]} is {row[negative[0]]}, expected 0 or more"
     return None
@@ -354,8 +363,8 @@ def row_problem(row: Row) -> str | None:
 def read_results_file(path: Path) -> dict[str, Any]:
     """A results.json written by `3die evaluate`; LeaderboardError naming the file otherwise."""
     try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        results = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError) as error:
         raise LeaderboardError(
             f"{path}: not a results.json of `3die evaluate` nor a leaderboard .csv ({error}); give run "
             "folders, their results.json files or leaderboard CSVs"
@@ -435,24 +444,23 @@ def _cell(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _parse(path: Path, line: int, column: str, text: str | None) -> Any:
+def _parse(path: Path, line: int | None, column: str, text: str | None) -> Any:
+    """The value of a cell of `column` (`line` of the CSV `path`; None: a results.json's row)."""
     if text is None or text == "":
         return None
-    kind = COLUMNS[column]
+    kind, where = COLUMNS[column], f"{path}:{line}" if line is not None else str(path)
     if kind is int and not spec.is_decimal(text):  # int() would take "6_4", " 64" or other scripts' digits
-        raise LeaderboardError(
-            f"{path}:{line}: column {column} holds {text!r}, expected a whole number 0 or more"
-        )
+        raise LeaderboardError(f"{where}: column {column} holds {text!r}, expected a whole number 0 or more")
     try:
         value = kind(text)
     except ValueError:
         raise LeaderboardError(
-            f"{path}:{line}: column {column} holds {text!r}, expected {COLUMNS[column].__name__}"
+            f"{where}: column {column} holds {text!r}, expected {COLUMNS[column].__name__}"
         ) from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise LeaderboardError(f"{path}:{line}: column {column} holds {text!r}, expected a finite number")
+        raise LeaderboardError(f"{where}: column {column} holds {text!r}, expected a finite number")
     if isinstance(value, int) and value < 0:
-        raise LeaderboardError(f"{path}:{line}: column {column} holds {text!r}, expected 0 or more")
+        raise LeaderboardError(f"{where}: column {column} holds {text!r}, expected 0 or more")
     return value
 
 

@@ -648,3 +648,36 @@ def test_figures_that_cannot_be_written_are_one_line(tmp_path):
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert message in result.output
     assert read_rows(out)  # the folder was usable the second time: the CSV was written before the figures
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda r: r["metrics"]["rotation"]["equi"].update(r2="abc"), "could not convert string to float"),
+        (
+            lambda r: r["training"].update(image_size="16.5"),
+            "column image_size holds '16.5', expected a whole",
+        ),
+        (lambda r: r["training"].update(seed=True), "column seed holds 'True', expected a whole number"),
+        (lambda r: r["training"].update(image_size=[16]), "column image_size holds '[16]'"),
+    ],
+    ids=["score-text", "size-fraction", "seed-bool", "size-list"],
+)
+def test_a_hand_edited_results_file_is_one_line_not_a_row_no_csv_could_read(tmp_path, edit, said):
+    results = _results()
+    edit(results)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    result = CliRunner().invoke(
+        main, ["leaderboard", str(tmp_path / "results.json"), "--out", str(tmp_path / "b.csv")]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert said in result.output and "evaluate the run again" in result.output, result.output
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_a_results_file_nested_too_deep_or_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(LeaderboardError, match=r"not a results\.json of `3die evaluate`"):
+        load_rows(tmp_path / "deep.json")
+    (tmp_path / "bom.json").write_text("\ufeff" + json.dumps(_results()), encoding="utf-8")
+    assert load_rows(tmp_path / "bom.json")[0]["method"] == _results()["method"]
