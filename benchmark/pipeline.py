@@ -164,9 +164,9 @@ def run_benchmark(
         workers=training.workers,
         device=config.device,
     )
+    check_writable(leaderboard)
     if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
         read_rows(leaderboard)
-    check_writable(leaderboard)
     check_device(config.device)
     if config.data is None:  # after resolve_config: a bad method or option fails before any rendering
         check_batch_fits(config.procedural, training.batch_size)

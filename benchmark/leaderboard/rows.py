@@ -265,7 +265,7 @@ def append_rows(
     to one leaderboard at once (several `3die benchmark` runs) take turns and none loses another's row;
     `echo` hears once when this one waits. LeaderboardError when the CSV is unreadable or its folder
     unwritable. A CSV given through a symbolic link is written (and locked) where the link points."""
-    path = link_target(Path(csv_path))
+    path = Path(csv_path)
     lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
 
     def waiting(holder: str) -> None:
@@ -273,15 +273,21 @@ def append_rows(
             echo(f"{path}: waiting for another process writing this leaderboard ({holder or lock})")
 
     try:
+        path = link_target(path)
+        lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(lock, on_wait=waiting):
             merged = merge_rows([*(read_rows(path) if path.exists() else []), *rows], echo)
             write_rows(path, merged)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link that loops
         raise LeaderboardError(
-            f"{path}: cannot write the leaderboard ({error.strerror or error}); choose a writable place"
+            f"{path}: cannot write the leaderboard ({_said(error)}); choose a writable place"
         ) from None
     return merged
+
+
+def _said(error: Exception) -> str:
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
 def check_writable(csv_path: str | Path) -> None:
@@ -289,13 +295,14 @@ def check_writable(csv_path: str | Path) -> None:
     `3die benchmark` before it trains, not after."""
     path = Path(csv_path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+        target = link_target(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        unusable = target.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK)
+    except (OSError, RuntimeError) as error:  # a name too long, a symbolic link that loops
         raise LeaderboardError(
-            f"{path}: cannot make the leaderboard's folder ({error.strerror or error}); choose another "
-            "--leaderboard"
+            f"{path}: cannot write the leaderboard here ({_said(error)}); choose another --leaderboard"
         ) from None
-    if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+    if unusable:
         raise LeaderboardError(f"{path}: cannot write the leaderboard here; choose another --leaderboard")
 
 

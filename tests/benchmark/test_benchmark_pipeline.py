@@ -168,7 +168,13 @@ def test_options_that_do_not_apply_and_an_unwritable_leaderboard_stop_before_any
     blocker.write_text("")
     result = _benchmark("--method", "sie", *data, "--leaderboard", str(blocker / "board.csv"))
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"Error: {blocker / 'board.csv'}: cannot make the leaderboard's folder" in result.output
+    assert f"Error: {blocker / 'board.csv'}: cannot write the leaderboard here (File exists)" in result.output
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)  # refused before training, not when the row is written
+    result = _benchmark("--method", "sie", *data, "--leaderboard", str(loop))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"Error: {loop}: cannot write the leaderboard here (Symlink loop" in result.output
+    assert not (tmp_path / "out").exists()
     result = _benchmark("--method", "sie", *data, "--leaderboard", str(tmp_path / "results.json"))
     assert result.exit_code == 1 and result.output == (
         f"Error: {tmp_path / 'results.json'}: --leaderboard must name a .csv file (the leaderboard to add "
