@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 
 import click
@@ -15,7 +17,22 @@ class _Path(click.Path):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path; give a file or folder name", param, ctx)
+        if isinstance(value, str) and _special_file(value):  # reading or writing it would hang or vanish
+            self.fail(
+                f"{value}: neither a file nor a folder (a device or a pipe); give a file or folder",
+                param,
+                ctx,
+            )
         return super().convert(value, param, ctx)
+
+
+def _special_file(path: str) -> bool:
+    """Whether `path` exists as something else than a regular file or a folder (a FIFO, a device)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # absent, unreadable, or a NUL in the name: click says so
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 class _Commands(click.Group):
@@ -441,8 +458,8 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
         raise click.ClickException(str(error)) from None
     except OSError as error:  # an unwritable --out or a full disk; a rerun continues FILE.partial
         raise click.ClickException(
-            f"{out}: cannot write the packed file ({error.strerror or error}); free disk space or choose a "
-            "writable --out, then rerun the same command (it continues an unfinished pack)"
+            f"{out}: cannot write the packed file ({error.strerror or error}); {_write_remedy(error)} or "
+            "choose another --out, then rerun the same command (it continues an unfinished pack)"
         ) from None
     resumed = f", {summary.resumed} already packed" if summary.resumed else ""
     click.echo(f"{out}: {summary.objects} objects ({summary.bytes / 2**20:.1f} MiB){resumed}")
@@ -479,8 +496,6 @@ def pack_command(root, out, size, quality, raw, workers, skip_bad_objects) -> No
 )
 def train_command(method, data, out, preset, options, progress, **settings) -> None:
     """Train a method on the train split of a dataset; works under torchrun (DDP). Rerun to resume."""
-    import os
-
     from benchmark.data import DatasetError, worker_error_line
     from benchmark.train import (
         INTERRUPTED_EXIT_STATUS,
@@ -788,7 +803,7 @@ def benchmark_command(
             leaderboard=leaderboard,
             seed=seed,
             epochs=epochs,
-            probe_epochs=parse_epochs(probe_epochs, base={}) if probe_epochs else None,
+            probe_epochs=None if probe_epochs is None else parse_epochs(probe_epochs, base={}),
             probe_samples=probe_samples,
             device=device,
             procedural=ProceduralData(

@@ -164,7 +164,7 @@ def parse_epochs(text: str | None, base: Mapping[str, int] = PAPER_PROBE_EPOCHS)
     """Probe epochs: None -> `base` (default: the published ones, `PAPER_PROBE_EPOCHS`); "20" -> 20 for
     every probe; "classification=100,rotation=20" -> those two, `base`'s for the others (an empty base
     gives only the tasks named)."""
-    epochs = dict(base)
+    epochs, named = dict(base), set()
     if text is None:
         return epochs
     text = text.strip()
@@ -178,6 +178,9 @@ def parse_epochs(text: str | None, base: Mapping[str, int] = PAPER_PROBE_EPOCHS)
                 f"cannot read epochs {text!r} (at {item.strip()!r}): give N for every probe, or TASK=N,... "
                 f"with TASK in {', '.join(PROBE_TASKS)}"
             )
+        if task in named:
+            raise ValueError(f"epochs {text!r} name {task} more than once; give each task once")
+        named.add(task)
         epochs[task] = int(value)
     return epochs
 

@@ -655,9 +655,11 @@ def test_task_and_epoch_parsing():
     assert parse_epochs("rotation=20,colour=7") == {"classification": 300, "rotation": 20, "colour": 7}
     with pytest.raises(ValueError, match=r"cannot read epochs '2,3' \(at '2'\): give N for every probe, or"):
         parse_epochs("2,3")
-    for text in ("\u00b2", "rotation=\u00b2"):  # digits to str.isdigit, not to int()
+    for text in ("\u00b2", "rotation=\u00b2", ""):  # digits to str.isdigit, not to int(); nothing
         with pytest.raises(ValueError, match=r"cannot read epochs '.*' \(at '.*'\): give N for every probe"):
             parse_epochs(text)
+    with pytest.raises(ValueError, match=r"name rotation more than once; give each task once"):
+        parse_epochs("colour=2,rotation=3,rotation=4")
 
 
 def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):

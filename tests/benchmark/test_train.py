@@ -405,8 +405,11 @@ def test_images_smaller_than_the_training_size_are_refused(synthetic_dataset, tm
 
 def test_a_negative_seed_is_refused_before_anything_is_written(synthetic_dataset, tmp_path):
     result = _train(synthetic_dataset.root, tmp_path / "run", "--seed", "-1")
-    assert result.exit_code == 1 and "seed from 0 to 2^32 - 1, got 0 and -1" in result.output
+    assert result.exit_code == 1 and result.output.strip() == "Error: seed must be from 0 to 2^32 - 1, got -1"
     assert not (tmp_path / "run").exists()
+    epochs = ["--epochs", "99999999999999999999"]  # a slip of digits: a run that would never end
+    result = _train(synthetic_dataset.root, tmp_path / "run", *epochs)
+    assert result.output.strip() == "Error: epochs must be at most 1000000, got 99999999999999999999"
     for option in (["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--seed", str(2**32)]):
         result = _train(synthetic_dataset.root, tmp_path / "run", *option)
         assert result.exit_code == 1 and result.output.startswith("Error: "), (option, result.output)

@@ -474,3 +474,24 @@ def test_an_unreadable_mesh_is_one_failure_and_an_unreadable_folder_one_line(tmp
         (root / AIRPLANE).chmod(0o755)
         model.chmod(0o644)
     assert check_dataset(out).ok
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--method", "sie", "--data", "{fifo}", "--out", "{tmp}/run"],
+        ["train", "--method", "sie", "--data", "{tmp}", "--out", "{fifo}"],
+        ["pack", "{tmp}", "--out", "{fifo}"],
+        ["leaderboard", "{tmp}", "--out", "{fifo}"],
+        ["render", "--out", "{tmp}/d", "--objects", "{fifo}"],
+        ["benchmark", "--method", "sie", "--leaderboard", "{fifo}"],
+    ],
+    ids=["train-data", "train-out", "pack-out", "leaderboard-out", "render-objects", "benchmark-leaderboard"],
+)
+def test_a_pipe_or_device_given_for_a_file_or_folder_is_refused_not_waited_on(tmp_path, command):
+    """Opening a FIFO blocks until someone writes to it: refused as neither a file nor a folder."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(main, [argument.format(tmp=tmp_path, fifo=fifo) for argument in command])
+    assert result.exit_code == 2, result.output
+    assert f"{fifo}: neither a file nor a folder (a device or a pipe)" in result.output
