@@ -164,6 +164,8 @@ def run_benchmark(
         workers=training.workers,
         device=config.device,
     )
+    if config.data is None:
+        check_render_size(render_size)
     check_writable(leaderboard)
     if leaderboard.exists():  # an unreadable leaderboard fails now, not after training and evaluation
         read_rows(leaderboard)
@@ -261,6 +263,18 @@ def check_device(device: str) -> None:
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: CUDA is not available on this machine; give --device auto or cpu")
+
+
+def check_render_size(size: int) -> None:
+    """ConfigError for a procedural dataset rendered smaller than Blender renders (at the training size)."""
+    from benchmark.train import ConfigError
+    from render import spec
+
+    if size < spec.MIN_IMAGE_SIZE:
+        raise ConfigError(
+            f"--image-size {size}: the procedural dataset is rendered at the training size, and Blender "
+            f"renders no image smaller than {spec.MIN_IMAGE_SIZE} px; give {spec.MIN_IMAGE_SIZE} or more"
+        )
 
 
 def check_batch_fits(settings: ProceduralData, batch_size: int) -> None:

@@ -122,9 +122,11 @@ def check_dataset(root: Path, workers: int = 1, decode: bool = True, progress: b
     expected = [key for key in listed if key not in report.failures]
     if not expected:
         report.add(str(root), _no_objects_reason(root, listed))
-        if not listed:  # not a dataset (a parent folder, say): its subfolders are no objects to list
-            return report
-    _check_unlisted(root, set(listed), report)
+    # with nothing listed (not a dataset: a parent folder, say) its subfolders are no unlisted objects,
+    # but folders that cannot be read are still named: they may hold the objects
+    _check_unlisted(root, set(listed), report, unlisted=bool(listed))
+    if not listed:
+        return report
     expectations = _expectations(root, manifest, expected)
     check = partial(_check_object_folder, root, expectations=expectations, decode=decode)
     results = _map(check, expected, workers, progress)
@@ -326,7 +328,8 @@ def _subfolders(folder: Path) -> list[Path]:
     return found
 
 
-def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
+def _check_unlisted(root: Path, listed: set[str], report: CheckReport, unlisted: bool = True) -> None:
+    """Folders that cannot be listed and (`unlisted`) object folders on disk that `listed` lacks."""
     try:
         found, unreadable = _folders_on_disk(root)
     except OSError as error:
@@ -335,7 +338,7 @@ def _check_unlisted(root: Path, listed: set[str], report: CheckReport) -> None:
     for name in unreadable:
         if not any(key.startswith(f"{name}/") for key in listed):  # listed objects say it themselves
             report.add(name, "cannot list this class folder; make it readable and check again")
-    for key in sorted(found - listed):
+    for key in sorted(found - listed) if unlisted else ():
         report.add(key, "present on disk but not listed in the dataset's object list")
 
 

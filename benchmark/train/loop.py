@@ -262,9 +262,10 @@ class Trainer:
                 f"{self.run_dir}: the checkpoint holds {held}, more than the --epochs {config.epochs} asked; "
                 f"give --epochs {self.epoch + (self.step_in_epoch > 0)} or more to use it, or another --out"
             )
-        # a finished run's record is its last checkpoint's (mended if lost or stale), not this session's
-        record = saved if (self.epoch, self.step_in_epoch) == (config.epochs, 0) else self.resolved
-        self._on_main(lambda: write_json_if_changed(self.run_dir / CONFIG_NAME, record))
+        # a finished run's record is its last checkpoint's (mended if lost or stale), not this session's;
+        # written by `run` once it trains (a session stopped before its first step changes nothing)
+        finished = (self.epoch, self.step_in_epoch) == (config.epochs, 0)
+        self.record = saved if finished else self.resolved
         self.pairs = ViewPairs(self.views, config.image_size, config.seed, self.method.action_dim)
 
     def _lock_run(self, held: contextlib.ExitStack) -> None:
@@ -306,6 +307,7 @@ class Trainer:
         started = self.session_started = time.perf_counter()
         total = self.config.epochs * self.steps_per_epoch
         if self.epoch == self.config.epochs:
+            self._write_record()
             self.echo(f"{self.run_dir}: already trained for {self.epoch} epochs (raise --epochs to go on)")
             return self._result(None, started)
         stopped = first_rank(signals is not None and signals.received is not None, self.context)
@@ -316,6 +318,7 @@ class Trainer:
                 "by this session, rerun the same command to train"
             )
             return self._result(received, started)
+        self._write_record()
         done = self.epoch * self.steps_per_epoch + self.step_in_epoch
         bar = tqdm(total=total, initial=done, unit="step", disable=not progress, dynamic_ncols=True)
         stops = contextlib.nullcontext(signals) if signals is not None else StopSignals()
@@ -414,6 +417,9 @@ class Trainer:
             )
         loss = values[names.index("loss")] if "loss" in names else float("nan")
         bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4g}", img_s=f"{images_per_second:.0f}")
+
+    def _write_record(self) -> None:
+        self._on_main(lambda: write_json_if_changed(self.run_dir / CONFIG_NAME, self.record))
 
     def _save(self) -> None:
         if self.earlier_seconds is not None:

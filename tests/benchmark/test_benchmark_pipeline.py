@@ -141,6 +141,7 @@ def test_benchmark_errors_are_one_clear_line(tmp_path):
     for option, value, words in (
         ("--views", "1", "training pairs two distinct views"),
         ("--per-class", "1", "the validation split takes one object of each class"),
+        ("--image-size", "3", "the procedural dataset is rendered at the training size"),
     ):
         result = _benchmark("--method", "sie", "--out", str(tmp_path), option, value)
         assert result.exit_code == 1 and f"Error: {option} {value}: {words}" in result.output, result.output

@@ -138,13 +138,15 @@ def test_a_stop_signal_while_the_run_starts_stops_it_before_its_first_step(
         if epochs == 1:
             trained(train_arguments(dataset.root, folder, epochs=1))
             saved = (folder / "checkpoints" / "last.pt").read_bytes()
+            saved_config = (folder / "config.json").read_bytes()  # of 1 epoch, not the 3 asked for next
             continue
         stopped = run([received, *train_arguments(dataset.root, folder)], script=SIGNALLED_WHILE_STARTING)
         assert stopped.returncode == INTERRUPTED_EXIT_STATUS, stopped.stderr[-3000:]
         said = f"{folder}: stopped by {received} before its first step; nothing was trained or saved"
         assert said in stopped.stdout, stopped.stdout + stopped.stderr[-3000:]
-        last = folder / "checkpoints" / "last.pt"
+        last, config = folder / "checkpoints" / "last.pt", folder / "config.json"
         assert (last.read_bytes() == saved) if last.exists() else epochs == EPOCHS
+        assert (config.read_bytes() == saved_config) if last.exists() else not config.exists()
     trained(train_arguments(dataset.root, folder))
     assert_same_weights(folder, reference)
 

@@ -313,3 +313,25 @@ def test_the_folder_above_a_dataset_is_not_a_dataset(tmp_path):
     report, found = problems(tmp_path)
     assert list(found) == [str(tmp_path)] and "no objects" in found[str(tmp_path)][0]
     assert report.objects == 0
+
+
+def test_a_folder_without_a_listing_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    """The official layout lists its objects by its folders: when they cannot be listed (permissions),
+    the check says so, not only that there are no objects."""
+    from render import check
+
+    (tmp_path / "03001627" / "abc").mkdir(parents=True)
+
+    def unreadable(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(check, "_folders_on_disk", unreadable)
+    _, found = problems(tmp_path)
+    assert (
+        found[str(tmp_path)]
+        == [
+            found[str(tmp_path)][0],
+            "cannot list the folder (Permission denied); make it readable",
+        ]
+        and "no objects" in found[str(tmp_path)][0]
+    )
