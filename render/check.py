@@ -289,8 +289,7 @@ def _listed_objects(root: Path) -> list[str]:
         on_disk = _folders_on_disk(root)[0]
     except OSError:  # an unreadable dataset folder: `_check_unlisted` says so
         return from_splits
-    synsets = {entry.synset for entry in spec.shapenet_synsets()}
-    official = {key for key in on_disk if key.split("/")[0] in synsets}
+    official = {key for key in on_disk if key.split("/")[0] in spec.shapenet_synset_ids()}
     return from_splits + sorted(official - set(from_splits))
 
 
