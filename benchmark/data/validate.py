@@ -86,7 +86,8 @@ def usable_splits(
     returned without them. DatasetError also when every object of a split is bad.
     """
     opened = [open_unchecked(Path(root), split) for split in splits]
-    found = [find_bad_objects(views, workers) for views in opened]
+    validation = next((views.keys for views in opened if views.split == "val"), None)
+    found = [find_bad_objects(views, workers, validation=validation) for views in opened]
     skipped = [
         SkippedObject(views.split, views.keys[index], bad[index])
         for views, bad in zip(opened, found, strict=True)
@@ -212,12 +213,15 @@ def find_bad_objects(
     workers: int = 0,
     share: tuple[int, int] = (0, 1),
     merge: Callable[[dict[int, str]], dict[int, str]] | None = None,
+    validation: list[str] | None = None,
 ) -> dict[int, str]:
     """Index -> the first problem of each unusable object of the split.
 
     `share` (k, n) reads only the files of objects k, k + n, k + 2n, ...; `merge` then joins the problems
     found by every share (the n training processes each check their share and exchange the results), so
-    that the result is the same as one process checking everything.
+    that the result is the same as one process checking everything. A train object the val split lists too
+    is unusable: `validation` holds the val split's objects where the caller has opened it, else they are
+    read from the dataset.
     """
     bad = {}
     seen: set[str] = set()
@@ -229,9 +233,9 @@ def find_bad_objects(
             bad[index] = f"{where}{key}: listed more than once in {listing(views.split)}"
         seen.add(key)
     if views.split == "train":  # a validation object trained on would inflate every score
-        validation = set(_split_keys(views.path, "val"))
+        in_validation = set(_split_keys(views.path, "val") if validation is None else validation)
         for index, key in enumerate(views.keys):
-            if key in validation:
+            if key in in_validation:
                 bad.setdefault(index, f"{where}{key}: listed in both {listing('train')} and {listing('val')}")
     indices = range(share[0], len(views), share[1])
     if isinstance(views, FolderViews):
@@ -273,10 +277,11 @@ def check_packed_file(path: Path, decode: bool = True, workers: int = 1) -> tupl
     of both splits among those of the train split). Objects are checked as before training; `decode` also
     decodes every JPEG, in `workers` processes. DatasetError when the file is no complete 3die pack."""
     objects, problems = 0, []
-    for split in SPLITS:
-        views = open_unchecked(Path(path), split)
+    opened = [open_unchecked(Path(path), split) for split in SPLITS]
+    validation = next(views.keys for views in opened if views.split == "val")
+    for views in opened:
         objects += len(views)
-        bad = find_bad_objects(views)
+        bad = find_bad_objects(views, validation=validation)
         if decode and not views.raw:
             bad.update(_decoding_problems(views, usable_indices(views, bad), workers))
         problems += [bad[index] for index in sorted(bad)]
