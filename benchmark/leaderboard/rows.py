@@ -266,7 +266,6 @@ def append_rows(
     `echo` hears once when this one waits. LeaderboardError when the CSV is unreadable or its folder
     unwritable. A CSV given through a symbolic link is written (and locked) where the link points."""
     path = Path(csv_path)
-    lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
 
     def waiting(holder: str) -> None:
         if echo is not None:
