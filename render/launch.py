@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -158,17 +158,13 @@ def render_dataset(
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
     mine = [o for o in objects if shard.holds(o)]
-    todo = pending_objects(config.out, mine, retry_failed)
-    summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
     failed = {} if retry_failed else writer.read_failures(config.out)
-    if failed:  # recorded failures not tried again (an object completed since by --retry-failed is done)
-        pending = {o.key for o in todo}
-        summary.failed_before = sum(
-            o.key in failed
-            and o.key not in pending
-            and not writer.is_complete(writer.object_dir(config.out, o))
-            for o in mine
-        )
+    todo = pending_objects(config.out, mine, failed=failed)
+    summary = RunSummary(objects=len(objects), in_shard=len(mine), skipped=len(mine) - len(todo))
+    # recorded failures not tried again (an object completed since by --retry-failed is done)
+    summary.failed_before = sum(
+        o.key in failed and not writer.is_complete(writer.object_dir(config.out, o)) for o in mine
+    )
     summary.planned_splits = dict(Counter(o.split for o in objects))
     if todo:
         _render_with_workers(config, source, todo, workers, recycle_every, progress, summary)
@@ -282,9 +278,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def pending_objects(root: Path, objects: list[ObjectSpec], retry_failed: bool = False) -> list[ObjectSpec]:
-    """Objects not complete yet; those recorded as failed too when `retry_failed`."""
-    failed = set() if retry_failed else set(writer.read_failures(root))
+def pending_objects(
+    root: Path, objects: list[ObjectSpec], retry_failed: bool = False, failed: Collection[str] | None = None
+) -> list[ObjectSpec]:
+    """Objects not complete yet; those recorded as failed too when `retry_failed`. `failed`: the recorded
+    failures where the caller has read them (failures.jsonl is read here otherwise)."""
+    if failed is None:
+        failed = set() if retry_failed else set(writer.read_failures(root))
     return [o for o in objects if o.key not in failed and not writer.is_complete(writer.object_dir(root, o))]
 
 
