@@ -742,16 +742,20 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as indented JSON with sorted keys, atomically."""
-    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(path, _json_text(data))
 
 
 def write_json_if_changed(path: Path, data: dict[str, Any]) -> None:
     """`write_json_atomically` unless the file already holds exactly that text."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    text = _json_text(data)
     with contextlib.suppress(OSError, UnicodeDecodeError):
         if path.read_text() == text:
             return
     write_text_atomically(path, text)
+
+
+def _json_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def _stderr(line: str) -> None:
