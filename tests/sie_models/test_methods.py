@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from test_method_objectives import run_capturing
 
 from sie_models import (
     ACTION_DIMS,
@@ -306,13 +307,21 @@ def test_stats_without_labels_have_no_probes():
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_runs_under_mixed_precision_with_float32_objective(name):
-    """The AMP path of training (autocast; bfloat16 here, as the CPU has it): the objective is computed in
-    float32 and every gradient is finite."""
+    """The AMP path of training (autocast; bfloat16 here, as the CPU has it): every term of the objective
+    is computed in float32 (a float32 total alone proves nothing: float32 terms promote it), the objective
+    equals the criterion run outside autocast on the embeddings cast to float32, and every gradient is
+    finite."""
     method = tiny(name)
     view1, view2, action, labels = batch(method)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = method(view1, view2, action, labels)
-    assert out.stats["objective"].dtype == torch.float32 and torch.isfinite(out.loss)
+        out, _, embeddings = run_capturing(method, (view1, view2, action, labels))
+    terms = {key: value for key, value in out.stats.items() if not key.startswith("probe")}
+    assert {key: value.dtype for key, value in terms.items()} == dict.fromkeys(terms, torch.float32)
+    assert torch.isfinite(out.loss)
+    full_precision = {key: value.detach().float() for key, value in embeddings.items()}
+    with torch.no_grad():
+        expected, _ = method.criterion(full_precision, action.float())
+    torch.testing.assert_close(out.stats["objective"], expected, rtol=1e-6, atol=1e-6)
     out.loss.backward()
     grads = [p.grad for p in method.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(grad).all() for grad in grads)
