@@ -77,6 +77,16 @@ class FolderViews(ObjectViews):
         except OSError as error:
             raise DatasetError(f"{path}: cannot read the image ({error.strerror or error})") from None
 
+    def stored_lengths(self, index: int) -> list[int]:
+        lengths = []
+        for view in range(self.views):
+            path = self.view_path(index, view)
+            try:
+                lengths.append(path.stat().st_size)
+            except OSError as error:
+                raise DatasetError(f"{path}: cannot read the image ({error.strerror or error})") from None
+        return lengths
+
     def latent(self, index: int, view: int) -> np.ndarray:
         path = self.view_path(index, view, latent=True)
         try:

@@ -645,6 +645,12 @@ class PackedViews(ObjectViews):
             where = self.describe_view(index, view)
             raise DatasetError(f"{where}: cannot read the image ({error})") from None
 
+    def stored_image(self, index: int, view: int) -> bytes:
+        return self.image(index, view).tobytes() if self.raw else self.jpeg(index, view)
+
+    def stored_lengths(self, index: int) -> list[int] | None:
+        return None if self.raw else np.diff(self.jpeg_offsets[index]).tolist()
+
     def object_jpegs(self, index: int) -> list[bytes]:
         """The encoded JPEGs of every view of one object, read with one slice of the byte array."""
         if self.raw:

@@ -82,6 +82,15 @@ class ObjectViews:
         """(N, V, 7) float64 latents of the whole split."""
         return np.stack([self.latents(index) for index in range(len(self))])
 
+    def stored_image(self, index: int, view: int) -> bytes:
+        """One view's image as stored: its JPEG file, or a raw pack's pixels."""
+        return self.jpeg(index, view)
+
+    def stored_lengths(self, index: int) -> list[int] | None:
+        """The byte length of each view's JPEG as stored, from the file system or the pack's index, without
+        reading the images; None where the reader stores decoded pixels (a raw pack)."""
+        raise NotImplementedError
+
     def jpegs(self, index: int, views: tuple[int, ...]) -> list[bytes]:
         """The encoded JPEGs of several views of one object."""
         return [self.jpeg(index, view) for view in views]

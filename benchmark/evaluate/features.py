@@ -55,20 +55,17 @@ class SplitFeatures:
     labels: np.ndarray
 
 
-def features_key(
-    checkpoint_sha256: str, dataset_hash: str, image_size: int, reencoded: dict | None = None
-) -> str:
+def features_key(checkpoint_sha256: str, dataset_hash: str, image_size: int, images: str) -> str:
     """16 hex digits identifying features of one checkpoint on one dataset at one image size, from its
-    rendered images or (`reencoded`: `ObjectViews.reencoding()`) from images re-encoded since: the
-    dataset hash leaves images out, but their pixels make the features."""
+    images as they are now (`images`: `benchmark.evaluate.run.images_digest`): the dataset hash leaves
+    images out (a pack re-encoded with --size is the same dataset), but their pixels make the features."""
     content = {
         "format": FEATURES_FORMAT,
         "checkpoint": checkpoint_sha256,
         "dataset": dataset_hash,
         "image_size": image_size,
+        "images": images,
     }
-    if reencoded is not None:  # only then: the keys of every other cache stay as they were
-        content["reencoded"] = reencoded
     text = json.dumps(content, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -91,8 +91,8 @@ RESULTS_FORMAT = "3die-results/1"
 LOCK_NAME = ".evaluate.lock"
 #: Objects per block when checking cached features for NaN and infinite values.
 FINITE_CHECK_OBJECTS = 1024
-#: Objects per split whose latents `dataset_identity` hashes.
-LATENT_SAMPLE_OBJECTS = 16
+#: Objects per split whose latents `dataset_identity` hashes, and whose images `images_digest` does.
+SAMPLE_OBJECTS = 16
 
 
 class EvaluationError(Exception):
@@ -292,7 +292,7 @@ def _evaluate_locked(
         checkpoint["sha256"],
         dataset["hash"],
         config["image_size"],
-        val_views.reencoding(config["image_size"]),
+        images_digest(train_views, val_views),
     )
     header = results_header(run, config, dataset, checkpoint, key, device, train_seconds)
     previous = read_results(run / RESULTS_NAME, say)
@@ -533,15 +533,37 @@ def dataset_identity(
     }
 
 
-def latent_sample_digest(views: ObjectViews, objects: int = LATENT_SAMPLE_OBJECTS) -> str:
+def latent_sample_digest(views: ObjectViews, objects: int = SAMPLE_OBJECTS) -> str:
     """sha256 of every latent of `objects` objects spread evenly over the split (first and last included):
     a few hundred small reads that tell apart datasets with the same objects rendered with other latents.
     Images are not hashed: a packed file re-encoded at another size is the same dataset."""
-    indices = np.unique(np.linspace(0, len(views) - 1, min(objects, len(views))).round().astype(int))
     digest = hashlib.sha256()
-    for index in indices:
-        digest.update(np.ascontiguousarray(views.latents(int(index)), "<f8").tobytes())
+    for index in sample_indices(views, objects):
+        digest.update(np.ascontiguousarray(views.latents(index), "<f8").tobytes())
     return digest.hexdigest()
+
+
+def images_digest(*splits: ObjectViews, objects: int = SAMPLE_OBJECTS) -> str:
+    """sha256 of the stored length of every view's image and of every stored image of `objects` objects
+    per split (`sample_indices`): what tells the feature cache that images changed where the dataset hash
+    does not look (re-rendered in place by another renderer, edited, re-encoded), at the cost of one
+    file-system lookup per view. A folder and its plain pack digest the same; a raw pack digests pixels."""
+    digest = hashlib.sha256()
+    for views in splits:
+        for index in range(len(views)):
+            lengths = views.stored_lengths(index)
+            if lengths is not None:
+                digest.update(np.asarray(lengths, "<i8").tobytes())
+        for index in sample_indices(views, objects):
+            for view in range(views.views):
+                digest.update(views.stored_image(index, view))
+    return digest.hexdigest()
+
+
+def sample_indices(views: ObjectViews, objects: int) -> list[int]:
+    """`objects` indices spread evenly over the split, the first and last included."""
+    spread = np.linspace(0, len(views) - 1, min(objects, len(views))).round().astype(int)
+    return np.unique(spread).tolist()
 
 
 def dataset_name(path: Path) -> str:

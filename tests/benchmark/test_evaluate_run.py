@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from synthetic_data import write_dataset
 
 from benchmark.cli import main
@@ -723,6 +724,48 @@ def test_features_of_re_encoded_images_are_cached_apart_from_the_rendered_ones(
     assert not np.array_equal(
         np.load(run / "features" / keys["q50.h5"] / "val_representations.npy"), rendered
     )
+
+
+def test_images_changed_in_place_are_extracted_again(evaluated_sie_run, synthetic_dataset, tmp_path):
+    """The dataset hash leaves pixels out; the feature cache does not: an image re-encoded in place (the
+    same objects, latents and manifest) gets the run new features and new scores, the old ones kept."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(evaluated_sie_run, run)
+    shutil.copytree(synthetic_dataset.root, data)
+    first = _evaluate(run, "--data", str(data), "--tasks", "classification")
+    assert first.exit_code == 0, first.output
+    before = json.loads((run / "results.json").read_text())
+    val = open_dataset(data, "val")
+    image = val.view_path(0, 0)
+    with Image.open(image) as opened:
+        Image.fromarray(255 - np.asarray(opened)).save(image, quality=90)
+    second = _evaluate(run, "--data", str(data), "--tasks", "classification")
+    assert second.exit_code == 0, second.output
+    after = json.loads((run / "results.json").read_text())
+    assert after["dataset"]["hash"] == before["dataset"]["hash"]
+    assert after["features"]["key"] != before["features"]["key"]
+    assert "kept from" not in second.output
+    assert (run / f"results.{before['features']['key']}.json").exists()
+    changed = np.load(run / "features" / after["features"]["key"] / "val_representations.npy")
+    cached = np.load(run / "features" / before["features"]["key"] / "val_representations.npy")
+    assert not np.array_equal(changed[0, 0], cached[0, 0]) and np.array_equal(changed[1:], cached[1:])
+
+
+def test_the_images_digest_reads_every_view_length_and_the_sampled_images(synthetic_dataset, tmp_path):
+    """Outside the sampled objects only lengths are read: a view rewritten at another length changes the
+    digest; a folder and its plain pack digest the same, a raw pack (pixels) another."""
+    data, packed, raw = tmp_path / "data", tmp_path / "plain.h5", tmp_path / "raw.h5"
+    shutil.copytree(synthetic_dataset.root, data)
+    pack_dataset(data, packed)
+    pack_dataset(data, raw, raw=True)
+    splits = [open_dataset(data, split) for split in ("train", "val")]
+    unsampled = evaluate_module.images_digest(*splits, objects=0)
+    sampled = evaluate_module.images_digest(*splits)
+    assert sampled == evaluate_module.images_digest(*(open_dataset(packed, s) for s in ("train", "val")))
+    assert sampled != evaluate_module.images_digest(*(open_dataset(raw, s) for s in ("train", "val")))
+    image = splits[0].view_path(2, 7)
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert evaluate_module.images_digest(*splits, objects=0) != unsampled
 
 
 def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):
