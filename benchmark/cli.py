@@ -714,6 +714,8 @@ def leaderboard_command(sources, out, plot_dir) -> None:
 )
 @click.option("--image-size", type=int, help="Training (and rendering) image size (default: the preset's).")
 @click.option("--batch-size", type=int, help="Training batch size (default: the preset's).")
+@click.option("--lr", type=float, help="Training Adam learning rate (default: the preset's).")
+@click.option("--weight-decay", type=float, help="Training Adam weight decay (default: the preset's).")
 @click.option("--width", type=int, help="ResNet-18 base width (default: the preset's).")
 @_workers_option("--workers", "Training and evaluation DataLoader workers (default: preset's).")
 @_TORCH_DEVICE

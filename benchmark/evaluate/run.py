@@ -74,7 +74,7 @@ from benchmark.train import load_trained
 from benchmark.train.distributed import resolve_device
 from benchmark.train.loop import dataset_fingerprint
 from render import spec
-from render.files import write_text_atomically
+from render.files import write_bytes_atomically, write_text_atomically
 from render.locks import exclusive_lock
 from sie_models import Method
 
@@ -697,9 +697,10 @@ def continue_results(
     previous: dict[str, Any] | None, header: dict[str, Any], run: Path, echo: Callable[[str], None]
 ) -> dict[str, Any]:
     """The results to fill: the previous tasks' metrics are kept when they were computed from the same
-    features (checkpoint, dataset, image size); results of another checkpoint are moved aside to
-    results.KEY.json, and a results.json that is not ours (unreadable, another format) to
-    results.unusable.json, rather than lost."""
+    features (checkpoint, dataset, image size); results of another checkpoint or dataset are copied to
+    results.KEY.json (results.json keeps them until this evaluation writes its first score), and a
+    results.json that is not ours (unreadable, another format) is moved to results.unusable.json, rather
+    than lost."""
     results = {**header, "settings": {}, "metrics": {}, "seconds": {}, "skipped": {}, "evaluated": {}}
     if previous is None:
         if (run / RESULTS_NAME).is_file():
@@ -716,18 +717,30 @@ def continue_results(
         for section in ("settings", "metrics", "seconds", "skipped", "evaluated"):
             results[section] = dict(previous.get(section, {}))
         return results
-    kept = set_aside(run / RESULTS_NAME, str(old_key))
-    echo(f"{run / RESULTS_NAME}: results of another checkpoint or dataset moved to {kept.name}")
+    kept = set_aside(run / RESULTS_NAME, str(old_key), keep=True)
+    echo(
+        f"{run / RESULTS_NAME}: results of another checkpoint or dataset copied to {kept.name}; this "
+        "evaluation replaces them as it scores its first task"
+    )
     return results
 
 
-def set_aside(path: Path, tag: str) -> Path:
-    """Rename `path` to STEM.TAG.json (STEM.TAG-2.json, ... when that exists); returns the new path."""
+def set_aside(path: Path, tag: str, keep: bool = False) -> Path:
+    """Rename `path` to STEM.TAG.json (STEM.TAG-2.json, ... when that exists); returns the new path.
+    `keep`: copy it there instead, leaving `path` as it is until it is replaced (an evaluation that fails
+    before its first score leaves the run's results.json as it was), and reuse a copy of the same bytes
+    made by an earlier attempt."""
+    data = path.read_bytes() if keep else None
     count, kept = 1, path.with_name(f"{path.stem}.{tag}.json")
     while kept.exists():
+        if data is not None and kept.is_file() and kept.read_bytes() == data:
+            return kept
         count += 1
         kept = path.with_name(f"{path.stem}.{tag}-{count}.json")
-    os.replace(path, kept)
+    if data is None:
+        os.replace(path, kept)
+    else:
+        write_bytes_atomically(kept, data)
     return kept
 
 

@@ -1,5 +1,6 @@
 """`3die benchmark` end to end: on a given dataset, and on the procedural dataset it renders itself."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -84,6 +85,18 @@ def test_a_benchmark_whose_results_hold_no_score_writes_no_row(synthetic_dataset
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "results.json: no metric to put on a leaderboard; no row written to" in result.output
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_the_benchmark_trains_with_the_learning_rate_and_weight_decay_given(synthetic_dataset, tmp_path):
+    data = ["--data", str(synthetic_dataset.root), "--out", str(tmp_path), "--batch-size", "4"]
+    result = _benchmark("--method", "vicreg", *data, "--lr", "0.002", "--weight-decay", "0")
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-s0-batch_size=4_image_size=16_lr=0.002_weight_decay=0.0")
+    config = json.loads((run / "config.json").read_text())
+    assert (config["lr"], config["weight_decay"]) == (0.002, 0.0)
+    (row,) = read_rows(tmp_path / "leaderboard.csv")
+    assert row["train_options"] == "batch_size=4;lr=0.002;weight_decay=0.0"
 
 
 def test_a_benchmark_with_method_options_is_an_experiment_of_its_own(synthetic_dataset, tmp_path):

@@ -35,8 +35,8 @@ def test_a_run_evaluated_on_an_ood_dataset_is_scored_and_listed_on_that_dataset(
     invoke("train", "--method", "sie", "--data", trained_on.root, "--out", run, *TINY_TRAIN)
     invoke("evaluate", run, *TINY_EVAL, "--no-progress")
     output = invoke("evaluate", run, "--data", ood.root, *TINY_EVAL, "--no-progress")
-    (kept,) = run.glob("results.*.json")  # the in-distribution results, moved aside
-    assert f"moved to {kept.name}" in output
+    (kept,) = run.glob("results.*.json")  # the in-distribution results, kept aside
+    assert f"copied to {kept.name}" in output
 
     results = json.loads((run / "results.json").read_text())
     identity = dataset_identity(ood.root, open_dataset(ood.root, "train"), open_dataset(ood.root, "val"))

@@ -109,16 +109,24 @@ def test_evaluate_writes_every_task_per_part_and_the_settings(evaluated_sie_run,
     assert results["evaluation"]["code_version"].startswith("0.1.0")
 
 
-def test_results_of_another_checkpoint_are_moved_aside_never_overwritten(tmp_path):
+def test_results_of_another_checkpoint_are_copied_aside_never_overwritten(tmp_path):
+    """Copied, not moved: until the new evaluation writes its first score, results.json keeps them; an
+    attempt that failed before that and its rerun make one copy, other results another."""
     header = {"features": {"key": "new"}}
     said = []
-    for attempt, expected in ((1, "results.old.json"), (2, "results.old-2.json")):
+    for attempt, expected in ((1, "results.old.json"), (1, "results.old.json"), (2, "results.old-2.json")):
         previous = {"format": "3die-results/1", "features": {"key": "old"}, "metrics": {"n": attempt}}
         (tmp_path / "results.json").write_text(json.dumps(previous))
         results = continue_results(previous, header, tmp_path, said.append)
-        assert results["metrics"] == {} and not (tmp_path / "results.json").exists()
+        assert results["metrics"] == {}
+        assert json.loads((tmp_path / "results.json").read_text()) == previous
         assert json.loads((tmp_path / expected).read_text())["metrics"] == {"n": attempt}
-        assert said[-1].endswith(f"results of another checkpoint or dataset moved to {expected}")
+        assert f"results of another checkpoint or dataset copied to {expected}; " in said[-1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "results.json",
+        "results.old-2.json",
+        "results.old.json",
+    ]
 
 
 def test_code_version_names_the_commit_and_a_modified_tree(tmp_path):
@@ -684,16 +692,24 @@ def test_evaluation_settings_refuse_nonsense(evaluated_sie_run):
         ), (option, result.output)
 
 
-def test_a_diverging_probe_stops_with_one_line_and_keeps_the_results(evaluated_sie_run, tmp_path):
-    run = tmp_path / "run"
+def test_a_diverging_probe_stops_with_one_line_and_keeps_the_results(
+    evaluated_sie_run, synthetic_dataset, tmp_path
+):
+    """Also on another dataset: the results of the run's own, copied aside, stay in results.json."""
+    run, other = tmp_path / "run", tmp_path / "q50.h5"
     shutil.copytree(evaluated_sie_run, run)
+    pack_dataset(synthetic_dataset.root, other, size=16, quality=50)
     before = (run / "results.json").read_bytes()
-    result = _evaluate(run, "--lr", "1e30", "--tasks", "rotation")
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert f"Error: {run}: the rotation probe stopped: its head diverged (non-finite outputs); evaluate " in (
-        result.output
-    )
-    assert (run / "results.json").read_bytes() == before
+    for data in ([], ["--data", str(other)]):
+        result = _evaluate(run, "--lr", "1e30", "--tasks", "rotation", *data)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert (
+            f"Error: {run}: the rotation probe stopped: its head diverged (non-finite outputs); evaluate "
+            in result.output
+        )
+        assert (run / "results.json").read_bytes() == before
+    (copy,) = run.glob("results.*.json")
+    assert copy.read_bytes() == before
 
 
 def test_features_of_re_encoded_images_are_cached_apart_from_the_rendered_ones(
