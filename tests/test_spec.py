@@ -52,6 +52,32 @@ def test_the_latent_starts_with_the_published_layout():
     assert published_actions == {"rotation": (), "rotation+color": (3, 6)}
 
 
+def test_the_scene_and_the_normalisation_are_the_published_ones():
+    """The values of the published scene and training normalisation, written here as the 3DIEBench
+    description gives them (the renderer and the loaders read them from `spec`, so only this test pins
+    them)."""
+    published = {
+        "FLOOR_Z": -1.0,
+        "FLOOR_SIZE": 10_000.0,
+        "FLOOR_SATURATION": 0.6,
+        "FLOOR_VALUE": 0.6,
+        "SUN_ENERGY": 1.5,
+        "SUN_ANGLE": math.pi / 2,
+        "SPOT_ENERGY": 500.0,
+        "SPOT_SIZE": math.pi / 8,
+        "SPOT_RADIUS": 4.0,
+        "SPOT_SATURATION": 1.0,
+        "SPOT_VALUE": 0.8,
+        "CAMERA_DISTANCE": 2.5,
+        "CAMERA_THETA": math.pi / 4,
+        "CAMERA_PHI": math.pi / 2,
+        "PUBLISHED_SAMPLES": 100,
+        "IMAGE_MEAN": (0.5016, 0.5037, 0.5060),
+        "IMAGE_STD": (0.1030, 0.0999, 0.0969),
+    }
+    assert {name: getattr(spec, name) for name in published} == published
+
+
 def test_spherical_convention():
     x, y, z = spec.spherical_to_cartesian(spec.CAMERA_DISTANCE, spec.CAMERA_THETA, spec.CAMERA_PHI)
     assert abs(x) < 1e-12 and y > 0 and z > 0

@@ -9,7 +9,14 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch.utils.data import DataLoader
 
-from benchmark.data import ObjectSampler, ViewPairs, draw_view_pairs, normalise_views, open_dataset
+from benchmark.data import (
+    EpochsSampler,
+    ObjectSampler,
+    ViewPairs,
+    draw_view_pairs,
+    normalise_views,
+    open_dataset,
+)
 from benchmark.data import relative_action as action_of
 from benchmark.data.pairs import ACTION_LAYOUTS, QUATERNION_DIM
 from render import spec
@@ -133,6 +140,21 @@ def test_sampler_shards_each_epoch_across_ranks_and_skips_consumed_samples():
     assert again.keys(2) == samplers[0].keys(2)
     samplers[0].set_epoch(2, start=3)
     assert list(samplers[0]) == shards[0][3:] and len(samplers[0]) == 1
+
+
+def test_epochs_sampler_resumes_inside_the_first_epoch_only():
+    """A run resumed at sample `start` of its first epoch: that epoch from there, then whole epochs (each
+    cut to `per_epoch` samples), as many as the length says."""
+    sampler = ObjectSampler(10, views=5, seed=0)
+    resumed = EpochsSampler(sampler, first=4, last=7, start=3)
+    expected = sampler.keys(4)[3:] + sampler.keys(5) + sampler.keys(6)
+    assert list(resumed) == expected and len(resumed) == len(expected) == 27
+    cut = EpochsSampler(sampler, first=4, last=6, per_epoch=8, start=2)
+    assert list(cut) == sampler.keys(4)[2:8] + sampler.keys(5)[:8] and len(cut) == 14
+    endless = iter(EpochsSampler(sampler, first=0, last=None, start=9))
+    assert [next(endless) for _ in range(11)] == sampler.keys(0)[9:] + sampler.keys(1)
+    with pytest.raises(ValueError, match=r"start must be in 0\.\.10"):
+        EpochsSampler(sampler, first=0, last=1, start=11)
 
 
 def _epoch_pairs(dataset, workers: int, epochs: int) -> list[tuple[int, int, tuple[int, int]]]:

@@ -72,6 +72,10 @@ def test_a_spreadsheet_csv_with_a_byte_order_mark_and_crlf_lines_reads_the_same(
         (HEADER + "99999999,a1,5,train,shapenet\n", ":2: '99999999' is not a ShapeNetCore v2 synset id"),
         (HEADER + "02691156,,0,train,shapenet\n", ":2: bad object_id ''"),
         (HEADER + "02691156,../x,0,train,shapenet\n", ":2: bad object_id '../x'"),
+        (HEADER + "02691156,..,0,train,shapenet\n", ":2: bad object_id '..'"),
+        (HEADER + "02691156,.,0,train,shapenet\n", ":2: bad object_id '.'"),
+        (HEADER + "02691156,a\\b,0,train,shapenet\n", ":2: bad object_id 'a\\\\b'"),
+        (HEADER + "..,a1,0,train,mesh-dir\n", ":2: bad synset '..'"),
         (HEADER + "02691156,a1,0,train\n", ":2: missing value for source"),
         (HEADER + "02691156,a1,0,train,shapenet,extra\n", ":2: too many values"),
         (
@@ -165,6 +169,19 @@ def test_stratified_split_fractions_and_coverage():
     assert all(e.split == "train" for e in split if e.synset == "f")
     assert [e.key for e in split] == sorted(e.key for e in split)
     assert len(split) == sum(counts.values())
+
+
+def test_stratified_split_rounds_half_up_and_keeps_a_train_object():
+    """Each class: round(count x fraction), half up, at least 1 and at most count - 1 when it has 2."""
+    for counts, fraction, expected in (
+        ({"a": 5}, 0.5, 3),  # 2.5 rounds up (round() would give 2)
+        ({"a": 7}, 0.5, 4),  # 3.5
+        ({"a": 2}, 0.8, 1),  # 1.6 -> 2, capped to keep a train object
+        ({"a": 10}, 0.04, 1),  # 0.4 -> 0, raised to 1
+        ({"a": 9}, 0.3, 3),  # 2.7
+    ):
+        split = manifest.stratified_split(procedural_objects(counts), val_fraction=fraction, seed=0)
+        assert sum(entry.split == "val" for entry in split) == expected, (counts, fraction)
 
 
 def test_stratified_split_is_deterministic_order_independent_and_seeded():
