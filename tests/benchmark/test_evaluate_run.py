@@ -363,6 +363,17 @@ def test_a_second_evaluation_of_a_run_waits_for_the_first_and_adds_its_task(eval
     }
 
 
+def test_feature_tensors_are_copied_once_and_made_again_after_release():
+    train = SplitFeatures(np.ones((2, 3, 4), np.float32), None, np.zeros((2, 3, 7)), np.zeros(2, np.int64))
+    val = SplitFeatures(np.full((1, 3, 4), 2, np.float32), None, np.zeros((1, 3, 7)), np.zeros(1, np.int64))
+    tensors = evaluate_module.FeatureTensors(train, val, torch.device("cpu"))
+    first = tensors.representations("train")
+    assert tensors.representations("train") is first and tensors.representations("val").eq(2).all()
+    tensors.release()
+    again = tensors.representations("train")
+    assert again is not first and torch.equal(again, first)
+
+
 def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic_dataset, tmp_path):
     method, _ = load_trained(sie_run)
     failing = open_dataset(synthetic_dataset.root, "train")
