@@ -66,6 +66,11 @@ def start_processes(requested_device: str) -> ProcessContext:
     """Join the process group when launched by torchrun with more than one process; pick the device.
     ConfigError for a GPU that is not there."""
     rank, world_size, local_rank = environment_ranks()
+    if world_size > 1 and requested_device.startswith("cuda:"):
+        raise ConfigError(
+            f"device {requested_device} would put all {world_size} processes on one GPU; use --device cuda "
+            "(each process takes the GPU of its local rank) and CUDA_VISIBLE_DEVICES to choose the GPUs"
+        )
     try:
         device = resolve_device(requested_device, local_rank)
     except RuntimeError as error:
