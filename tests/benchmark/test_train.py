@@ -495,5 +495,5 @@ def test_a_gpu_that_is_not_there_is_refused_with_one_line(synthetic_dataset, tmp
         start_processes("auto")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    with pytest.raises(ConfigError, match=r"^device cuda:0 would put all 2 processes on one GPU; use --device"):
+    with pytest.raises(ConfigError, match=r"^device cuda:0 would put all 2 processes on one GPU; use"):
         start_processes("cuda:0")
