@@ -207,3 +207,11 @@ def test_unreadable_image_is_named_also_from_a_dataloader_worker(small):
     line = worker_error_line(raised.value)
     assert line.startswith(f"{folder}/image_") and "cannot decode the image" in line
     assert "\n" not in line
+
+
+def test_a_label_equal_to_the_number_of_classes_is_named(small):
+    """Labels are 0..classes-1: the label `classes` is one past the last class."""
+    labels = small.root / "train_labels.npy"
+    np.save(labels, np.array([0, 0, 1, small.num_classes], dtype=np.int64))
+    with pytest.raises(DatasetError, match=re.escape(str(labels)) + r": label 2 outside 0\.\.1"):
+        open_dataset(small.root)

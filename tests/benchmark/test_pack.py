@@ -1,6 +1,7 @@
 """`3die pack`: one HDF5 file that reads back exactly like the folder it was packed from."""
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -479,3 +480,42 @@ def _swap_views(offsets: np.ndarray) -> np.ndarray:
     offsets = offsets.copy()
     offsets[0, 1], offsets[0, 2] = offsets[0, 2], offsets[0, 1]
     return offsets
+
+
+def test_a_label_equal_to_the_number_of_classes_is_refused(packed_file, tmp_path):
+    """Labels are 0..classes-1: the label `classes` is one past the file's last class."""
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(packed_file.read_bytes())
+    with h5py.File(damaged, "r+") as handle:
+        row = list(handle["split"].asstr()[()]).index("train")
+        handle["labels"][row] = len(handle["class_names"])
+    with pytest.raises(DatasetError, match=re.escape(f"{damaged}: damaged packed file (labels outside 0..2")):
+        open_dataset(damaged, "train")
+
+
+def test_jpeg_bytes_longer_than_the_offsets_say_are_refused(packed_file, tmp_path):
+    """Bytes past the last offset are those of an object whose write was cut short: not a finished pack."""
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(packed_file.read_bytes())
+    with h5py.File(damaged, "r+") as handle:
+        handle["jpeg_bytes"].resize((handle["jpeg_bytes"].shape[0] + 100,))
+    with pytest.raises(DatasetError, match=re.escape(f"{damaged}: jpeg_offsets do not match jpeg_bytes")):
+        open_dataset(damaged, "val")
+
+
+def test_a_forked_process_reads_the_pack_through_a_handle_of_its_own(packed_file):
+    """DataLoader workers are forked after the parent has read images: an HDF5 handle is not safe to share
+    across a fork, so the child opens the file again on its first read."""
+    views = open_dataset(packed_file, "train")
+    expected = views.jpeg(1, 2)
+    assert views.jpeg(0, 0)[:2] == b"\xff\xd8", "the parent holds a handle"
+    child = os.fork()
+    if child == 0:
+        try:
+            status = 0 if views.jpeg(1, 2) == expected and views._owner == os.getpid() else 1
+        except BaseException:
+            status = 2
+        os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert views.jpeg(1, 2) == expected and views._owner == os.getpid()

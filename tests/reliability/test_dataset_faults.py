@@ -434,6 +434,23 @@ def test_the_check_split_between_processes_finds_what_one_process_finds(dataset)
     assert find_bad_objects(views, share=(1, 3), merge=lambda found: union) == whole
 
 
+def test_an_object_without_its_completion_marker_is_refused_or_skipped(dataset):
+    """In a folder with manifest.json an object without the marker `3die render` writes last was cut short
+    while rendered, even when every view file is there."""
+    from render.writer import COMPLETE_MARKER
+
+    key = dataset.splits["train"][1]
+    (dataset.root / key / COMPLETE_MARKER).unlink()
+    with pytest.raises(DatasetError) as refused:
+        training_split(dataset.root)
+    assert (
+        f"1 of 6 train objects cannot be used (first: {dataset.root / key}: incomplete, no completion "
+        "marker" in str(refused.value)
+    )
+    views = training_split(dataset.root, skip_bad_objects=True, echo=lambda line: None)
+    assert views.keys == [k for k in dataset.splits["train"] if k != key]
+
+
 def test_3die_check_names_each_bad_object_of_a_packed_file(dataset, tmp_path):
     """The check training points to (`3die check FILE.h5`) reads packed files: latents, JPEG markers, and
     without --quick every JPEG decoded (a damaged middle keeps both markers)."""

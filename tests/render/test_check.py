@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from benchmark.cli import main
 from render import spec, writer
@@ -335,3 +336,49 @@ def test_a_folder_without_a_listing_that_cannot_be_read_is_named(tmp_path, monke
         ]
         and "no objects" in found[str(tmp_path)][0]
     )
+
+
+def test_view_files_numbered_past_the_last_view_are_found(tmp_path):
+    """View numbers run 0..VIEWS-1: image_{VIEWS}.jpg and latent_{VIEWS}.npy belong to no view."""
+    make_dataset(tmp_path)
+    folder = writer.object_dir(tmp_path, OBJECTS[0])
+    (folder / spec.image_name(VIEWS)).write_bytes((folder / spec.image_name(0)).read_bytes())
+    (folder / spec.latent_name(VIEWS)).write_bytes((folder / spec.latent_name(0)).read_bytes())
+    _, found = problems(tmp_path)
+    assert found == {
+        OBJECTS[0].key: [
+            f"unexpected view file {spec.image_name(VIEWS)} (dataset has {VIEWS} views)",
+            f"unexpected view file {spec.latent_name(VIEWS)} (dataset has {VIEWS} views)",
+        ]
+    }
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_an_image_one_row_too_tall_and_a_greyscale_image_are_found(tmp_path, decode):
+    make_dataset(tmp_path)
+    folder = writer.object_dir(tmp_path, OBJECTS[0])
+    writer.write_view(folder, 0, np.zeros((SIZE + 1, SIZE, 3), np.uint8), spec.LATENT_LOW)
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), mode="L").save(folder / spec.image_name(1), "JPEG")
+    _, found = problems(tmp_path, decode=decode)
+    assert found == {
+        OBJECTS[0].key: [
+            f"{spec.image_name(0)} is {SIZE}x{SIZE + 1}, expected {SIZE}x{SIZE}",
+            f"{spec.image_name(1)} has mode L, not RGB",
+        ]
+    }
+
+
+def test_an_angle_just_past_the_range_is_found(tmp_path):
+    """RANGE_TOLERANCE forgives float rounding only: a millionth of a radian past pi/2 is out of range."""
+    make_dataset(tmp_path)
+    path = writer.object_dir(tmp_path, OBJECTS[1]) / spec.latent_name(0)
+    latent = np.load(path)
+    latent[spec.ROTATION.start] = spec.LATENT_HIGH[spec.ROTATION.start] + 1e-6
+    np.save(path, latent)
+    _, found = problems(tmp_path)
+    assert found == {
+        OBJECTS[1].key: [
+            "latent_0.npy out of range: rot_x=1.571 (the published range of the Euler angles is "
+            "[-pi/2, pi/2])"
+        ]
+    }
