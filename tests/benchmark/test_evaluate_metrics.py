@@ -44,6 +44,12 @@ def test_mean_class_accuracy_weights_classes_equally():
     assert mean_class_accuracy(labels, labels) == 1.0
 
 
+def test_mean_class_accuracy_averages_the_classes_of_the_labels_only():
+    """A class the probe predicts but no validation view has is no class of the average."""
+    assert mean_class_accuracy(np.array([0, 2]), np.array([0, 0])) == 0.5
+    assert mean_class_accuracy(np.array([0, 2, 2, 1]), np.array([0, 1, 1, 1])) == (1 + 1 / 3) / 2
+
+
 def test_r2_pooled_uses_one_mean_over_all_components():
     target = np.array([[0.0, 10.0], [2.0, 12.0]])
     column_means = np.array([[1.0, 11.0], [1.0, 11.0]])

@@ -9,8 +9,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from benchmark.evaluate import ProbeSettings, classification_probe, colour_probe, draw_pairs, rotation_probe
+from benchmark.evaluate import probes as probes_module
 from benchmark.evaluate.metrics import r2_pooled
-from benchmark.evaluate.probes import rotation_targets
+from benchmark.evaluate.probes import classification_scores, colour_targets, rotation_targets
 from render import spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,6 +129,102 @@ def test_probes_are_reproducible_and_leave_the_global_generator_alone():
     assert rotation_probe(features, train, val_features, val, settings) == first
     other_seed = ProbeSettings(epochs=3, batch_size=8, hidden=32, val_pairs=2, seed=8)
     assert rotation_probe(features, train, val_features, val, other_seed) != first
+
+
+def test_classification_scores_of_twelve_classes():
+    """Top-5 is the label among the 5 highest logits, not the highest one (with 12 classes they differ)."""
+    labels = np.arange(12)
+    logits = np.tile(np.arange(12, 0, -1, dtype=np.float64), (12, 1))  # class 0 best, then 1, 2, ...
+    scores = classification_scores(logits, labels)
+    assert scores == {"top1": 1 / 12, "top5": 5 / 12, "mean_class_acc": 1 / 12}
+
+
+def test_colour_probe_names_each_hue_by_its_own_score():
+    """Features that hold the floor hue alone: the floor's R^2 near 1, the spot's near 0."""
+    train, val = _latents(24, 200), _latents(25, 40)
+    floor_only = colour_probe(
+        torch.tensor(train[..., [spec.FLOOR_HUE]], dtype=torch.float32),
+        train,
+        torch.tensor(val[..., [spec.FLOOR_HUE]], dtype=torch.float32),
+        val,
+        FAST,
+    )
+    assert floor_only["r2_floor"] > 0.95 and floor_only["r2_spot"] == pytest.approx(0.0, abs=0.1)
+
+
+def test_pair_targets_are_the_second_view_relative_to_the_first():
+    latents = _latents(26, 2, views=3)
+    objects, first, second = np.array([1, 0]), np.array([2, 0]), np.array([0, 1])
+    ends = Rotation.from_euler("xyz", latents[objects, second][:, spec.ROTATION])
+    starts = Rotation.from_euler("xyz", latents[objects, first][:, spec.ROTATION])
+    relative = (starts.inv() * ends).as_quat()
+    relative *= np.sign(relative[:, 3:])  # SciPy's sign: w >= 0
+    np.testing.assert_allclose(rotation_targets(latents, objects, first, second), relative, atol=1e-6)
+    hues = latents[objects, second][:, list(spec.COLOUR)] - latents[objects, first][:, list(spec.COLOUR)]
+    np.testing.assert_allclose(colour_targets(latents, objects, first, second), hues, atol=1e-6)
+
+
+def test_every_probe_trains_its_epochs_on_views_drawn_anew_each_epoch(monkeypatch):
+    """on_epoch is called once per epoch; the classification views and the training pairs differ between
+    epochs, the validation pairs and the head's initial weights between seeds."""
+    train, val = _latents(27, 8, views=6), _latents(28, 4, views=6)
+    features, val_features = _noise(29, 8, 6), _noise(30, 4, 6)
+    settings = ProbeSettings(epochs=3, batch_size=64, hidden=8, val_pairs=2)
+    labels, val_labels = np.arange(8) % 2, np.arange(4) % 2
+    for probe in (
+        lambda **kw: classification_probe(features, labels, val_features, val_labels, 2, settings, **kw),
+        lambda **kw: rotation_probe(features, train, val_features, val, settings, **kw),
+        lambda **kw: colour_probe(features, train, val_features, val, settings, **kw),
+    ):
+        epochs = []
+        probe(on_epoch=lambda epochs=epochs: epochs.append(1))
+        assert len(epochs) == 3
+
+    drawn = []
+    real_rng = np.random.default_rng
+    monkeypatch.setattr(np.random, "default_rng", lambda seed: _RecordingDraws(real_rng(seed), drawn))
+    classification_probe(features, labels, val_features, val_labels, 2, settings)
+    assert len(drawn) == 3 and not np.array_equal(drawn[0], drawn[1])  # one draw of views per epoch
+    drawn.clear()
+    rotation_probe(features, train, val_features, val, settings)
+    firsts = drawn[0::2]  # draw_pairs draws the first views, then the offsets of the second
+    assert len(firsts) == 4 and not np.array_equal(firsts[0], firsts[1])  # 3 epochs, then validation
+    drawn.clear()
+    rotation_probe(features, train, val_features, val, dataclasses.replace(settings, seed=1))
+    assert not np.array_equal(drawn[-2], firsts[-1])  # the validation pairs follow the seed
+    monkeypatch.undo()
+    weights = []
+    monkeypatch.setattr(probes_module, "pair_head", _recording_head(weights))
+    for seed in (0, 0, 1):
+        rotation_probe(features, train, val_features, val, dataclasses.replace(settings, epochs=1, seed=seed))
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+class _RecordingDraws:
+    """A NumPy generator that records every array of integers it draws."""
+
+    def __init__(self, generator, drawn):
+        self.generator, self.drawn = generator, drawn
+
+    def integers(self, *arguments, **options):
+        values = self.generator.integers(*arguments, **options)
+        self.drawn.append(np.array(values))
+        return values
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+
+def _recording_head(weights):
+    """pair_head, recording each head's initial first-layer weights."""
+    real = probes_module.pair_head
+
+    def build(*arguments):
+        head = real(*arguments)
+        weights.append(head[0].weight.detach().clone())
+        return head
+
+    return build
 
 
 def test_draw_pairs_gives_distinct_views_uniformly():

@@ -161,6 +161,25 @@ def test_near_ties_that_float32_gets_wrong_are_ranked_exactly(chunk):
     np.testing.assert_array_equal(retrieval_ranks(predicted, embeddings, targets, chunk=chunk), reference)
 
 
+def test_a_few_near_ties_are_decided_one_by_one_in_float64(monkeypatch):
+    """Objects with fewer near ties than views keep their float32 ranks and have just those comparisons
+    decided again in float64 (here: view 2 an exact copy of view 1, view 3 one last bit away)."""
+    predicted, embeddings, targets = _random_case(objects=10, seed=11)
+    embeddings[:, 2] = embeddings[:, 1]
+    embeddings[:, 3] = embeddings[:, 1]
+    embeddings[:, 3, 0] = np.nextafter(embeddings[:, 1, 0], np.float32(np.inf))
+    decided, whole = [], []
+    for name, calls in (("_float64_decisions", decided), ("_float64_ranks", whole)):
+        real = getattr(retrieval_module, name)
+        monkeypatch.setattr(
+            retrieval_module, name, lambda *args, real=real, calls=calls: calls.append(1) or real(*args)
+        )
+    ranks = retrieval_ranks(predicted, embeddings, targets)
+    np.testing.assert_array_equal(ranks, retrieval_ranks_loop(predicted, embeddings, targets))
+    assert decided and not whole
+    assert (ranks[:, :3] >= 2).all(), "views 1-3 tie with one another and rank pessimistically"
+
+
 def test_embeddings_beyond_float32_range_are_ranked_in_float64(monkeypatch):
     predicted, embeddings, targets = _random_case(objects=6, seed=4)
     embeddings[2] *= np.float32(1e21)  # float32 squares and products overflow here

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -372,6 +373,42 @@ def test_feature_tensors_are_copied_once_and_made_again_after_release():
     tensors.release()
     again = tensors.representations("train")
     assert again is not first and torch.equal(again, first)
+
+
+def test_each_probe_trains_on_the_train_split_and_scores_the_val_split_of_each_part(monkeypatch):
+    """run_task hands every probe the train split's features of one part with the train labels or
+    latents, then the val split's: a probe fitted on validation views would inflate every score."""
+    train = SplitFeatures(
+        np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4), None, np.ones((2, 3, 7)), np.array([0, 1])
+    )
+    val = SplitFeatures(-np.ones((1, 3, 4), np.float32), None, np.zeros((1, 3, 7)), np.array([1]))
+    features = evaluate_module.FeatureTensors(train, val, torch.device("cpu"))
+    method = SimpleNamespace(parts={"inv": slice(0, 1), "equi": slice(1, 4)}, has_predictor=False)
+    calls = []
+
+    def probe(name):
+        def record(train_part, train_answers, val_part, val_answers, *rest):
+            calls.append((name, train_part, train_answers, val_part, val_answers))
+            return {}
+
+        return record
+
+    for name in ("classification_probe", "rotation_probe", "colour_probe"):
+        monkeypatch.setattr(evaluate_module, name, probe(name))
+    settings = EvaluationSettings(epochs=dict.fromkeys(evaluate_module.PROBE_TASKS, 1))
+    for task in evaluate_module.PROBE_TASKS:
+        assert evaluate_module.run_task(task, method, features, 2, settings) == {"inv": {}, "equi": {}}
+    assert [call[0] for call in calls] == [
+        name for name in ("classification_probe", "rotation_probe", "colour_probe") for _ in range(2)
+    ]
+    for name, train_part, train_answers, val_part, val_answers in calls:
+        columns = method.parts["inv"] if train_part.shape[-1] == 1 else method.parts["equi"]
+        assert torch.equal(train_part, torch.from_numpy(train.representations[..., columns]))
+        assert torch.equal(val_part, torch.from_numpy(val.representations[..., columns]))
+        answers = (
+            (train.labels, val.labels) if name == "classification_probe" else (train.latents, val.latents)
+        )
+        assert train_answers is answers[0] and val_answers is answers[1]
 
 
 def test_an_interrupted_extraction_continues_where_it_stopped(sie_run, synthetic_dataset, tmp_path):

@@ -277,6 +277,9 @@ def test_append_row_creates_then_replaces(tmp_path):
     rows = append_row(path, row_from_results(_results(top1=0.6, evaluated_at="2026-03-01T00:00:00+00:00")))
     assert read_rows(path) == rows
     assert [(r["seed"], round(r["top1_inv"])) for r in rows] == [(0, 60), (1, 80)]
+    # evaluated at the same time as the row in the CSV: the row given wins (an evaluation rerun at once)
+    rows = append_row(path, row_from_results(_results(top1=0.7, evaluated_at="2026-03-01T00:00:00+00:00")))
+    assert [(r["seed"], round(r["top1_inv"])) for r in read_rows(path)] == [(0, 70), (1, 80)]
 
 
 APPENDER = """
