@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from benchmark.cli import main
 from benchmark.leaderboard import read_rows
 from benchmark.pipeline import ProceduralData, render_procedural
+from benchmark.train.checkpoint import load_checkpoint
 from render import sources, writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -95,6 +96,8 @@ def test_the_benchmark_trains_with_the_learning_rate_and_weight_decay_given(synt
     assert run.name.endswith("-s0-batch_size=4_image_size=16_lr=0.002_weight_decay=0.0")
     config = json.loads((run / "config.json").read_text())
     assert (config["lr"], config["weight_decay"]) == (0.002, 0.0)
+    (group,) = load_checkpoint(run / "checkpoints").payload["optimizer"]["param_groups"]
+    assert (group["lr"], group["weight_decay"]) == (0.002, 0.0)  # what the optimiser trained with
     (row,) = read_rows(tmp_path / "leaderboard.csv")
     assert row["train_options"] == "batch_size=4;lr=0.002;weight_decay=0.0"
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from synthetic_data import write_dataset
 
 from benchmark.cli import main
-from benchmark.data import pack_dataset
+from benchmark.data import open_dataset, pack_dataset
+from benchmark.data.validate import subset
 from benchmark.train import (
     ConfigError,
     NonFiniteLossError,
@@ -35,6 +36,8 @@ from benchmark.train.loop import (
     check_resumable,
     check_same_checkpoint,
     cuda_rng_states,
+    dataset_fingerprint,
+    per_process_batch,
     restore_cuda_rng,
     seed_everything,
 )
@@ -200,6 +203,7 @@ def test_non_finite_loss_stops_naming_the_step_and_the_loss_terms(
         train(config, progress=False)
     message = str(raised.value)
     assert "equivariance=nan" in message and "invariance=" in message and "loss=nan" in message
+    assert "another process" not in message  # one process: the loss is its own
     if nan_call == 1:  # nothing saved yet: the line does not promise a checkpoint
         assert "non-finite loss at epoch 1, step 1 (global step 1)" in message
         assert "weights (no checkpoint was saved yet); try a lower --lr" in message
@@ -497,3 +501,22 @@ def test_a_gpu_that_is_not_there_is_refused_with_one_line(synthetic_dataset, tmp
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ConfigError, match=r"^device cuda:0 would put all 2 processes on one GPU; use"):
         start_processes("cuda:0")
+
+
+def test_the_global_batch_is_split_evenly_between_processes():
+    assert per_process_batch(8, 2) == 4 and per_process_batch(8, 1) == 8
+    with pytest.raises(ConfigError, match="batch size 6 is not divisible by the 4 processes"):
+        per_process_batch(6, 4)
+
+
+def test_the_dataset_fingerprint_covers_objects_labels_and_views(synthetic_dataset):
+    views = open_dataset(synthetic_dataset.root, "train")
+    fingerprint = dataset_fingerprint(views)
+    relabelled = subset(views, list(range(len(views))))
+    relabelled.labels = views.labels.copy()
+    relabelled.labels[0] = (relabelled.labels[0] + 1) % views.num_classes
+    fewer_views = subset(views, list(range(len(views))))
+    fewer_views.views = views.views - 1
+    others = [relabelled, fewer_views, subset(views, list(range(1, len(views))))]
+    assert len({fingerprint, *(dataset_fingerprint(other) for other in others)}) == 4
+    assert dataset_fingerprint(subset(views, list(range(len(views))))) == fingerprint

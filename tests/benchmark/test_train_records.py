@@ -3,6 +3,7 @@ checkpoint; evaluation and the leaderboard row take them from there (older runs 
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -77,3 +78,15 @@ def test_leaderboard_rows_take_time_and_hardware_from_the_run_or_fall_back():
     older = _row({}, train_seconds=3.0)
     assert older["train_time_s"] == 3.0 and older["hardware"] == "1x cpu"
     assert _row({"train_seconds": None}, train_seconds=None)["train_time_s"] is None
+
+
+def test_a_run_resumed_on_other_hardware_records_both(synthetic_dataset, tmp_path, monkeypatch):
+    first = _train(synthetic_dataset.root, tmp_path, epochs=1)["hardware"]
+    monkeypatch.setattr(loop, "training_hardware", lambda context: "8x NVIDIA H100 80GB HBM3")
+    resumed = _train(synthetic_dataset.root, tmp_path, epochs=2)
+    assert resumed["hardware"] == f"{first} + 8x NVIDIA H100 80GB HBM3"
+
+
+def test_training_hardware_counts_the_processes():
+    context = SimpleNamespace(device=torch.device("cpu"), world_size=2)
+    assert loop.training_hardware(context).startswith("2x CPU (")

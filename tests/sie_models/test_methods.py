@@ -378,3 +378,11 @@ def test_augself_regressor_shapes_the_backbone():
     _, terms = method.criterion(method.embed(rep1, rep2, action), action)
     rep_grad = torch.autograd.grad(terms["augself"], rep1)[0]
     assert torch.count_nonzero(rep_grad) > 0
+
+
+def test_sen_leaves_the_invariant_share_of_the_embedding_unrotated():
+    """equivariant_fraction 0.25 of a 24-wide embedding: 18 trivial dims, then 6 (two 3-vectors) turned."""
+    method = tiny("sen", projector="24-24-24", equivariant_fraction=0.25)
+    assert method.predictor.trivial_dims == 18
+    layout = type(method).layout({"projector": "24-24-24", "equivariant_fraction": 0.25}, 32)
+    assert layout["split"] == "embedding 18 trivial + 6 rotated"
