@@ -6,11 +6,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from benchmark import pipeline
 from benchmark.cli import main
 from benchmark.leaderboard import read_rows
 from benchmark.pipeline import ProceduralData, render_procedural
@@ -269,3 +272,39 @@ def test_the_procedural_dataset_is_complete_before_training_starts(tmp_path):
         said[-1].startswith(f"{out}: rendered 1 objects (2 images) in ") and "s, 1 already done; " in said[-1]
     )
     assert all(len(list(writer.object_dir(out, o).glob("image_*.jpg"))) == 2 for o in objects)
+
+
+class _Evaluated(Exception):
+    """Raised by a stand-in evaluation with the settings it was given."""
+
+
+@pytest.mark.parametrize(
+    "preset, seed, epochs, samples", [("mini", 3, 50, 50), ("paper", 0, 300, 1), ("tiny", 1, 2, 1)]
+)
+def test_each_preset_probes_with_its_epochs_and_samples_and_the_run_seed(
+    synthetic_dataset, tmp_path, monkeypatch, preset, seed, epochs, samples
+):
+    """The probe protocol of every preset (mini: 50 epochs of 50 samples per object; paper: the published
+    300 of 1), seeded by the benchmark's seed."""
+    trained = SimpleNamespace(complete=True, stop_signal=None, seconds=1.0, epochs_done=1)
+    monkeypatch.setattr(pipeline, "train", lambda training, **options: trained)
+
+    def evaluate(run, data, settings, **options):
+        raise _Evaluated(settings)
+
+    monkeypatch.setattr(pipeline, "evaluate_run", evaluate)
+    config = pipeline.BenchmarkConfig(
+        method="vicreg", preset=preset, data=synthetic_dataset.root, out=tmp_path, seed=seed, device="cpu"
+    )
+    with pytest.raises(_Evaluated) as evaluated:
+        pipeline.run_benchmark(config, progress=False)
+    settings = evaluated.value.args[0]
+    assert settings.epochs == dict.fromkeys(("classification", "rotation", "colour"), epochs)
+    assert (settings.samples_per_object, settings.seed) == (samples, seed)
+
+
+def test_run_names_use_the_dataset_name_of_results_and_leaderboards(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "set.h5").touch()
+    assert pipeline.run_name("sie", "mini", tmp_path / "set.h5", 0, {}) == "sie-mini-set-s0"
+    assert pipeline.run_name("sie", "mini", Path("."), 2, {}) == f"sie-mini-{tmp_path.name}-s2"

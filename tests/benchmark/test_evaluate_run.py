@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from synthetic_data import write_dataset
 
 from benchmark.cli import main
 from benchmark.data import DatasetError, open_dataset, pack_dataset
+from benchmark.data.validate import subset
 from benchmark.evaluate import (
     EvaluationError,
     EvaluationSettings,
@@ -266,7 +268,8 @@ def test_a_rerun_with_other_settings_recomputes_only_the_tasks_they_change(
     # nor are any with code that differs from its commit, or names none, which may have changed since
     for version in (f"{committed_code}.dirty", "0.1.0"):
         monkeypatch.setattr(evaluate_module, "code_version", lambda version=version: version)
-        assert "kept from" not in _evaluate(run, "--hidden", "8").output
+        for _ in range(2):  # also when the results were computed under that same version
+            assert "kept from" not in _evaluate(run, "--hidden", "8").output
 
 
 def test_evaluating_some_tasks_keeps_the_others(sie_run, tmp_path):
@@ -710,6 +713,7 @@ def test_task_and_epoch_parsing():
     assert EvaluationSettings().probe("rotation").epochs == 300
     assert parse_epochs("5") == {"classification": 5, "rotation": 5, "colour": 5}
     assert parse_epochs("rotation=20,colour=7") == {"classification": 300, "rotation": 20, "colour": 7}
+    assert parse_epochs("color=7")["colour"] == 7
     with pytest.raises(ValueError, match=r"cannot read epochs '2,3' \(at '2'\): give N for every probe, or"):
         parse_epochs("2,3")
     for text in ("\u00b2", "rotation=\u00b2", ""):  # digits to str.isdigit, not to int(); nothing
@@ -827,9 +831,16 @@ def test_the_images_digest_reads_every_view_length_and_the_sampled_images(synthe
     sampled = evaluate_module.images_digest(*splits)
     assert sampled == evaluate_module.images_digest(*(open_dataset(packed, s) for s in ("train", "val")))
     assert sampled != evaluate_module.images_digest(*(open_dataset(raw, s) for s in ("train", "val")))
+    assert sampled != unsampled
     image = splits[0].view_path(2, 7)
     image.write_bytes(image.read_bytes() + b"\0")
     assert evaluate_module.images_digest(*splits, objects=0) != unsampled
+    edited = tmp_path / "edited.h5"  # a raw pack has no lengths: its sampled pixels tell
+    shutil.copyfile(raw, edited)
+    with h5py.File(edited, "r+") as handle:
+        handle["pixels"][:, 0, 0, 0] ^= 255
+    raw_digest = evaluate_module.images_digest(*(open_dataset(raw, s) for s in ("train", "val")))
+    assert evaluate_module.images_digest(*(open_dataset(edited, s) for s in ("train", "val"))) != raw_digest
 
 
 def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, official_dataset, tmp_path):
@@ -844,6 +855,20 @@ def test_a_folder_and_its_packed_file_are_the_same_dataset(synthetic_dataset, of
     root = official_dataset.root
     other = dataset_identity(root, *(open_dataset(root, split) for split in ("train", "val")))
     assert other["hash"] != folder_identity["hash"] and other["name"] == "official"
+
+
+def test_the_dataset_hash_covers_both_splits_and_leaves_package_versions_out(synthetic_dataset, tmp_path):
+    """The probes train on the train split: one train object fewer is another dataset. The same rendering
+    made with other package versions is the same one."""
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_dataset.root, root)
+    train, val = (open_dataset(root, split) for split in ("train", "val"))
+    reference = dataset_identity(root, train, val)["hash"]
+    assert dataset_identity(root, subset(train, list(range(1, len(train)))), val)["hash"] != reference
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["versions"] = {**manifest.get("versions", {}), "bpy": "9.9.9"}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert dataset_identity(root, train, val)["hash"] == reference
 
 
 @pytest.mark.parametrize("in_the_way", ["features", "results.json"])

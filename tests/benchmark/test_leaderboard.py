@@ -174,6 +174,49 @@ def test_merge_keeps_the_newest_row_of_each_experiment():
     assert merge_rows([new, same_time])[0]["top1_inv"] == 1.0
 
 
+def test_the_experiment_key_is_the_image_size_and_the_dataset_hash_not_its_name():
+    """Two image sizes are two experiments; two renderings under one name are two datasets; one dataset
+    under two names (a folder and its pack) is one."""
+    base = row_from_results(_results())
+    larger = {**base, "image_size": 128}
+    assert len(merge_rows([base, larger])) == 2
+    other_rendering = {**base, "dataset_hash": "fedcba9876543210"}
+    assert len(merge_rows([base, other_rendering])) == 2
+    renamed = {**base, "dataset": "procedural.h5", "evaluated_at": "2026-02-01T00:00:00+00:00"}
+    assert merge_rows([base, renamed]) == [renamed]
+
+
+def test_a_row_counts_the_epochs_trained_and_the_probes_that_ran():
+    """A run evaluated before it finished is a row of the epochs it trained; a skipped task's probe
+    settings are not the row's."""
+    results = _results()
+    results["training"] |= {"epochs": 10, "epochs_done": 4}
+    results["settings"] |= {"colour": {"epochs": 300, "samples_per_object": 1}}
+    results["skipped"] = {"colour": "the dataset has 1 class"}
+    row = row_from_results(results)
+    assert row["epochs"] == 4
+    assert row["probe_epochs"] == "classification=300;rotation=300"
+
+
+def test_the_same_objects_rendered_otherwise_are_another_dataset():
+    """Evaluated on the objects it trained on, rendered with other settings (e.g. the OOD rotation range):
+    the row names the training dataset."""
+    results = _results()
+    results["training"]["dataset"] = {
+        "name": "procedural",
+        "fingerprint": "f",
+        "rendering": {"rotation": "published"},
+    }
+    results["dataset"] |= {
+        "name": "procedural-ood",
+        "train_fingerprint": "f",
+        "rendering": {"rotation": "ood"},
+    }
+    assert row_from_results(results)["train_dataset"] == "procedural"
+    results["dataset"]["rendering"] = {"rotation": "published"}
+    assert row_from_results(results)["train_dataset"] is None
+
+
 def test_merge_orders_evaluation_times_as_instants_and_rows_whatever_order_they_come_in():
     utc = row_from_results(_results(top1=0.5, evaluated_at="2026-11-23T19:33:54+00:00"))
     earlier = dict(utc, top1_inv=1.0, evaluated_at="2026-11-23T20:00:00+05:00")  # 15:00 UTC
