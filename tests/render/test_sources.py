@@ -128,7 +128,10 @@ def test_an_objects_csv_of_other_classes_must_number_them_from_zero(tmp_path):
     expected = "objects.csv: the labels of its 2 classes are 5, 9; number them 0..1"
     with pytest.raises(SourceError, match=expected):
         ProceduralSource(objects_file=objects_csv).objects()
-    objects_csv.write_text(objects_csv.read_text().replace(",5,", ",1,").replace(",9,", ",0,"))
+    objects_csv.write_text(objects_csv.read_text().replace(",5,", ",2,").replace(",9,", ",0,"))
+    with pytest.raises(SourceError, match=r"the labels of its 2 classes are 0, 2; number them 0\.\.1"):
+        ProceduralSource(objects_file=objects_csv).objects()
+    objects_csv.write_text(objects_csv.read_text().replace(",2,", ",1,"))
     assert [o.label for o in ProceduralSource(objects_file=objects_csv).objects()] == [1, 0]
 
 
@@ -255,6 +258,40 @@ def test_broken_and_empty_mesh_files_are_mesh_errors(tmp_path):
     for name in ("bad.obj", "empty.ply", "nofaces.obj", "missing.stl"):
         with pytest.raises(MeshError, match=name):
             load_mesh_file(tmp_path / name)
+
+
+def test_an_objects_csv_naming_a_mesh_that_is_not_there_fails_that_object_only(mesh_root, tmp_path):
+    """The object stays in the dataset's list and fails to load (a failures.jsonl entry), not silently
+    dropped, nor stopping the whole render."""
+    objects_csv = tmp_path / "objects.csv"
+    objects_csv.write_text(
+        "synset,object_id,label,split,source\nbox,box0,0,train,mesh-dir\nbox,gone,0,val,mesh-dir\n"
+    )
+    source = MeshDirSource(mesh_root, objects_csv)
+    objects = source.objects()
+    assert [obj.object_id for obj in objects] == ["box0", "gone"] and objects[1].path is None
+    with pytest.raises(MeshError, match=r"box: no mesh file named gone\.\*"):
+        source.load(objects[1])
+
+
+def test_mesh_arrays_refuse_meshes_no_renderer_could_show(tmp_path):
+    triangle = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    cases = [
+        (trimesh.Trimesh(triangle, np.zeros((0, 3), np.int64), process=False), "the mesh has no faces"),
+        (trimesh.Trimesh(triangle, [[0, 1, 3]], process=False), r"faces name vertices outside 0\.\.2"),
+        (trimesh.Trimesh(triangle, [[0, 1, -1]], process=False), r"faces name vertices outside 0\.\.2"),
+        (
+            trimesh.Trimesh([[np.nan, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False),
+            "the mesh has non-finite vertex coordinates",
+        ),
+    ]
+    for mesh, message in cases:
+        with pytest.raises(MeshError, match=message):
+            mesh_arrays_from_trimesh(mesh)
+    huge = tmp_path / "huge.obj"  # finite in float64, infinite once the importer reads float32
+    huge.write_text("v 1e39 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(MeshError, match=r"huge.obj:1: non-finite vertex coordinates \(v 1e39 0 0\)"):
+        load_mesh_file(huge)
 
 
 def test_normalisation_turns_y_up_like_the_obj_importer():
