@@ -53,6 +53,30 @@ def np_info_nce(z1, z2, temperature):
     return total / (2 * n)
 
 
+def np_sie(inv1, inv2, equi1, equi2, predicted):
+    """SIE with sim 10, std 10, cov 1, equi_factor 0.45 and the predictor-variance term."""
+    z1, z2 = np.concatenate([inv1, equi1], axis=1), np.concatenate([inv2, equi2], axis=1)
+    return (
+        10 * np.mean((inv1 - inv2) ** 2)
+        + 0.45 * 10 * np.mean((predicted - equi2) ** 2)
+        + 10 * (np_hinge(z1) + np_hinge(z2)) / 2
+        + 10 * np_hinge(predicted) / 2
+        + np_covariance(z1)
+        + np_covariance(z2)
+    )
+
+
+def np_equimod_vicreg(z1, z2, equi1, equi2, predicted):
+    invariant, _ = np_vicreg(z1, z2, 10, 10, 1)
+    equivariant = (
+        10 * np.mean((predicted - equi2) ** 2)
+        + 10 * (np_hinge(equi1) + np_hinge(equi2)) / 2
+        + np_covariance(equi1)
+        + np_covariance(equi2)
+    )
+    return invariant + 0.3 * equivariant
+
+
 # --- VICReg terms ---------------------------------------------------------------------------------
 
 
@@ -219,14 +243,7 @@ def test_augself_and_equimod_compositions():
         cov_coeff=1.0,
         equi_weight=0.3,
     )
-    invariant, _ = np_vicreg(z1, z2, 10, 10, 1)
-    equivariant = (
-        10 * np.mean((predicted - equi2) ** 2)
-        + 10 * (np_hinge(equi1) + np_hinge(equi2)) / 2
-        + np_covariance(equi1)
-        + np_covariance(equi2)
-    )
-    assert np.isclose(total.item(), invariant + 0.3 * equivariant)
+    assert np.isclose(total.item(), np_equimod_vicreg(z1, z2, equi1, equi2, predicted))
     assert {"invariance", "equivariance", "equivariant_variance", "equivariant_covariance"} <= set(terms)
 
 
@@ -236,30 +253,6 @@ def test_gather_is_the_identity_without_a_process_group():
 
 
 # --- gradients: every input of every objective, against the NumPy formulas ----------------------
-
-
-def np_sie(inv1, inv2, equi1, equi2, predicted):
-    """SIE with sim 10, std 10, cov 1, equi_factor 0.45 and the predictor-variance term."""
-    z1, z2 = np.concatenate([inv1, equi1], axis=1), np.concatenate([inv2, equi2], axis=1)
-    return (
-        10 * np.mean((inv1 - inv2) ** 2)
-        + 0.45 * 10 * np.mean((predicted - equi2) ** 2)
-        + 10 * (np_hinge(z1) + np_hinge(z2)) / 2
-        + 10 * np_hinge(predicted) / 2
-        + np_covariance(z1)
-        + np_covariance(z2)
-    )
-
-
-def np_equimod_vicreg(z1, z2, equi1, equi2, predicted):
-    invariant, _ = np_vicreg(z1, z2, 10, 10, 1)
-    equivariant = (
-        10 * np.mean((predicted - equi2) ** 2)
-        + 10 * (np_hinge(equi1) + np_hinge(equi2)) / 2
-        + np_covariance(equi1)
-        + np_covariance(equi2)
-    )
-    return invariant + 0.3 * equivariant
 
 
 VICREG = {"sim_coeff": 10.0, "std_coeff": 10.0, "cov_coeff": 1.0}
