@@ -39,8 +39,6 @@ from render.launch import (
 from render.sampling import object_latents
 from render.sources import MeshDirSource, ObjectSpec, ProceduralSource
 
-pytestmark = pytest.mark.slow
-
 SOURCE = ProceduralSource(("chair", "mug"), per_class=2, seed=0)
 
 
@@ -72,6 +70,7 @@ def test_threads_share_the_cores():
     assert threads_per_worker(1) == cores and threads_per_worker(cores * 4) == 1
 
 
+@pytest.mark.slow  # renders
 def test_latents_do_not_depend_on_the_shard_count(tmp_path):
     one = render_dataset(config(tmp_path / "one"), SOURCE, progress=False)
     assert one.rendered == 4 and one.images == 8 and one.splits == {"train": 2, "val": 2}
@@ -95,6 +94,7 @@ def test_latents_do_not_depend_on_the_shard_count(tmp_path):
     assert again.rendered == 0 and again.skipped == 4
 
 
+@pytest.mark.slow  # renders
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     render_dataset(config(tmp_path), SOURCE, limit=1, progress=False)
     other_views = r"rendered with other settings \(settings.views: 2 -> 3\); rerun"
@@ -113,6 +113,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         render_dataset(config(tmp_path / "chosen"), chosen, progress=False)
 
 
+@pytest.mark.slow  # renders
 def test_a_moved_source_resumes_but_another_source_is_refused(tmp_path):
     meshes = tmp_path / "meshes" / "thing"
     meshes.mkdir(parents=True)
@@ -134,6 +135,7 @@ def test_a_moved_source_resumes_but_another_source_is_refused(tmp_path):
         render_dataset(config(out), SOURCE, progress=False)
 
 
+@pytest.mark.slow  # renders
 def test_broken_meshes_go_to_failures_and_the_run_goes_on(tmp_path):
     meshes = tmp_path / "meshes" / "thing"
     meshes.mkdir(parents=True)
@@ -174,6 +176,7 @@ class CrashingSource(ProceduralSource):
         return super().load(obj)
 
 
+@pytest.mark.slow  # renders
 def test_an_object_that_kills_its_worker_is_recorded_and_the_rest_render(tmp_path):
     objects = SOURCE.objects()
     source = CrashingSource(("chair", "mug"), per_class=2, seed=0, crash_id=objects[1].object_id)
@@ -196,6 +199,7 @@ class LoggingSource(ProceduralSource):
         return super().load(obj)
 
 
+@pytest.mark.slow  # renders
 @pytest.mark.parametrize(("recycle_every", "processes"), [(1, 3), (3, 1)])
 def test_a_worker_is_replaced_after_recycle_every_objects(recycle_every, processes, tmp_path):
     """--recycle-every N: a worker process renders N objects, then a fresh one (a new Blender) takes over."""
@@ -344,6 +348,7 @@ def test_the_default_job_count_gives_each_array_task_about_500_objects():
     assert [estimate_jobs(n) for n in (0, 1, 500, 501, 1001, 52_472)] == [1, 1, 1, 2, 3, 105]
 
 
+@pytest.mark.slow  # renders
 def test_slurm_array_runs_one_shard_per_task(tmp_path):
     options = SlurmOptions(
         jobs=2, partition="gpu", time_min=30, gpus=1, cpus=2, array_parallelism=2, mem_gb=4
@@ -380,6 +385,7 @@ def test_slurm_array_runs_one_shard_per_task(tmp_path):
     assert again.result().rendered == 1 and check_dataset(out).ok
 
 
+@pytest.mark.slow  # renders
 def test_shapenet_layout_renders_with_shapenet_labels(tmp_path, scene):
     """Also: workers start even when this (parent) process has imported bpy (the `scene` fixture), which
     puts Blender's script folders on the sys.path that spawned workers inherit."""
@@ -416,6 +422,7 @@ def fake_slurm(folder, sbatch_error: str | None = None):
     return folder
 
 
+@pytest.mark.slow  # renders
 def test_a_slurm_job_array_from_sbatch_to_the_finished_dataset(tmp_path):
     """The real SLURM executor: the batch script sbatch receives, then each array task run as SLURM runs it
     (`python -m submitit.core._submit` in a fresh process with the task's SLURM variables)."""
@@ -481,6 +488,7 @@ def test_slurm_without_slurm_or_refused_by_sbatch_is_one_line(tmp_path):
     assert refused.output.strip() == f"Error: sbatch refused the job array: {refusal}"
 
 
+@pytest.mark.slow  # renders
 def test_every_rendered_view_shows_the_pose_and_floor_of_its_own_latent(tmp_path):
     """Through the whole pipeline (source, worker, writer), each image_i.jpg is rendered with latent_i.npy:
     a red marker at one end of a bar lands where scipy's extrinsic XYZ rotation of that latent puts it, and
