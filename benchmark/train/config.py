@@ -202,13 +202,13 @@ def parse_method_options(items: tuple[str, ...]) -> dict[str, Any]:
     options = {}
     for item in items:
         key, separator, value = item.partition("=")
+        key = key.strip()
         if not separator or not key:
             raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
         try:
             parsed = json.loads(value)
         except ValueError:
             parsed = value
-        key = key.strip()
         if key in options:
             raise ConfigError(f"--option {key} is given twice ({item!r}); keep one")
         if key == "projector" and isinstance(parsed, int):  # "64" is a one-layer spec, not a number

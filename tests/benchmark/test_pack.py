@@ -255,13 +255,44 @@ def test_a_partial_file_open_in_another_process_is_kept_and_named(tmp_path, monk
 
 
 def test_parallel_pack_equals_serial_pack(tmp_path):
-    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=2, val_per_class=1, views=3, size=16)
+    """Objects come back from the workers in chunks of 4: with several chunks in flight, every object
+    still lands in its own row."""
+    dataset = write_dataset(tmp_path / "ds", classes=2, train_per_class=8, val_per_class=1, views=3, size=16)
     pack_dataset(dataset.root, tmp_path / "serial.h5", size=8)
     pack_dataset(dataset.root, tmp_path / "parallel.h5", size=8, workers=2)
-    serial, parallel = open_dataset(tmp_path / "serial.h5"), open_dataset(tmp_path / "parallel.h5")
-    assert [serial.jpeg(i, v) for i in range(4) for v in range(3)] == [
-        parallel.jpeg(i, v) for i in range(4) for v in range(3)
-    ]
+    with h5py.File(tmp_path / "serial.h5") as serial, h5py.File(tmp_path / "parallel.h5") as parallel:
+        for name in ("jpeg_offsets", "jpeg_bytes", "latents", "labels"):
+            np.testing.assert_array_equal(parallel[name][()], serial[name][()], err_msg=name)
+
+
+def test_the_quality_asked_for_reaches_the_encoder_and_the_file(tmp_path):
+    """A plain pack records no quality (its JPEGs are the rendered ones); a re-encoded one records the
+    quality its JPEGs were written at, 1 to 100, and resumes only at that quality."""
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=3, val_per_class=1, views=3, size=32)
+    sizes = {}
+    for quality in (20, 100):
+        out = tmp_path / f"q{quality}.h5"
+        pack_dataset(dataset.root, out, size=16, quality=quality)
+        with h5py.File(out) as handle:
+            assert handle.attrs["jpeg_quality"] == quality
+            sizes[quality] = handle["jpeg_bytes"].shape[0]
+        assert open_dataset(out, "train").reencoding() == {"image_size": 16, "jpeg_quality": quality}
+    assert sizes[20] < 0.8 * sizes[100]
+    plain = tmp_path / "plain.h5"
+    pack_dataset(dataset.root, plain)
+    with h5py.File(plain) as handle:
+        assert handle.attrs["jpeg_quality"] == 0 and handle.attrs["image_size"] == 0
+    assert open_dataset(plain, "train").reencoding() is None
+
+
+def test_an_interrupted_pack_resumes_only_at_its_own_quality(tmp_path, monkeypatch):
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=3, val_per_class=1, views=3, size=16)
+    out = tmp_path / "resumed.h5"
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(dataset.root, out, size=8, quality=50, on_object=interrupt_after(2))
+    with pytest.raises(DatasetError, match=r"resumed\.h5\.partial: an unfinished pack .* other options"):
+        pack_dataset(dataset.root, out, size=8, quality=90)
+    assert pack_dataset(dataset.root, out, size=8, quality=50).resumed == 2
 
 
 def test_packed_reader_refuses_foreign_and_incomplete_files(tmp_path, packed_file):

@@ -293,6 +293,9 @@ def test_presets_live_in_one_file_and_options_override_them(tmp_path):
     with pytest.raises(ConfigError, match=r"^image_size must be at most 4096, got 40960$"):
         resolve_config("tiny", method="sie", data="d", out="o", image_size=40960)
     assert parse_method_options(("projector=64",)) == {"projector": "64"}  # a one-layer spec, not a number
+    for item in ("=3", " =3", "projector"):
+        with pytest.raises(ConfigError, match=f"^--option expects KEY=VALUE, got {item!r}$"):
+            parse_method_options((item,))
     assert parse_method_options(("equi_factor=0.5", "projector=8-8-8", "predictor_variance=false")) == {
         "equi_factor": 0.5,
         "projector": "8-8-8",
@@ -520,3 +523,17 @@ def test_the_dataset_fingerprint_covers_objects_labels_and_views(synthetic_datas
     others = [relabelled, fewer_views, subset(views, list(range(1, len(views))))]
     assert len({fingerprint, *(dataset_fingerprint(other) for other in others)}) == 4
     assert dataset_fingerprint(subset(views, list(range(len(views))))) == fingerprint
+
+
+def test_running_out_of_memory_is_one_line_that_keeps_what_is_written(tmp_path, monkeypatch):
+    """Any command: a MemoryError (an allocation larger than the machine) ends in one line."""
+
+    def too_large(*arguments, **options):
+        raise MemoryError("Unable to allocate 96.0 GiB for an array")
+
+    monkeypatch.setattr("benchmark.data.pack_dataset", too_large)
+    dataset = write_dataset(tmp_path / "ds", classes=1, train_per_class=2, val_per_class=0, views=2, size=8)
+    result = CliRunner().invoke(main, ["pack", str(dataset.root), "--out", str(tmp_path / "d.h5")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: out of memory (Unable to allocate 96.0 GiB for an array)"), line
