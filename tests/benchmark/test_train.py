@@ -143,6 +143,8 @@ def test_rerun_of_a_finished_run_trains_nothing_and_more_epochs_continue(
         (["--width", "8"], "width: 4 -> 8"),
         (["--option", "equi_factor=0.5"], "equi_factor: 0.45 -> 0.5"),
         (["--lr", "0.01"], "lr: 0.001 -> 0.01"),
+        (["--weight-decay", "0.5"], "weight_decay: 1e-06 -> 0.5"),
+        (["--seed", "1"], "seed: 0 -> 1"),
     ],
 )
 def test_resume_with_other_settings_is_refused(tiny_run, synthetic_dataset, extra, named):
@@ -151,6 +153,15 @@ def test_resume_with_other_settings_is_refused(tiny_run, synthetic_dataset, extr
     assert (
         f"{tiny_run / 'checkpoints' / 'last.pt'}: cannot resume" in result.output and named in result.output
     )
+    assert read_checkpoint(tiny_run / "checkpoints" / "last.pt")["global_step"] == 4, "checkpoint untouched"
+
+
+def test_resume_on_other_objects_is_refused(tiny_run, synthetic_dataset, tmp_path):
+    """Same classes, views and size, one more object per class: another dataset, not this run's."""
+    other = write_dataset(tmp_path / "other", classes=3, train_per_class=4, views=50, size=32)
+    result = _train(other.root, tiny_run, "--epochs", "3")
+    assert result.exit_code == 1, result.output
+    assert "cannot resume" in result.output and "dataset: other objects or labels" in result.output
     assert read_checkpoint(tiny_run / "checkpoints" / "last.pt")["global_step"] == 4, "checkpoint untouched"
 
 
@@ -537,3 +548,25 @@ def test_running_out_of_memory_is_one_line_that_keeps_what_is_written(tmp_path, 
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: out of memory (Unable to allocate 96.0 GiB for an array)"), line
+
+
+def test_each_seed_draws_its_own_initial_weights():
+    from sie_models import build_method
+
+    weights = []
+    for seed in (0, 0, 1):
+        seed_everything(seed, torch.device("cpu"))
+        weights.append(build_method("vicreg", image_size=16, width=2, projector="8-8-8").state_dict())
+    first, again, other = (torch.cat([w.flatten().float() for w in state.values()]) for state in weights)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_the_local_rank_defaults_to_the_rank_and_unknown_presets_keep_every_option():
+    from benchmark.train.config import options_beyond_preset
+    from benchmark.train.distributed import environment_ranks
+
+    assert environment_ranks({}) == (0, 1, 0)
+    assert environment_ranks({"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2, 1)
+    assert environment_ranks({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
+    options = {"projector": "64-64-64"}
+    assert options_beyond_preset("sie", "custom", options) == options
