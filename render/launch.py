@@ -279,12 +279,12 @@ def package_versions() -> dict[str, str]:
 
 
 def pending_objects(
-    root: Path, objects: list[ObjectSpec], retry_failed: bool = False, failed: Collection[str] | None = None
+    root: Path, objects: list[ObjectSpec], failed: Collection[str] | None = None
 ) -> list[ObjectSpec]:
-    """Objects not complete yet; those recorded as failed too when `retry_failed`. `failed`: the recorded
-    failures where the caller has read them (failures.jsonl is read here otherwise)."""
+    """Objects not complete yet, less the keys in `failed`: the failures not to try again (None: those
+    recorded in failures.jsonl, read here; empty to retry them all)."""
     if failed is None:
-        failed = set() if retry_failed else set(writer.read_failures(root))
+        failed = set(writer.read_failures(root))
     return [o for o in objects if o.key not in failed and not writer.is_complete(writer.object_dir(root, o))]
 
 
@@ -638,7 +638,7 @@ def submit_slurm(
         )
     objects = plan_objects(source, limit)
     prepare_dataset(config, source, objects)
-    pending = pending_objects(config.out, objects, retry_failed)
+    pending = pending_objects(config.out, objects, failed=() if retry_failed else None)
     shards = sorted({shard_index(obj, options.jobs) for obj in pending})
     if not shards:
         writer.finalize(config.out, objects)
